@@ -1,0 +1,90 @@
+// The ringpager engine: listens on Unix sockets, takes Firecracker's
+// handshake, and serves every VM's page faults from its reactor.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringpager/source.hpp"
+
+namespace ringpager {
+
+enum class ServeMode { lazy, prefetch };
+
+struct ListenerConfig {
+    std::string socket_path;
+    std::shared_ptr<const Source> source;
+    ServeMode mode = ServeMode::lazy;
+};
+
+struct EngineConfig {
+    std::vector<ListenerConfig> listeners;
+    unsigned reactors = 0;                        // 0: one per online core
+    std::vector<uid_t> allowed_uids;              // empty: only the engine's own uid
+    std::chrono::milliseconds handshake_timeout{30000};
+    bool kill_on_failure = false;                 // SIGKILL a VM that cannot be served
+    uint64_t prefetch_batch_bytes = 512 * 1024;   // pages per prefetch copy (4 KiB pages)
+    unsigned prefetch_inflight_batches = 12;      // per reactor
+    uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around faults
+};
+
+// Counters summed over all reactors (monotonic except the *_active ones).
+struct EngineStats {
+    uint64_t vms_accepted = 0;
+    uint64_t vms_refused = 0;           // handshake or validation failures
+    uint64_t vms_active = 0;
+    uint64_t vms_released = 0;
+    uint64_t vms_failed = 0;            // torn down because they could not be served
+    uint64_t faults = 0;                // page fault messages read
+    uint64_t pages_copied = 0;          // installed by UFFDIO_COPY (faults + prefetch)
+    uint64_t pages_prefetched = 0;      // of which by the prefetcher
+    uint64_t pages_zeroed = 0;          // installed by UFFDIO_ZEROPAGE or zero copies
+    uint64_t copy_ioctls = 0;
+    uint64_t bytes_read = 0;
+    uint64_t removed_pages = 0;         // pages named by REMOVE events
+    uint64_t eagain_retries = 0;
+    uint64_t events_other = 0;          // UNMAP, REMAP, FORK
+};
+
+// A finished VM's record, kept for reports and tests.
+struct VmReport {
+    uint64_t vm_id = 0;
+    pid_t pid = 0;
+    uint64_t pages_total = 0;
+    uint64_t faults = 0;
+    uint64_t pages_copied_on_fault = 0;
+    uint64_t pages_prefetched = 0;
+    uint64_t pages_zeroed = 0;
+    uint64_t bytes_read = 0;
+    double seconds_to_resident = -1;    // -1: never fully resident
+    double seconds_served = 0;
+    std::string end_reason;
+};
+
+class Engine {
+public:
+    // Binds every socket, starts the reactors, and returns a running engine;
+    // on failure returns nullptr with a one-line `error`.
+    static std::unique_ptr<Engine> start(EngineConfig config, std::string& error);
+    virtual ~Engine() = default;
+
+    // Asks every reactor to stop: no new VMs, all VMs released. Thread-safe.
+    virtual void request_stop() = 0;
+    // Waits until every reactor has stopped. Returns false if a reactor failed.
+    virtual bool wait() = 0;
+
+    virtual EngineStats stats() const = 0;
+    // Blocks until `count` VMs have been released (or timeout); true on success.
+    virtual bool wait_released(uint64_t count, std::chrono::milliseconds timeout) const = 0;
+    // Blocks until `count` VMs have been accepted and are being served.
+    virtual bool wait_accepted(uint64_t count, std::chrono::milliseconds timeout) const = 0;
+    virtual std::vector<VmReport> reports() const = 0;
+    virtual std::string setup_summary() const = 0;
+};
+
+}  // namespace ringpager

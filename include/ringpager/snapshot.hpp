@@ -1,0 +1,120 @@
+// Layered snapshots (docs/snapshot-format.md): a manifest mapping every block
+// of guest memory to a block of a compacted layer file, or to "zero". This
+// header is the whole public surface: serve one (open_layered_source), build
+// one from Firecracker memory files, inspect one, verify one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringpager/source.hpp"
+
+namespace ringpager {
+
+// Opens a layered snapshot manifest; validates header, checksums, every layer's size and identity.
+// Returns nullptr and sets `error` (one line naming the file and the cause) on failure.
+// With `verify_reads` the Source asks the reactor to verify() every block it reads.
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error);
+
+// ---- build ----------------------------------------------------------------
+
+struct SnapshotBuildOptions {
+    std::string base_path;                 // Firecracker full memory file
+    std::vector<std::string> diff_paths;   // Firecracker diff memory files, oldest first (sparse, same size)
+    std::string manifest_path;             // layers go next to it: <manifest>.layer<N>.rpl
+    uint64_t block_size_bytes = 4096;      // 4096, or 2 MiB for huge-page guests
+    unsigned reads_in_flight = 8;          // io_uring reads kept in flight
+    uint64_t read_buffer_bytes = 8 << 20;  // bytes per read; a multiple of the block size
+    bool sync = true;                      // fsync the files before renaming them into place
+    // Called after each chunk of input is processed; `total_bytes` is what the build will read.
+    std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;
+};
+
+struct SnapshotBuildReport {
+    // Every block of every input that held data is exactly one of these.
+    uint64_t blocks_total = 0;
+    uint64_t blocks_zero = 0;        // all-zero: stored as a zero extent, no bytes
+    uint64_t blocks_duplicate = 0;   // same bytes as a block stored earlier (any layer)
+    uint64_t blocks_stored = 0;      // written to a layer file
+    uint64_t blocks_shadowed = 0;    // wholly replaced by a later diff, so never stored
+    uint64_t hash_collisions = 0;    // equal XXH3-128 keys with different bytes (stored separately)
+    uint64_t bytes_in = 0;           // input bytes read (data regions of every input)
+    uint64_t bytes_written = 0;      // manifest plus layer files
+    uint64_t guest_size_bytes = 0;
+    uint64_t block_size_bytes = 0;
+    uint64_t extent_count = 0;
+    double seconds = 0;
+    std::vector<std::string> files_written;   // manifest first, then layers in order
+
+    uint64_t bytes_saved() const { return bytes_in > bytes_written ? bytes_in - bytes_written : 0; }
+    double gib_per_second() const {
+        return seconds > 0 ? static_cast<double>(bytes_in) / (1024.0 * 1024.0 * 1024.0) / seconds : 0.0;
+    }
+};
+
+// Builds a manifest plus one layer file per input. On failure returns false,
+// sets `error` (one line naming the file and the cause) and leaves no new files.
+bool build_layered_snapshot(const SnapshotBuildOptions& options, SnapshotBuildReport& report, std::string& error);
+
+// ---- inspect ---------------------------------------------------------------
+
+struct SnapshotLayerInfo {
+    uint32_t index = 0;
+    std::string path;                // as recorded: relative to the manifest
+    std::string resolved_path;       // where it was looked for
+    std::string id_hex;              // 128-bit layer id
+    uint64_t file_size_bytes = 0;
+    uint64_t data_offset_bytes = 0;
+    uint64_t stored_blocks = 0;      // slots in the file
+    uint64_t referenced_blocks = 0;  // guest blocks served from this layer
+    std::string status;              // "ok", or why the file would be refused
+};
+
+struct SnapshotInfo {
+    std::string manifest_path;
+    uint64_t manifest_size_bytes = 0;
+    uint32_t version = 0;
+    std::string snapshot_id_hex;
+    uint64_t block_size_bytes = 0;
+    uint64_t guest_size_bytes = 0;
+    uint64_t block_count = 0;
+    uint64_t zero_blocks = 0;
+    uint64_t data_blocks = 0;
+    uint64_t extent_count = 0;
+    uint64_t zero_extents = 0;
+    uint64_t data_extents = 0;
+    std::vector<SnapshotLayerInfo> layers;
+
+    bool layers_ok() const {
+        for (const auto& l : layers) {
+            if (l.status != "ok") return false;
+        }
+        return true;
+    }
+};
+
+// Reads and validates the manifest and checks each layer file's size and
+// identity (reported per layer in `status`, not as a failure). Returns false
+// with `error` only when the manifest itself cannot be used.
+bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& info, std::string& error);
+
+// ---- verify ----------------------------------------------------------------
+
+struct SnapshotVerifyReport {
+    uint64_t blocks_checked = 0;
+    uint64_t bad_blocks = 0;
+    uint64_t bytes_read = 0;
+    double seconds = 0;
+};
+
+// Opens the snapshot like open_layered_source, then re-hashes every stored
+// block of every layer. Returns true when all are intact; otherwise false with
+// `error` naming the first bad block (lowest guest offset) and its layer file,
+// or why the snapshot could not be opened (then report.bad_blocks is 0).
+bool verify_layered_snapshot(const std::string& manifest_path, SnapshotVerifyReport& report, std::string& error,
+                             const std::function<void(uint64_t done_bytes, uint64_t total_bytes)>& progress = {});
+
+}  // namespace ringpager

@@ -1,0 +1,192 @@
+// `ringpager serve`: the engine process (SPEC §4).
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/log.hpp"
+#include "ringpager/engine.hpp"
+#include "ringpager/snapshot.hpp"
+#include "uffd/uffd.hpp"
+
+using namespace ringpager;
+
+namespace {
+
+struct ServeOptions {
+    std::vector<std::string> sockets, mem_files, snapshots, modes;
+    std::string config_file;
+    unsigned reactors = 0;
+    std::vector<uid_t> allow_uids;
+    double handshake_timeout_s = 30;
+    bool kill_on_failure = false;
+    bool verify_reads = false;
+    std::string log_level = "info";
+};
+
+// One listener as the operator described it, before its source is opened.
+struct ListenerSpec {
+    std::string socket;
+    std::string path;
+    bool layered = false;
+    std::string mode = "lazy";
+};
+
+bool load_config_file(const std::string& path, std::vector<ListenerSpec>& out, std::string& error) {
+    std::ifstream in(path);
+    if (!in) {
+        error = "cannot read config file " + path;
+        return false;
+    }
+    auto doc = nlohmann::json::parse(in, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object() || !doc.contains("listeners") || !doc["listeners"].is_array()) {
+        error = "config file " + path + " is not {\"listeners\": [...]} JSON";
+        return false;
+    }
+    for (const auto& l : doc["listeners"]) {
+        ListenerSpec spec;
+        if (!l.is_object() || !l.contains("socket") || !l["socket"].is_string() ||
+            (l.contains("mem_file") == l.contains("snapshot"))) {
+            error = "config file " + path + ": every listener needs \"socket\" and one of \"mem_file\" or \"snapshot\"";
+            return false;
+        }
+        spec.socket = l["socket"].get<std::string>();
+        spec.layered = l.contains("snapshot");
+        spec.path = l[spec.layered ? "snapshot" : "mem_file"].get<std::string>();
+        if (l.contains("mode")) spec.mode = l["mode"].get<std::string>();
+        out.push_back(spec);
+    }
+    return true;
+}
+
+// Pairs sockets with sources: the i-th socket serves the i-th source, or all
+// sockets serve the single source given.
+bool listeners_from_flags(const ServeOptions& o, std::vector<ListenerSpec>& out, std::string& error) {
+    if (!o.mem_files.empty() && !o.snapshots.empty()) {
+        error = "give --mem-file or --snapshot, not both (use a --config file to mix them)";
+        return false;
+    }
+    const bool layered = !o.snapshots.empty();
+    const auto& sources = layered ? o.snapshots : o.mem_files;
+    if (o.sockets.empty() || sources.empty()) {
+        error = "serve needs --socket and --mem-file (or --snapshot)";
+        return false;
+    }
+    if (sources.size() != 1 && sources.size() != o.sockets.size()) {
+        error = "give one source for all sockets, or one per --socket (" + std::to_string(o.sockets.size()) +
+                " sockets, " + std::to_string(sources.size()) + " sources)";
+        return false;
+    }
+    if (o.modes.size() > 1 && o.modes.size() != o.sockets.size()) {
+        error = "give one --mode for all sockets, or one per --socket";
+        return false;
+    }
+    for (size_t i = 0; i < o.sockets.size(); i++)
+        out.push_back({o.sockets[i], sources[sources.size() == 1 ? 0 : i], layered,
+                       o.modes.empty() ? "lazy" : o.modes[o.modes.size() == 1 ? 0 : i]});
+    return true;
+}
+
+LogLevel parse_level(const std::string& s) {
+    if (s == "debug") return LogLevel::debug;
+    if (s == "warn") return LogLevel::warn;
+    if (s == "error") return LogLevel::error;
+    if (s == "quiet") return LogLevel::quiet;
+    return LogLevel::info;
+}
+
+}  // namespace
+
+int serve_main(int argc, char** argv) {
+    CLI::App app{"Serve Firecracker memory snapshots to VMs over userfaultfd.\n"
+                 "Firecracker connects to --socket (mem_backend {\"backend_type\":\"Uffd\"}) and every page "
+                 "fault of its guest is served from the snapshot.",
+                 "ringpager serve"};
+    ServeOptions o;
+    app.add_option("--socket", o.sockets, "Unix socket to listen on (repeatable)");
+    app.add_option("--mem-file", o.mem_files, "Firecracker memory file to serve (one, or one per --socket)");
+    app.add_option("--snapshot", o.snapshots, "layered snapshot manifest to serve instead of --mem-file");
+    app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")
+        ->check(CLI::IsMember({"lazy", "prefetch"}));
+    app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..}]}");
+    app.add_option("--reactors", o.reactors, "reactor threads (default: one per online core)");
+    app.add_option("--allow-uid", o.allow_uids, "uid allowed to connect (repeatable; default: this process's uid)");
+    app.add_option("--handshake-timeout", o.handshake_timeout_s, "seconds a peer has to send its handshake")
+        ->check(CLI::PositiveNumber);
+    app.add_flag("--kill-on-failure", o.kill_on_failure, "SIGKILL a VM that cannot be served instead of leaving it hung");
+    app.add_flag("--verify-reads", o.verify_reads, "check every block read from a layered snapshot against its checksum");
+    app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
+        ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int rc = app.exit(e);
+        return rc == 0 ? 0 : 2;
+    }
+    set_log_level(parse_level(o.log_level));
+
+    std::vector<ListenerSpec> specs;
+    std::string error;
+    const bool ok = o.config_file.empty() ? listeners_from_flags(o, specs, error)
+                                          : load_config_file(o.config_file, specs, error);
+    if (!ok) {
+        fprintf(stderr, "ringpager serve: %s (see --help)\n", error.c_str());
+        return 2;
+    }
+    if (std::string why = userfaultfd_unavailable_reason(); !why.empty()) {
+        fprintf(stderr, "ringpager serve: %s\n", why.c_str());
+        return 1;
+    }
+    EngineConfig config;
+    std::map<std::string, std::shared_ptr<const Source>> opened;  // one Source per distinct file
+    for (const ListenerSpec& spec : specs) {
+        if (spec.mode != "lazy" && spec.mode != "prefetch") {
+            fprintf(stderr, "ringpager serve: unknown mode '%s' (lazy or prefetch)\n", spec.mode.c_str());
+            return 2;
+        }
+        auto& source = opened[(spec.layered ? "L:" : "R:") + spec.path];
+        if (!source) {
+            source = spec.layered ? open_layered_source(spec.path, o.verify_reads, error)
+                                  : open_raw_source(spec.path, error);
+            if (!source) {
+                fprintf(stderr, "ringpager serve: %s\n", error.c_str());
+                return 1;
+            }
+        }
+        config.listeners.push_back({spec.socket, source, spec.mode == "lazy" ? ServeMode::lazy : ServeMode::prefetch});
+    }
+    config.reactors = o.reactors;
+    config.allowed_uids = o.allow_uids;
+    config.handshake_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.handshake_timeout_s * 1000));
+    config.kill_on_failure = o.kill_on_failure;
+
+    // Signals become a sigwait in this thread; reactors inherit the mask and never see them.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    auto engine = Engine::start(std::move(config), error);
+    if (!engine) {
+        fprintf(stderr, "ringpager serve: %s\n", error.c_str());
+        return 1;
+    }
+    RP_INFO("serving: %s", engine->setup_summary().c_str());
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    RP_INFO("%s received: releasing every VM and shutting down", strsignal(signal_number));
+    engine->request_stop();
+    const bool clean = engine->wait();
+    const EngineStats s = engine->stats();
+    RP_INFO("stopped: %llu VMs served (%llu refused, %llu failed), %llu faults, %llu pages copied (%llu prefetched), "
+            "%llu zero-filled, %llu copy ioctls, %.1f MiB read",
+            (unsigned long long)s.vms_accepted, (unsigned long long)s.vms_refused, (unsigned long long)s.vms_failed,
+            (unsigned long long)s.faults, (unsigned long long)s.pages_copied, (unsigned long long)s.pages_prefetched,
+            (unsigned long long)s.pages_zeroed, (unsigned long long)s.copy_ioctls, s.bytes_read / 1048576.0);
+    return clean ? 0 : 1;
+}

@@ -1,0 +1,212 @@
+// `ringpager snapshot build|inspect|verify`: the operator's tool for layered
+// snapshots (docs/snapshot-format.md). Exit codes: 0 ok, 1 runtime failure,
+// 2 usage error. Errors are one line on stderr naming the file and the cause.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "ringpager/snapshot.hpp"
+#include "snapshot/layered/file_io.hpp"
+
+namespace {
+
+using ringpager::layered::format_bytes;
+
+constexpr int exit_ok = 0;
+constexpr int exit_failure = 1;
+constexpr int exit_usage = 2;
+
+// A one-line progress bar on stderr, redrawn at most ten times a second, and
+// only when stderr is a terminal.
+class ProgressBar {
+public:
+    ProgressBar(std::string label, bool wanted) : label_(std::move(label)), enabled_(wanted && ::isatty(STDERR_FILENO)) {}
+    ~ProgressBar() { finish(); }
+
+    std::function<void(uint64_t, uint64_t)> callback() {
+        if (!enabled_) return {};
+        return [this](uint64_t done, uint64_t total) { update(done, total); };
+    }
+
+    void finish() {
+        if (drawn_) std::fprintf(stderr, "\r\033[K");
+        drawn_ = false;
+    }
+
+private:
+    void update(uint64_t done, uint64_t total) {
+        auto now = std::chrono::steady_clock::now();
+        if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
+        last_ = now;
+        double fraction = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
+        double seconds = std::chrono::duration<double>(now - start_).count();
+        double rate = seconds > 0 ? static_cast<double>(done) / seconds / (1024.0 * 1024.0 * 1024.0) : 0.0;
+        constexpr int width = 30;
+        auto filled = static_cast<int>(fraction * width);
+        std::string bar(static_cast<size_t>(filled), '#');
+        bar.append(static_cast<size_t>(width - filled), '.');
+        std::fprintf(stderr, "\r%s [%s] %3d%%  %s / %s  %.2f GiB/s\033[K", label_.c_str(), bar.c_str(),
+                     static_cast<int>(fraction * 100), format_bytes(done).c_str(), format_bytes(total).c_str(), rate);
+        std::fflush(stderr);
+        drawn_ = true;
+    }
+
+    std::string label_;
+    bool enabled_;
+    bool drawn_ = false;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point last_{};
+};
+
+// "4K", "4KiB", "4096", "2M", "2MiB", "2097152" -> bytes; 0 when not one of them.
+uint64_t parse_block_size(const std::string& text) {
+    if (text == "4K" || text == "4k" || text == "4KiB" || text == "4096") return 4096;
+    if (text == "2M" || text == "2m" || text == "2MiB" || text == "2097152") return 2 << 20;
+    return 0;
+}
+
+int fail(const std::string& command, const std::string& error) {
+    std::cerr << "ringpager snapshot " << command << ": " << error << "\n";
+    return exit_failure;
+}
+
+int run_build(ringpager::SnapshotBuildOptions options, const std::string& block_size, bool progress) {
+    options.block_size_bytes = parse_block_size(block_size);
+    ProgressBar bar("building", progress);
+    options.progress = bar.callback();
+    ringpager::SnapshotBuildReport r;
+    std::string error;
+    bool ok = ringpager::build_layered_snapshot(options, r, error);
+    bar.finish();
+    if (!ok) return fail("build", error);
+    std::printf("built %s: %zu layers, %s guest, %s blocks, %llu extents\n", options.manifest_path.c_str(),
+                r.files_written.size() - 1, format_bytes(r.guest_size_bytes).c_str(),
+                format_bytes(r.block_size_bytes).c_str(), static_cast<unsigned long long>(r.extent_count));
+    std::printf("blocks: %llu total, %llu zero, %llu duplicate, %llu stored, %llu shadowed by later diffs\n",
+                static_cast<unsigned long long>(r.blocks_total), static_cast<unsigned long long>(r.blocks_zero),
+                static_cast<unsigned long long>(r.blocks_duplicate), static_cast<unsigned long long>(r.blocks_stored),
+                static_cast<unsigned long long>(r.blocks_shadowed));
+    std::printf("bytes: %s in, %s written, %s saved\n", format_bytes(r.bytes_in).c_str(),
+                format_bytes(r.bytes_written).c_str(), format_bytes(r.bytes_saved()).c_str());
+    std::printf("speed: %.3f s, %.2f GiB/s\n", r.seconds, r.gib_per_second());
+    return exit_ok;
+}
+
+nlohmann::json info_json(const ringpager::SnapshotInfo& info) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& l : info.layers) {
+        layers.push_back({{"index", l.index}, {"path", l.path}, {"resolved_path", l.resolved_path},
+                          {"id", l.id_hex}, {"file_size_bytes", l.file_size_bytes},
+                          {"data_offset_bytes", l.data_offset_bytes}, {"stored_blocks", l.stored_blocks},
+                          {"referenced_blocks", l.referenced_blocks}, {"status", l.status}});
+    }
+    return {{"manifest", info.manifest_path},
+            {"manifest_size_bytes", info.manifest_size_bytes},
+            {"version", info.version},
+            {"snapshot_id", info.snapshot_id_hex},
+            {"block_size_bytes", info.block_size_bytes},
+            {"guest_size_bytes", info.guest_size_bytes},
+            {"blocks", {{"total", info.block_count}, {"zero", info.zero_blocks}, {"data", info.data_blocks}}},
+            {"extents", {{"total", info.extent_count}, {"zero", info.zero_extents}, {"data", info.data_extents}}},
+            {"layers", layers},
+            {"ok", info.layers_ok()}};
+}
+
+void print_info(const ringpager::SnapshotInfo& info) {
+    auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+    std::printf("manifest     %s (%s, format version %u)\n", info.manifest_path.c_str(),
+                format_bytes(info.manifest_size_bytes).c_str(), info.version);
+    std::printf("snapshot id  %s\n", info.snapshot_id_hex.c_str());
+    std::printf("guest size   %s (%llu blocks of %s)\n", format_bytes(info.guest_size_bytes).c_str(),
+                u(info.block_count), format_bytes(info.block_size_bytes).c_str());
+    std::printf("blocks       %llu zero, %llu data\n", u(info.zero_blocks), u(info.data_blocks));
+    std::printf("extents      %llu (%llu zero, %llu data)\n", u(info.extent_count), u(info.zero_extents),
+                u(info.data_extents));
+    std::printf("layers       %zu\n", info.layers.size());
+    for (const auto& l : info.layers) {
+        std::printf("  %u  %s  %s  %llu stored, %llu referenced  id %s  %s\n", l.index, l.path.c_str(),
+                    format_bytes(l.file_size_bytes).c_str(), u(l.stored_blocks), u(l.referenced_blocks),
+                    l.id_hex.c_str(), l.status.c_str());
+    }
+}
+
+int run_inspect(const std::string& manifest, bool json) {
+    ringpager::SnapshotInfo info;
+    std::string error;
+    if (!ringpager::inspect_layered_snapshot(manifest, info, error)) return fail("inspect", error);
+    if (json) {
+        std::cout << info_json(info).dump(2) << "\n";
+    } else {
+        print_info(info);
+    }
+    std::cout.flush();
+    for (const auto& l : info.layers) {
+        if (l.status != "ok") return fail("inspect", l.status);
+    }
+    return exit_ok;
+}
+
+int run_verify(const std::string& manifest, bool progress) {
+    ProgressBar bar("verifying", progress);
+    ringpager::SnapshotVerifyReport r;
+    std::string error;
+    bool ok = ringpager::verify_layered_snapshot(manifest, r, error, bar.callback());
+    bar.finish();
+    if (!ok) return fail("verify", error);
+    std::printf("verified %s: %llu stored blocks intact (%s read in %.3f s)\n", manifest.c_str(),
+                static_cast<unsigned long long>(r.blocks_checked), format_bytes(r.bytes_read).c_str(), r.seconds);
+    return exit_ok;
+}
+
+}  // namespace
+
+int snapshot_main(int argc, char** argv) {
+    CLI::App app{"Build, inspect and verify ringpager layered snapshots (docs/snapshot-format.md).",
+                 "ringpager snapshot"};
+    app.require_subcommand(1);
+
+    ringpager::SnapshotBuildOptions build_options;
+    std::string block_size = "4K";
+    bool no_sync = false, no_progress = false, json = false;
+    std::string manifest;
+
+    CLI::App* build = app.add_subcommand("build", "Build a manifest and layer files from a Firecracker memory file "
+                                                  "and optional diff memory files.");
+    build->add_option("--base", build_options.base_path, "Firecracker full memory file")->required();
+    build->add_option("--diff", build_options.diff_paths,
+                      "Firecracker diff memory file (sparse, same size as the base); repeat in order, oldest first")
+        ->take_all();
+    build->add_option("--out", build_options.manifest_path,
+                      "manifest to write; layers are written next to it as MANIFEST.layerN.rpl")
+        ->required();
+    build->add_option("--block-size", block_size, "block size: 4K, or 2M for huge-page guests (default 4K)")
+        ->check(CLI::Validator(
+            [](std::string& text) { return parse_block_size(text) ? std::string{} : "must be 4K or 2M"; }, "4K|2M"));
+    build->add_flag("--no-sync", no_sync, "do not fsync the written files (faster; not crash safe)");
+    build->add_flag("--no-progress", no_progress, "never draw the progress bar");
+
+    CLI::App* inspect = app.add_subcommand("inspect", "Print what a manifest holds and check its layer files.");
+    inspect->add_option("manifest", manifest, "manifest file")->required();
+    inspect->add_flag("--json", json, "print JSON instead of text");
+
+    CLI::App* verify = app.add_subcommand("verify", "Re-hash every stored block; exit 1 naming the first bad one.");
+    verify->add_option("manifest", manifest, "manifest file")->required();
+    verify->add_flag("--no-progress", no_progress, "never draw the progress bar");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? exit_ok : exit_usage;
+    }
+    if (build->parsed()) {
+        build_options.sync = !no_sync;
+        return run_build(std::move(build_options), block_size, !no_progress);
+    }
+    if (inspect->parsed()) return run_inspect(manifest, json);
+    return run_verify(manifest, !no_progress);
+}

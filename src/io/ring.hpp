@@ -1,0 +1,62 @@
+// Ring: one io_uring owned by one thread. The narrow interface the reactor
+// uses: get an SQE (never null), submit once per turn, reap every completion
+// into a local batch, and the registrations (sparse fixed files, buffers).
+#pragma once
+
+#include <liburing.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ringpager/result.hpp"
+
+namespace ringpager {
+
+struct Completion {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
+
+class Ring {
+public:
+    // Creates a ring for the calling thread, trying SINGLE_ISSUER|DEFER_TASKRUN,
+    // then COOP_TASKRUN, then plain setup. `cq_entries` bounds in-flight work.
+    static Result<std::unique_ptr<Ring>> create(unsigned sq_entries, unsigned cq_entries);
+    ~Ring();
+    Ring(const Ring&) = delete;
+    Ring& operator=(const Ring&) = delete;
+
+    // An SQE to fill; flushes the SQ to the kernel when it is full.
+    io_uring_sqe* sqe();
+    // Submits everything prepared and waits for at least `wait_nr` completions.
+    Result<void> submit_and_wait(unsigned wait_nr);
+    // Flushes deferred task work so completions become visible without waiting.
+    void flush_completions();
+    // Moves every available completion into `out` (appended); returns how many.
+    size_t reap(std::vector<Completion>& out);
+    bool completions_pending();
+
+    Result<void> register_files_sparse(unsigned count);
+    Result<void> update_file(unsigned slot, int fd);
+    Result<void> register_buffers(std::span<const iovec> buffers);
+
+    unsigned cq_entries() const { return cq_entries_; }
+    const std::string& setup_mode() const { return setup_mode_; }
+
+private:
+    Ring() = default;
+    io_uring ring_{};
+    unsigned cq_entries_ = 0;
+    std::string setup_mode_;
+};
+
+// Errors the reactor expects from completions, named in one place. `res` is
+// the raw CQE result; a negative value is -errno.
+inline int completion_errno(int32_t res) { return res < 0 ? -res : 0; }
+
+}  // namespace ringpager

@@ -1,0 +1,225 @@
+// Installing completed reads: one UFFDIO_COPY per contiguous run of pages,
+// UFFDIO_ZEROPAGE for zero pages, and the state re-check that keeps a page
+// removed while its read was in flight from receiving snapshot bytes.
+#include <algorithm>
+#include <cstring>
+
+#include "common/log.hpp"
+#include "reactor/reactor_impl.hpp"
+#include "reactor/test_hooks.hpp"
+
+namespace ringpager {
+namespace {
+
+bool all_zero(const uint8_t* data, size_t len) {
+    const uint64_t* words = reinterpret_cast<const uint64_t*>(data);
+    uint64_t acc = 0;
+    for (size_t i = 0; i < len / 8; i++) acc |= words[i];
+    return acc == 0;
+}
+
+enum class Action { skip, copy, zero };
+
+}  // namespace
+
+void Reactor::Impl::on_page_read(uint32_t slot, int32_t res, uint64_t expected) {
+    ReadJob& job = jobs[slot];
+    Vm* vm = vm_at(job.vm_slot, job.vm_gen);
+    if (res < 0 && job.error == 0) {
+        job.error = completion_errno(res);
+        job.error_what = "read";
+    } else if (res >= 0 && static_cast<uint64_t>(res) < expected && job.error == 0) {
+        job.error = EIO;
+        job.error_what = "short read (snapshot file truncated after start?)";
+    }
+    if (res > 0) {
+        counters.add(counters.bytes_read, static_cast<uint64_t>(res));
+        if (vm) vm->report.bytes_read += static_cast<uint64_t>(res);
+    }
+    if (--job.pending_reads != 0) return;
+    if (vm == nullptr || vm->closing) {
+        release_job(slot);
+        if (vm) vm->outstanding--;
+        return;
+    }
+    vm->completed_jobs.push_back(slot);
+    mark_turn(*vm);
+}
+
+void Reactor::Impl::release_job(uint32_t slot) {
+    ReadJob& job = jobs[slot];
+    if (job.prefetch) prefetch_inflight--;
+    job.busy = false;
+    pool.release(slot);
+}
+
+// Installs `pages` pages at `addr` by `action`; returns the outcome.
+static InstallOutcome install_run(const Uffd& uffd, Action action, uint64_t addr, const uint8_t* src,
+                                  uint64_t pages, uint64_t page_size, const void* zero_buffer) {
+    if (action == Action::copy) return uffd.copy(addr, src, pages * page_size, page_size);
+    if (page_size == 4096) return uffd.zeropage(addr, pages * page_size, page_size);
+    // hugetlb has no zero page: copy zeros, one huge page at a time.
+    InstallOutcome total;
+    for (uint64_t i = 0; i < pages; i++) {
+        InstallOutcome one = uffd.copy(addr + i * page_size, zero_buffer, page_size, page_size);
+        total.bytes_done += one.bytes_done;
+        total.existing_pages += one.existing_pages;
+        if (one.error != 0) {
+            total.error = one.error;
+            break;
+        }
+    }
+    return total;
+}
+
+// Walks [first, first+pages), choosing per page what to install from its
+// state *now*, and installs maximal runs. `data` (may be null) holds the
+// pages' bytes. Returns false on EAGAIN; the caller retries later.
+static bool install_pages(Reactor::Impl& r, Vm& vm, uint64_t first, uint64_t pages, const uint8_t* data,
+                          bool prefetch) {
+    uint64_t p = first;
+    const uint64_t end = first + pages;
+    while (p < end && !vm.closing) {
+        const auto place = vm.map.place_of(p);
+        const PageState state = vm.states.get(p);
+        if (!place) {  // unmapped while in flight
+            if (state == PageState::in_flight) vm.states.set(p, PageState::present);
+            p++;
+            continue;
+        }
+        const uint64_t ps = place->page_size;
+        auto action_of = [&](uint64_t page) {
+            const PageState s = vm.states.get(page);
+            if (s == PageState::removed) return Action::zero;
+            if (s != PageState::in_flight) return Action::skip;
+            if (data == nullptr) return Action::zero;
+            const uint8_t* bytes = data + (page - first) * ps;
+            return ps == 4096 && all_zero(bytes, ps) ? Action::zero : Action::copy;
+        };
+        const Action action = action_of(p);
+        uint64_t n = 1;
+        while (p + n < end && p + n < place->extent_end_page && action_of(p + n) == action) n++;
+        if (action == Action::skip) {
+            p += n;
+            continue;
+        }
+        const uint8_t* src = data ? data + (p - first) * ps : nullptr;
+        const InstallOutcome out = install_run(vm.setup.uffd, action, place->addr, src, n, ps, r.zero_buffer);
+        const uint64_t done = out.bytes_done / ps;
+        uint64_t installed = 0;
+        for (uint64_t i = p; i < p + done; i++)
+            if (vm.states.get(i) == PageState::in_flight) vm.states.set(i, PageState::present), installed++;
+        if (action == Action::copy) {
+            r.counters.add(r.counters.copy_ioctls, 1);
+            r.counters.add(r.counters.pages_copied, installed);
+            if (prefetch) {
+                r.counters.add(r.counters.pages_prefetched, installed);
+                vm.report.pages_prefetched += installed;
+            } else {
+                vm.report.pages_copied_on_fault += installed;
+            }
+        } else {
+            r.counters.add(r.counters.pages_zeroed, done);
+            vm.report.pages_zeroed += done;
+        }
+        if (out.error == EAGAIN) {
+            r.counters.add(r.counters.eagain_retries, 1);
+            return false;
+        }
+        if (out.error == ESRCH || out.error == ENOENT) {
+            r.close_vm(vm, "its address space is gone (UFFDIO_COPY: " + std::string(std::strerror(out.error)) + ")",
+                       false);
+            return true;
+        }
+        if (out.error != 0) {
+            r.close_vm(vm, std::string(action == Action::copy ? "UFFDIO_COPY" : "zero fill") + " at 0x" +
+                               [&] { char b[32]; snprintf(b, sizeof b, "%llx", (unsigned long long)(place->addr + done * ps)); return std::string(b); }() +
+                               " failed: " + std::strerror(out.error),
+                       true);
+            return true;
+        }
+        p += n;
+    }
+    return true;
+}
+
+bool Reactor::Impl::install_job(Vm& vm, uint32_t slot) {
+    ReadJob& job = jobs[slot];
+    test_hooks::at(test_hooks::Point::before_copy, vm.setup.id, job.first_page);
+    return install_pages(*this, vm, job.first_page, job.pages, pool.data(slot), job.prefetch);
+}
+
+bool Reactor::Impl::install_zero_pages(Vm& vm, DeferredZero run) {
+    return install_pages(*this, vm, run.first_page, run.pages, nullptr, false);
+}
+
+void Reactor::Impl::install_completed(Vm& vm) {
+    auto& done = vm.completed_jobs;
+    if (done.empty()) return;
+    // Faults first, then by address so neighbouring runs install in order.
+    std::sort(done.begin(), done.end(), [&](uint32_t a, uint32_t b) {
+        if (jobs[a].prefetch != jobs[b].prefetch) return !jobs[a].prefetch;
+        return jobs[a].first_page < jobs[b].first_page;
+    });
+    std::vector<uint32_t> later;
+    bool yield = false;
+    for (uint32_t slot : done) {
+        ReadJob& job = jobs[slot];
+        if (vm.closing || (yield && job.prefetch)) {
+            later.push_back(slot);
+            continue;
+        }
+        if (job.error != 0) {
+            char where[64];
+            snprintf(where, sizeof where, " at snapshot offset 0x%llx", (unsigned long long)job.file_offset);
+            close_vm(vm, std::string("cannot read the snapshot") + where + ": " + job.error_what + ": " +
+                             std::strerror(job.error), true);
+            later.push_back(slot);
+            continue;
+        }
+        if (vm.setup.source->verifies_reads()) {
+            const std::string bad = vm.setup.source->verify(
+                job.file_offset, {reinterpret_cast<const std::byte*>(pool.data(slot)), uint64_t{job.pages} * job.page_size});
+            if (!bad.empty()) {
+                close_vm(vm, "refusing to serve corrupt snapshot data: " + bad, true);
+                later.push_back(slot);
+                continue;
+            }
+        }
+        if (!install_job(vm, slot)) {
+            vm.deferred_jobs.push_back(slot);
+            continue;
+        }
+        release_job(slot);
+        vm.outstanding--;
+        // A fault never waits behind more than one prefetch batch: if anything
+        // completed meanwhile, leave the rest for the next turn.
+        if (job.prefetch) {
+            ring->flush_completions();
+            yield = ring->completions_pending();
+        }
+    }
+    done.swap(later);
+    if (!vm.closing && !done.empty()) more_work = true;
+}
+
+void Reactor::Impl::retry_deferred(Vm& vm) {
+    std::vector<uint32_t> jobs_left;
+    for (uint32_t slot : vm.deferred_jobs) {
+        if (vm.closing) {
+            jobs_left.push_back(slot);
+        } else if (install_job(vm, slot)) {
+            release_job(slot);
+            vm.outstanding--;
+        } else {
+            jobs_left.push_back(slot);
+        }
+    }
+    vm.deferred_jobs.swap(jobs_left);
+    std::vector<DeferredZero> zero_left;
+    for (const DeferredZero& run : vm.deferred_zero)
+        if (!vm.closing && !install_zero_pages(vm, run)) zero_left.push_back(run);
+    vm.deferred_zero.swap(zero_left);
+}
+
+}  // namespace ringpager

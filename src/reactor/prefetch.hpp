@@ -1,0 +1,34 @@
+// PrefetchOrder: which missing pages the prefetcher installs next. The
+// default walks regions in ascending order; a recorded working set can be
+// plugged in by implementing the same two calls.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "reactor/page_states.hpp"
+
+namespace ringpager {
+
+class PrefetchOrder {
+public:
+    virtual ~PrefetchOrder() = default;
+    // The next missing page to start a run at, or false when nothing is left.
+    virtual bool next(const PageStates& states, uint64_t& first_page) = 0;
+    // The prefetcher handled [first_page, first_page + pages).
+    virtual void consumed(uint64_t first_page, uint64_t pages) = 0;
+};
+
+// Ascending global page order: regions in handshake order, low to high.
+std::unique_ptr<PrefetchOrder> make_ascending_order();
+
+// A recorded order: ranges of global pages, visited in the given order, then
+// everything else ascending.
+struct PageRange {
+    uint64_t first_page;
+    uint64_t pages;
+};
+std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges);
+
+}  // namespace ringpager

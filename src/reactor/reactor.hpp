@@ -1,0 +1,102 @@
+// Reactor: one thread, one io_uring, the VMs it owns. A loop turn reaps every
+// completion, applies uffd events before faults, installs completed reads,
+// issues reads for new faults, feeds the prefetcher, then submits once.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/ring.hpp"
+#include "reactor/vm.hpp"
+#include "ringpager/engine.hpp"
+
+namespace ringpager {
+
+class Reactor;
+
+// State shared by all reactors of one engine. Counters are per reactor
+// (see ReactorCounters); this holds configuration and the VM records.
+struct EngineShared {
+    EngineConfig config;
+    std::vector<const Source*> sources;   // distinct sources, fixed-file order
+    std::vector<unsigned> source_file_base;
+    unsigned source_file_count = 0;
+    std::vector<Reactor*> reactors;
+    std::atomic<uint64_t> next_vm_id{1};
+    std::atomic<uint64_t> vms_accepted{0};
+    std::atomic<uint64_t> vms_refused{0};
+    std::atomic<uint64_t> vms_released{0};
+
+    mutable std::mutex mu;
+    mutable std::condition_variable changed;
+    std::vector<VmReport> reports;        // guarded by mu
+
+    void notify() {
+        std::lock_guard lock(mu);
+        changed.notify_all();
+    }
+};
+
+struct ReactorCounters {
+    std::atomic<uint64_t> vms_active{0}, vms_failed{0}, faults{0}, pages_copied{0}, pages_prefetched{0},
+        pages_zeroed{0}, copy_ioctls{0}, bytes_read{0}, removed_pages{0}, eagain_retries{0}, events_other{0};
+    void add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+};
+
+// Something else that runs on a reactor's ring (the acceptor/handshake).
+class RingService {
+public:
+    virtual ~RingService() = default;
+    virtual void start(Reactor& reactor) = 0;
+    virtual void on_completion(Reactor& reactor, uint64_t cookie, const Completion& c) = 0;
+    virtual void stop(Reactor& reactor) = 0;
+    virtual bool idle() const = 0;
+};
+
+class Reactor {
+public:
+    Reactor(unsigned index, EngineShared& shared);
+    ~Reactor();
+
+    // Starts the thread; returns once the ring is set up (or failed, with `error`).
+    bool start(std::unique_ptr<RingService> service, std::string& error);
+    void request_stop();  // thread-safe
+    bool join();          // false if the loop failed
+    // Hands a validated VM to this reactor. Thread-safe; false when the inbox is full.
+    bool hand_off(std::unique_ptr<VmSetup> vm);
+
+    unsigned index() const { return index_; }
+    uint64_t active_vms() const { return counters_.vms_active.load(std::memory_order_relaxed); }
+    const ReactorCounters& counters() const { return counters_; }
+    const std::string& setup_mode() const { return setup_mode_; }
+
+    // For services, on this reactor's thread only.
+    io_uring_sqe* service_sqe(uint64_t cookie);
+    io_uring_sqe* plain_sqe();  // user_data 0: its completion is ignored
+    void cancel_op(uint64_t user_data);
+
+    struct Impl;  // reactor_impl.hpp; public so the reactor's own files can name it
+
+private:
+    void thread_main();
+
+    unsigned index_;
+    EngineShared& shared_;
+    ReactorCounters counters_;
+    std::unique_ptr<Impl> impl_;
+    std::thread thread_;
+    std::string setup_mode_;
+    int exit_efd_ = -1;
+    int wake_efd_ = -1;
+    std::mutex inbox_mu_;
+    std::vector<std::unique_ptr<VmSetup>> inbox_;
+    bool failed_ = false;
+};
+
+}  // namespace ringpager

@@ -1,0 +1,178 @@
+// Internals of a Reactor, shared by its translation units: reactor.cpp (the
+// loop and VM lifecycle), vm.cpp (events, faults, prefetch issue) and
+// copy_batch.cpp (installing completed reads).
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cassert>
+#include <vector>
+
+#include "reactor/reactor.hpp"
+
+namespace ringpager {
+
+enum class OpKind : uint8_t { free, exit_read, wake_read, timer, uffd_read, pid_poll, conn_poll, page_read, readahead, service };
+
+struct Op {
+    OpKind kind = OpKind::free;
+    uint32_t gen = 0;
+    uint32_t vm_slot = 0;
+    uint32_t vm_gen = 0;
+    uint64_t arg = 0;  // job index for page reads; cookie for services
+};
+
+// Index+generation slab: user_data = gen << 32 | (index + 1); 0 means "ignore".
+class OpSlab {
+public:
+    explicit OpSlab(size_t capacity) : ops_(capacity) {
+        for (size_t i = capacity; i-- > 0;) free_.push_back(static_cast<uint32_t>(i));
+    }
+    size_t available() const { return free_.size(); }
+    uint64_t alloc(OpKind kind, uint32_t vm_slot = 0, uint32_t vm_gen = 0, uint64_t arg = 0) {
+        assert(!free_.empty());
+        const uint32_t index = free_.back();
+        free_.pop_back();
+        Op& op = ops_[index];
+        op.kind = kind;
+        op.gen++;
+        op.vm_slot = vm_slot;
+        op.vm_gen = vm_gen;
+        op.arg = arg;
+        return (uint64_t{op.gen} << 32) | (index + 1);
+    }
+    Op* find(uint64_t user_data) {
+        const uint64_t index = (user_data & 0xffffffffu) - 1;
+        if (user_data == 0 || index >= ops_.size()) return nullptr;
+        Op& op = ops_[index];
+        return op.kind != OpKind::free && op.gen == (user_data >> 32) ? &op : nullptr;
+    }
+    void release(uint64_t user_data) {
+        Op* op = find(user_data);
+        if (op == nullptr) return;
+        op->kind = OpKind::free;
+        free_.push_back(static_cast<uint32_t>((user_data & 0xffffffffu) - 1));
+    }
+
+private:
+    std::vector<Op> ops_;
+    std::vector<uint32_t> free_;
+};
+
+// One read-then-install unit: contiguous guest pages read into one buffer
+// slot. Job index == buffer slot index.
+struct ReadJob {
+    bool busy = false;
+    bool prefetch = false;
+    uint32_t vm_slot = 0;
+    uint32_t vm_gen = 0;
+    uint64_t first_page = 0;
+    uint32_t pages = 0;
+    uint64_t page_size = 0;
+    uint64_t file_offset = 0;   // source offset of the first page
+    uint32_t pending_reads = 0;
+    int error = 0;              // first failed read's errno (EIO for a short read)
+    const char* error_what = "";
+};
+
+// Registered read buffers: small slots for 4 KiB-page faults, big slots
+// (2 MiB) for prefetch batches and huge-page faults.
+struct BufferPool {
+    static constexpr size_t kSmallBytes = 64 * 1024;
+    static constexpr size_t kBigBytes = 2 * 1024 * 1024;
+    size_t small_count = 0;
+    size_t big_count = 0;
+    uint8_t* small_base = nullptr;
+    uint8_t* big_base = nullptr;
+    std::vector<uint32_t> small_free;
+    std::vector<uint32_t> big_free;
+
+    size_t slots() const { return small_count + big_count; }
+    bool is_big(uint32_t slot) const { return slot >= small_count; }
+    uint8_t* data(uint32_t slot) const {
+        return is_big(slot) ? big_base + (slot - small_count) * kBigBytes : small_base + slot * kSmallBytes;
+    }
+    unsigned iovec_index(uint32_t slot) const { return is_big(slot) ? 1 : 0; }
+    size_t capacity(uint32_t slot) const { return is_big(slot) ? kBigBytes : kSmallBytes; }
+    void release(uint32_t slot) { (is_big(slot) ? big_free : small_free).push_back(slot); }
+};
+
+struct Reactor::Impl {
+    Impl(Reactor& reactor, EngineShared& engine, ReactorCounters& stats)
+        : self(reactor), shared(engine), counters(stats), ops(kOps) {}
+    ~Impl();
+
+    static constexpr size_t kOps = 8192;
+    static constexpr unsigned kSmallSlots = 128;
+    static constexpr unsigned kBigSlots = 16;
+    static constexpr unsigned kBigReservedForFaults = 4;
+    static constexpr unsigned kMaxVmsPerReactor = 2000;
+    static constexpr unsigned kFirstVmFileSlot = 2;  // 0: exit eventfd, 1: wake eventfd
+
+    Reactor& self;
+    EngineShared& shared;
+    ReactorCounters& counters;
+    std::unique_ptr<Ring> ring;
+    OpSlab ops;
+    BufferPool pool;
+    std::vector<ReadJob> jobs;
+    void* zero_buffer = nullptr;  // 2 MiB of zeros (never written), for hugetlb zero fills
+    std::unique_ptr<RingService> service;
+
+    std::vector<std::unique_ptr<Vm>> vms;
+    std::vector<uint32_t> free_vm_slots;
+    uint32_t vm_generation = 0;
+    std::vector<unsigned> free_file_slots;
+    std::vector<uint32_t> turn_vms;
+    std::vector<uint32_t> prefetch_rr;
+    size_t prefetch_rr_pos = 0;
+    unsigned prefetch_inflight = 0;
+
+    std::vector<Completion> batch;
+    uint64_t exit_value = 0;
+    uint64_t wake_value = 0;
+    bool stopping = false;
+    bool timer_armed = false;
+    bool more_work = false;  // something to do next turn without waiting
+    __kernel_timespec timer_ts{};
+
+    // reactor.cpp
+    bool setup(std::string& error);
+    void loop();
+    void dispatch(const Completion& c);
+    void process_turn();
+    void adopt_inbox();
+    void adopt(std::unique_ptr<VmSetup> setup);
+    void arm_uffd_read(Vm& vm);
+    void arm_poll(Vm& vm, OpKind kind, int fd, unsigned events);
+    void arm_fixed_read(OpKind kind, unsigned file_slot, uint64_t* value);
+    void arm_timer();
+    void on_conn_ready(Vm& vm, int32_t res);
+    void close_vm(Vm& vm, const std::string& reason, bool failure);
+    void release_vm_jobs(Vm& vm);
+    void destroy_vm(Vm& vm);
+    void mark_turn(Vm& vm);
+    Vm* vm_at(uint32_t slot, uint32_t gen);
+    unsigned file_slot_of(const Vm& vm, uint32_t file_index) const;
+
+    // vm.cpp
+    void on_uffd_read(Vm& vm, int32_t res);
+    void apply_events(Vm& vm);
+    void serve_faults(Vm& vm);
+    bool issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, bool prefetch);
+    bool install_zero_source_run(Vm& vm, uint64_t first_page, uint64_t pages);
+    void prefetch_step();
+    void maybe_readahead(Vm& vm, uint32_t file_index, uint64_t file_offset);
+    void note_resident(Vm& vm);
+
+    // copy_batch.cpp
+    void on_page_read(uint32_t job_index, int32_t res, uint64_t expected);
+    // Installs what it can; returns false when the VM must retry later (EAGAIN).
+    bool install_job(Vm& vm, uint32_t job_index);
+    bool install_zero_pages(Vm& vm, DeferredZero run);
+    void release_job(uint32_t job_index);
+    void install_completed(Vm& vm);
+    void retry_deferred(Vm& vm);
+};
+
+}  // namespace ringpager

@@ -1,0 +1,33 @@
+// Barrier hooks at named points of the fault path (DESIGN.md "Testing
+// seams"). Compiled in with -Dtest_hooks=true; when no hook is armed the cost
+// is one relaxed atomic load. Race tests arm a hook, park the reactor there,
+// act from the simulated guest, then release it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+namespace ringpager::test_hooks {
+
+enum class Point : unsigned {
+    before_copy = 0,        // a completed read is about to be installed (page = first page)
+    after_event_drain = 1,  // a VM's events of this turn were applied
+    count = 2,
+};
+
+using Hook = std::function<void(uint64_t vm_id, uint64_t page)>;
+
+#ifdef RINGPAGER_TEST_HOOKS
+extern std::atomic<bool> g_armed[static_cast<unsigned>(Point::count)];
+void arm(Point point, Hook hook);
+void disarm(Point point);
+void fire(Point point, uint64_t vm_id, uint64_t page);
+inline void at(Point point, uint64_t vm_id, uint64_t page) {
+    if (g_armed[static_cast<unsigned>(point)].load(std::memory_order_relaxed)) fire(point, vm_id, page);
+}
+#else
+inline void at(Point, uint64_t, uint64_t) {}
+#endif
+
+}  // namespace ringpager::test_hooks

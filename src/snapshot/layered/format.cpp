@@ -1,0 +1,358 @@
+// Encoding, decoding and validation of manifests and layer headers. Every
+// check a reader makes before trusting a manifest is in load_manifest, in the
+// order the format document lists them.
+#include "snapshot/layered/format.hpp"
+
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "ringpager/file_desc.hpp"
+#include "snapshot/layered/file_io.hpp"
+
+namespace ringpager::layered {
+namespace {
+
+template <typename T>
+void put(std::span<std::byte> out, uint64_t offset, T value) {
+    std::memcpy(out.data() + offset, &value, sizeof value);
+}
+
+template <typename T>
+T get(std::span<const std::byte> in, uint64_t offset) {
+    T value;
+    std::memcpy(&value, in.data() + offset, sizeof value);
+    return value;
+}
+
+LayerId get_id(std::span<const std::byte> in, uint64_t offset) {
+    LayerId id;
+    std::memcpy(id.data(), in.data() + offset, id.size());
+    return id;
+}
+
+void put_id(std::span<std::byte> out, uint64_t offset, const LayerId& id) {
+    std::memcpy(out.data() + offset, id.data(), id.size());
+}
+
+uint64_t hash64(std::span<const std::byte> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+bool valid_block_size(uint64_t bytes) {
+    return std::has_single_bit(bytes) && bytes >= min_block_size_bytes && bytes <= max_block_size_bytes;
+}
+
+// Manifest header fields (docs/snapshot-format.md, "Manifest header").
+struct ManifestHeader {
+    uint32_t version = 0;
+    uint32_t header_size = 0;
+    uint64_t block_size_bytes = 0;
+    uint64_t guest_size_bytes = 0;
+    uint64_t block_count = 0;
+    uint32_t layer_count = 0;
+    uint32_t flags = 0;
+    uint64_t extent_count = 0;
+    uint64_t stored_block_count = 0;
+    uint64_t table_bytes = 0;
+    uint64_t table_checksum = 0;
+    LayerId snapshot_id{};
+    uint64_t header_checksum = 0;
+};
+
+ManifestHeader decode_manifest_header(std::span<const std::byte> b) {
+    ManifestHeader h;
+    h.version = get<uint32_t>(b, 8);
+    h.header_size = get<uint32_t>(b, 12);
+    h.block_size_bytes = get<uint64_t>(b, 16);
+    h.guest_size_bytes = get<uint64_t>(b, 24);
+    h.block_count = get<uint64_t>(b, 32);
+    h.layer_count = get<uint32_t>(b, 40);
+    h.flags = get<uint32_t>(b, 44);
+    h.extent_count = get<uint64_t>(b, 48);
+    h.stored_block_count = get<uint64_t>(b, 56);
+    h.table_bytes = get<uint64_t>(b, 64);
+    h.table_checksum = get<uint64_t>(b, 72);
+    h.snapshot_id = get_id(b, 80);
+    h.header_checksum = get<uint64_t>(b, header_checksum_offset);
+    return h;
+}
+
+// Field checks a sealed header must still pass; "" when sane.
+std::string check_header_fields(const ManifestHeader& h) {
+    if (h.header_size != header_bytes) return "header size " + std::to_string(h.header_size) + " is not 128";
+    if (!valid_block_size(h.block_size_bytes)) {
+        return "block size " + std::to_string(h.block_size_bytes) +
+               " is not a power of two between 4 KiB and 1 GiB";
+    }
+    if (h.block_count == 0 || h.block_count > UINT64_MAX / h.block_size_bytes ||
+        h.block_count * h.block_size_bytes != h.guest_size_bytes) {
+        return "guest size " + std::to_string(h.guest_size_bytes) + " is not " +
+               std::to_string(h.block_count) + " blocks of " + std::to_string(h.block_size_bytes) + " bytes";
+    }
+    if (h.layer_count > max_layer_count) return "layer count " + std::to_string(h.layer_count) + " exceeds 65534";
+    if (h.flags != 0) return "unknown flags " + hex64(h.flags);
+    if (h.extent_count == 0 || h.extent_count > h.block_count) {
+        return "extent count " + std::to_string(h.extent_count) + " is not between 1 and the block count";
+    }
+    if (h.stored_block_count > slot_mask) return "stored block count is too large";
+    uint64_t expected = h.layer_count * layer_record_bytes + h.extent_count * extent_record_bytes +
+                        h.stored_block_count * checksum_record_bytes;
+    if (h.table_bytes != expected) {
+        return "table size " + std::to_string(h.table_bytes) + " does not match its counts (" +
+               std::to_string(expected) + ")";
+    }
+    return {};
+}
+
+std::string decode_layer_records(std::span<const std::byte> table, uint64_t block_size, Manifest& m) {
+    uint64_t slots = 0;
+    for (uint32_t i = 0; i < m.layers.size(); ++i) {
+        auto r = table.subspan(i * layer_record_bytes, layer_record_bytes);
+        LayerRecord& rec = m.layers[i];
+        rec.id = get_id(r, 0);
+        rec.file_size_bytes = get<uint64_t>(r, 16);
+        rec.block_count = get<uint64_t>(r, 24);
+        rec.data_offset_bytes = get<uint64_t>(r, 32);
+        rec.checksums_xxh3 = get<uint64_t>(r, 40);
+        const char* text = reinterpret_cast<const char*>(r.data() + 64);
+        size_t length = strnlen(text, layer_path_bytes);
+        std::string where = "layer " + std::to_string(i) + " record: ";
+        if (length == 0 || length == layer_path_bytes) return where + "path is empty or not NUL-terminated";
+        rec.path.assign(text, length);
+        if (rec.path.front() == '/') return where + "path '" + rec.path + "' is not relative";
+        if (rec.block_count > slot_mask - slots) return where + "block count is too large";
+        slots += rec.block_count;
+        if (rec.data_offset_bytes < header_bytes || rec.data_offset_bytes % 4096 != 0 ||
+            rec.block_count > (UINT64_MAX - rec.data_offset_bytes) / block_size ||
+            rec.file_size_bytes != rec.data_offset_bytes + rec.block_count * block_size) {
+            return where + "file size " + std::to_string(rec.file_size_bytes) + " does not match data offset " +
+                   std::to_string(rec.data_offset_bytes) + " plus " + std::to_string(rec.block_count) +
+                   " blocks";
+        }
+    }
+    return {};
+}
+
+std::string check_checksum_slices(Manifest& m) {
+    m.checksum_base.resize(m.layers.size());
+    uint64_t base = 0;
+    for (uint32_t i = 0; i < m.layers.size(); ++i) {
+        m.checksum_base[i] = base;
+        const LayerRecord& rec = m.layers[i];
+        uint64_t hash = XXH3_64bits(m.checksums.data() + base, rec.block_count * checksum_record_bytes);
+        if (hash != rec.checksums_xxh3) {
+            return "layer " + std::to_string(i) + " record: its checksum list hashes to " + hex64(hash) +
+                   ", the record says " + hex64(rec.checksums_xxh3);
+        }
+        base += rec.block_count;
+    }
+    if (base != m.checksums.size()) return "layer block counts do not add up to the checksum table";
+    return {};
+}
+
+std::string check_extents(const Manifest& m) {
+    if (m.extents.front().first_block != 0) return "the first extent does not start at guest offset 0";
+    for (size_t i = 0; i < m.extents.size(); ++i) {
+        const Extent& e = m.extents[i];
+        uint64_t end = m.extent_end_block(i);
+        std::string where = "extent " + std::to_string(i) + " (guest offset " +
+                            hex64(e.first_block * m.block_size_bytes) + ")";
+        if (end <= e.first_block || end > m.block_count) {
+            return where + " is empty, out of order or past the guest size";
+        }
+        if (is_zero_location(e.location)) {
+            if (location_slot(e.location) != 0) return where + " is a zero extent with a slot";
+            continue;
+        }
+        uint32_t layer = location_layer(e.location);
+        if (layer >= m.layers.size()) return where + " names layer " + std::to_string(layer) + ", which does not exist";
+        uint64_t first = location_slot(e.location);
+        uint64_t count = end - e.first_block;
+        const LayerRecord& rec = m.layers[layer];
+        if (first > rec.block_count || count > rec.block_count - first) {
+            return where + " points past the end of layer " + std::to_string(layer) + " (" + rec.path +
+                   "): slots " + std::to_string(first) + ".." + std::to_string(first + count - 1) +
+                   ", the layer holds " + std::to_string(rec.block_count) + " blocks";
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+size_t Manifest::find_extent(uint64_t block) const {
+    auto it = std::upper_bound(extents.begin(), extents.end(), block,
+                               [](uint64_t b, const Extent& e) { return b < e.first_block; });
+    return static_cast<size_t>(it - extents.begin()) - 1;
+}
+
+std::string Manifest::layer_path(uint32_t index) const { return directory + "/" + layers[index].path; }
+
+std::vector<std::byte> encode_manifest(const Manifest& m) {
+    uint64_t table_bytes = m.layers.size() * layer_record_bytes + m.extents.size() * extent_record_bytes +
+                           m.checksums.size() * checksum_record_bytes;
+    std::vector<std::byte> out(header_bytes + table_bytes);
+    std::span<std::byte> b(out);
+    std::memcpy(b.data(), manifest_magic.data(), manifest_magic.size());
+    put<uint32_t>(b, 8, m.version);
+    put<uint32_t>(b, 12, header_bytes);
+    put<uint64_t>(b, 16, m.block_size_bytes);
+    put<uint64_t>(b, 24, m.guest_size_bytes);
+    put<uint64_t>(b, 32, m.block_count);
+    put<uint32_t>(b, 40, static_cast<uint32_t>(m.layers.size()));
+    put<uint64_t>(b, 48, m.extents.size());
+    put<uint64_t>(b, 56, m.checksums.size());
+    put<uint64_t>(b, 64, table_bytes);
+    put_id(b, 80, m.snapshot_id);
+    uint64_t at = header_bytes;
+    for (const LayerRecord& rec : m.layers) {
+        put_id(b, at, rec.id);
+        put<uint64_t>(b, at + 16, rec.file_size_bytes);
+        put<uint64_t>(b, at + 24, rec.block_count);
+        put<uint64_t>(b, at + 32, rec.data_offset_bytes);
+        put<uint64_t>(b, at + 40, rec.checksums_xxh3);
+        std::memcpy(b.data() + at + 64, rec.path.data(), std::min<size_t>(rec.path.size(), layer_path_bytes - 1));
+        at += layer_record_bytes;
+    }
+    std::memcpy(b.data() + at, m.extents.data(), m.extents.size() * extent_record_bytes);
+    at += m.extents.size() * extent_record_bytes;
+    std::memcpy(b.data() + at, m.checksums.data(), m.checksums.size() * checksum_record_bytes);
+    reseal_manifest(b);
+    return out;
+}
+
+void reseal_manifest(std::span<std::byte> b) {
+    put<uint64_t>(b, 72, hash64(b.subspan(header_bytes)));
+    put<uint64_t>(b, header_checksum_offset, hash64(b.first(header_checksum_offset)));
+}
+
+std::string load_manifest(const std::string& path, Manifest& m) {
+    auto fail = [&](const std::string& cause) { return path + ": " + cause; };
+    auto file = FileDesc::open(path.c_str(), O_RDONLY);
+    if (!file) return fail(file.error().message());
+    struct stat st {};
+    if (::fstat(file->get(), &st) != 0) return fail(errno_text("fstat"));
+    if (!S_ISREG(st.st_mode)) return fail("not a regular file");
+    auto file_size = static_cast<uint64_t>(st.st_size);
+    if (file_size < header_bytes) {
+        return fail("truncated manifest (" + std::to_string(file_size) + " bytes; the header alone is 128)");
+    }
+    std::array<std::byte, header_bytes> header_buf;
+    if (auto e = pread_exact(file->get(), header_buf, 0, path); !e.empty()) return e;
+    if (std::memcmp(header_buf.data(), manifest_magic.data(), manifest_magic.size()) != 0) {
+        return fail("not a ringpager snapshot manifest (wrong magic)");
+    }
+    ManifestHeader h = decode_manifest_header(header_buf);
+    if (h.version != format_version) {
+        return fail("unsupported manifest version " + std::to_string(h.version) + " (this ringpager reads version " +
+                    std::to_string(format_version) + ")");
+    }
+    uint64_t header_hash = hash64(std::span(header_buf).first(header_checksum_offset));
+    if (header_hash != h.header_checksum) {
+        return fail("header checksum mismatch (stored " + hex64(h.header_checksum) + ", computed " +
+                    hex64(header_hash) + "): the manifest is corrupt");
+    }
+    if (auto e = check_header_fields(h); !e.empty()) return fail("invalid header: " + e);
+    if (file_size < header_bytes + h.table_bytes) {
+        return fail("truncated manifest (" + std::to_string(file_size) + " bytes, the header says " +
+                    std::to_string(header_bytes + h.table_bytes) + ")");
+    }
+    if (file_size > header_bytes + h.table_bytes) {
+        return fail("manifest has " + std::to_string(file_size - header_bytes - h.table_bytes) +
+                    " trailing bytes after its tables");
+    }
+
+    // Read each table straight into its final home; hash them as one stream.
+    std::vector<std::byte> records(h.layer_count * layer_record_bytes);
+    m.extents.resize(h.extent_count);
+    m.checksums.resize(h.stored_block_count);
+    std::span<std::byte> extent_bytes(reinterpret_cast<std::byte*>(m.extents.data()), h.extent_count * extent_record_bytes);
+    std::span<std::byte> checksum_bytes(reinterpret_cast<std::byte*>(m.checksums.data()),
+                                        h.stored_block_count * checksum_record_bytes);
+    uint64_t at = header_bytes;
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(), &XXH3_freeState);
+    if (!state) return fail("out of memory");
+    XXH3_64bits_reset(state.get());
+    for (std::span<std::byte> part : {std::span<std::byte>(records), extent_bytes, checksum_bytes}) {
+        if (auto e = pread_exact(file->get(), part, at, path); !e.empty()) return e;
+        XXH3_64bits_update(state.get(), part.data(), part.size());
+        at += part.size();
+    }
+    uint64_t table_hash = XXH3_64bits_digest(state.get());
+    if (table_hash != h.table_checksum) {
+        return fail("block table checksum mismatch (stored " + hex64(h.table_checksum) + ", computed " +
+                    hex64(table_hash) + "): the manifest is corrupt");
+    }
+
+    m.path = path;
+    m.directory = parent_directory(path);
+    m.version = h.version;
+    m.block_size_bytes = h.block_size_bytes;
+    m.guest_size_bytes = h.guest_size_bytes;
+    m.block_count = h.block_count;
+    m.snapshot_id = h.snapshot_id;
+    m.layers.assign(h.layer_count, LayerRecord{});
+    if (auto e = decode_layer_records(records, h.block_size_bytes, m); !e.empty()) return fail(e);
+    if (auto e = check_checksum_slices(m); !e.empty()) return fail(e);
+    if (auto e = check_extents(m); !e.empty()) return fail(e);
+    return {};
+}
+
+std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h) {
+    std::array<std::byte, header_bytes> out{};
+    std::span<std::byte> b(out);
+    std::memcpy(b.data(), layer_magic.data(), layer_magic.size());
+    put<uint32_t>(b, 8, format_version);
+    put<uint32_t>(b, 12, header_bytes);
+    put_id(b, 16, h.id);
+    put_id(b, 32, h.snapshot_id);
+    put<uint64_t>(b, 48, h.block_size_bytes);
+    put<uint64_t>(b, 56, h.block_count);
+    put<uint64_t>(b, 64, h.data_offset_bytes);
+    put<uint64_t>(b, 72, h.checksums_xxh3);
+    put<uint32_t>(b, 80, h.layer_index);
+    put<uint64_t>(b, header_checksum_offset, hash64(b.first(header_checksum_offset)));
+    return out;
+}
+
+std::string decode_layer_header(std::span<const std::byte, header_bytes> b, LayerHeader& h) {
+    if (std::memcmp(b.data(), layer_magic.data(), layer_magic.size()) != 0) {
+        return "not a ringpager layer file (wrong magic)";
+    }
+    auto version = get<uint32_t>(b, 8);
+    if (version != format_version) return "unsupported layer version " + std::to_string(version);
+    uint64_t stored = get<uint64_t>(b, header_checksum_offset);
+    uint64_t computed = hash64(b.first(header_checksum_offset));
+    if (stored != computed) {
+        return "layer header checksum mismatch (stored " + hex64(stored) + ", computed " + hex64(computed) + ")";
+    }
+    h.id = get_id(b, 16);
+    h.snapshot_id = get_id(b, 32);
+    h.block_size_bytes = get<uint64_t>(b, 48);
+    h.block_count = get<uint64_t>(b, 56);
+    h.data_offset_bytes = get<uint64_t>(b, 64);
+    h.checksums_xxh3 = get<uint64_t>(b, 72);
+    h.layer_index = get<uint32_t>(b, 80);
+    return {};
+}
+
+std::string hex_id(const LayerId& id) {
+    std::string out;
+    char byte[3];
+    for (uint8_t v : id) {
+        std::snprintf(byte, sizeof byte, "%02x", v);
+        out += byte;
+    }
+    return out;
+}
+
+std::string hex64(uint64_t value) {
+    char text[24];
+    std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+}  // namespace ringpager::layered

@@ -1,0 +1,136 @@
+// The on-disk layout of a layered snapshot (docs/snapshot-format.md): the
+// manifest header, layer records, extents and block checksums, and the header
+// every layer file starts with. Encoding and decoding live here and nowhere
+// else; the builder, the Source and the verify tool share them.
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ringpager::layered {
+
+static_assert(std::endian::native == std::endian::little,
+              "the snapshot format is little-endian and is read by memcpy");
+
+inline constexpr std::array<char, 8> manifest_magic = {'R', 'P', 'S', 'N', 'A', 'P', 'M', 'F'};
+inline constexpr std::array<char, 8> layer_magic = {'R', 'P', 'S', 'N', 'A', 'P', 'L', 'Y'};
+inline constexpr uint32_t format_version = 1;
+
+inline constexpr uint64_t header_bytes = 128;        // manifest header and layer header alike
+inline constexpr uint64_t header_checksum_offset = 120;
+inline constexpr uint64_t layer_record_bytes = 320;
+inline constexpr uint64_t layer_path_bytes = 256;     // NUL-terminated inside the record
+inline constexpr uint64_t extent_record_bytes = 16;
+inline constexpr uint64_t checksum_record_bytes = 8;
+
+inline constexpr uint64_t min_block_size_bytes = 4096;
+inline constexpr uint64_t max_block_size_bytes = uint64_t{1} << 30;
+inline constexpr uint32_t max_layer_count = 0xfffe;   // 0xffff marks a zero extent
+
+// A block location packs the layer index into the top 16 bits and the block's
+// slot inside that layer into the low 48 bits. All ones in the layer field means
+// "zero block". Consecutive slots of one layer are consecutive integers, which is
+// what extent run detection relies on.
+inline constexpr uint64_t slot_bits = 48;
+inline constexpr uint64_t slot_mask = (uint64_t{1} << slot_bits) - 1;
+inline constexpr uint64_t zero_location = uint64_t{0xffff} << slot_bits;
+
+inline constexpr uint64_t make_location(uint32_t layer, uint64_t slot) {
+    return (uint64_t{layer} << slot_bits) | (slot & slot_mask);
+}
+inline constexpr bool is_zero_location(uint64_t location) { return (location >> slot_bits) == 0xffff; }
+inline constexpr uint32_t location_layer(uint64_t location) {
+    return static_cast<uint32_t>(location >> slot_bits);
+}
+inline constexpr uint64_t location_slot(uint64_t location) { return location & slot_mask; }
+
+using LayerId = std::array<uint8_t, 16>;
+
+// One run of guest blocks, [first_block, next extent's first_block), that is
+// either all zero or stored in consecutive slots of one layer. Same bytes on
+// disk and in memory.
+struct Extent {
+    uint64_t first_block = 0;
+    uint64_t location = zero_location;
+};
+static_assert(sizeof(Extent) == extent_record_bytes);
+
+struct LayerRecord {
+    LayerId id{};
+    uint64_t file_size_bytes = 0;
+    uint64_t block_count = 0;       // stored blocks (slots) in the layer file
+    uint64_t data_offset_bytes = 0; // file offset of slot 0
+    uint64_t checksums_xxh3 = 0;    // XXH3-64 of this layer's slice of the checksum table
+    std::string path;               // relative to the manifest's directory
+};
+
+struct LayerHeader {
+    LayerId id{};
+    LayerId snapshot_id{};
+    uint32_t layer_index = 0;
+    uint64_t block_size_bytes = 0;
+    uint64_t block_count = 0;
+    uint64_t data_offset_bytes = 0;
+    uint64_t checksums_xxh3 = 0;
+};
+
+// Everything a manifest says, decoded and validated.
+struct Manifest {
+    std::string path;            // as given to load_manifest
+    std::string directory;       // layer paths are relative to it ("." when none)
+    uint32_t version = format_version;
+    uint64_t block_size_bytes = 0;
+    uint64_t guest_size_bytes = 0;
+    uint64_t block_count = 0;
+    LayerId snapshot_id{};
+    std::vector<LayerRecord> layers;
+    std::vector<Extent> extents;           // sorted by first_block, tiling [0, block_count)
+    std::vector<uint64_t> checksums;       // layer 0's slots, then layer 1's, ...
+    std::vector<uint64_t> checksum_base;   // index of each layer's slot 0 in `checksums`
+
+    uint64_t extent_end_block(size_t index) const {
+        return index + 1 < extents.size() ? extents[index + 1].first_block : block_count;
+    }
+    // The extent holding guest block `block` (< block_count). O(log extents).
+    size_t find_extent(uint64_t block) const;
+    uint64_t block_checksum(uint32_t layer, uint64_t slot) const {
+        return checksums[checksum_base[layer] + slot];
+    }
+    // Where layer `index` lives on this machine: directory + "/" + relative path.
+    std::string layer_path(uint32_t index) const;
+};
+
+// Serialises a manifest (header, layer table, extents, checksums) and seals it:
+// fills in table_checksum and header_checksum. `m.path`/`m.directory` are unused.
+std::vector<std::byte> encode_manifest(const Manifest& m);
+
+// Recomputes both checksums of an encoded manifest after an edit. Tests use it
+// to craft manifests that are well sealed but say something wrong.
+void reseal_manifest(std::span<std::byte> manifest_bytes);
+
+// Reads and validates a manifest file: size, magic, version, header checksum,
+// table checksum, and internal consistency (extents tile the guest, every data
+// extent lies inside its layer). Returns "" or a one-line error naming the file.
+std::string load_manifest(const std::string& path, Manifest& out);
+
+// Layer header: 128 bytes at offset 0 of a layer file.
+std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h);
+// Decodes a layer header; returns "" or the cause (without the file name).
+std::string decode_layer_header(std::span<const std::byte, header_bytes> bytes, LayerHeader& out);
+
+// Where stored blocks start in a layer file: block aligned, and never below
+// 4 KiB so the header has a page of its own. For 2 MiB blocks the gap after
+// the 4 KiB header is left as a hole, so it costs no storage.
+inline constexpr uint64_t layer_data_offset(uint64_t block_size_bytes) {
+    return block_size_bytes < 4096 ? 4096 : block_size_bytes;
+}
+
+std::string hex_id(const LayerId& id);
+std::string hex64(uint64_t value);   // "0x1f2e..."
+
+}  // namespace ringpager::layered

@@ -1,0 +1,105 @@
+// LayeredSource: serves a layered snapshot to the reactor. lookup() is a
+// binary search over the manifest's extents and never touches the files; the
+// reactor reads the bytes itself through its ring.
+#include <xxhash.h>
+
+#include <algorithm>
+
+#include "ringpager/snapshot.hpp"
+#include "snapshot/layered/file_io.hpp"
+#include "snapshot/layered/format.hpp"
+#include "snapshot/layered/layer_files.hpp"
+
+namespace ringpager {
+namespace layered {
+namespace {
+
+class LayeredSource final : public Source {
+public:
+    LayeredSource(Manifest manifest, std::vector<FileDesc> files, bool verify_reads)
+        : m_(std::move(manifest)), files_(std::move(files)), verify_reads_(verify_reads) {
+        for (const FileDesc& f : files_) fds_.push_back(f.get());
+    }
+
+    uint64_t size_bytes() const override { return m_.guest_size_bytes; }
+    uint64_t block_size_bytes() const override { return m_.block_size_bytes; }
+    std::span<const int> file_fds() const override { return fds_; }
+    bool verifies_reads() const override { return verify_reads_; }
+
+    SourceExtent lookup(uint64_t offset, uint64_t max_length_bytes) const override {
+        if (offset >= m_.guest_size_bytes) return SourceExtent{};   // precondition broken: an empty zero extent
+        size_t index = m_.find_extent(offset / m_.block_size_bytes);
+        const Extent& e = m_.extents[index];
+        uint64_t extent_begin = e.first_block * m_.block_size_bytes;
+        uint64_t extent_end = m_.extent_end_block(index) * m_.block_size_bytes;
+        SourceExtent out;
+        out.length_bytes = std::min(extent_end - offset, max_length_bytes);
+        if (is_zero_location(e.location)) return out;
+        uint32_t layer = location_layer(e.location);
+        out.kind = SourceExtent::Kind::data;
+        out.file_index = layer;
+        out.file_offset = m_.layers[layer].data_offset_bytes +
+                          location_slot(e.location) * m_.block_size_bytes + (offset - extent_begin);
+        return out;
+    }
+
+    std::string verify(uint64_t offset, std::span<const std::byte> bytes) const override;
+
+    std::string describe() const override {
+        return "layered snapshot " + m_.path + " (" + format_bytes(m_.guest_size_bytes) + " in " +
+               std::to_string(m_.layers.size()) + " layers, " + format_bytes(m_.block_size_bytes) + " blocks, " +
+               std::to_string(m_.extents.size()) + " extents)";
+    }
+
+private:
+    Manifest m_;
+    std::vector<FileDesc> files_;
+    std::vector<int> fds_;
+    bool verify_reads_;
+};
+
+std::string LayeredSource::verify(uint64_t offset, std::span<const std::byte> bytes) const {
+    const uint64_t bs = m_.block_size_bytes;
+    if (offset % bs != 0 || bytes.size() % bs != 0 || offset > m_.guest_size_bytes ||
+        bytes.size() > m_.guest_size_bytes - offset) {
+        return "snapshot " + m_.path + ": cannot verify " + std::to_string(bytes.size()) + " bytes at guest offset " +
+               hex64(offset) + " (not block aligned or past the guest size)";
+    }
+    size_t index = bytes.empty() ? 0 : m_.find_extent(offset / bs);
+    for (uint64_t at = 0; at < bytes.size(); at += bs) {
+        uint64_t block = (offset + at) / bs;
+        while (m_.extent_end_block(index) <= block) ++index;
+        const Extent& e = m_.extents[index];
+        const std::byte* p = bytes.data() + at;
+        if (is_zero_location(e.location)) {
+            if (!is_zero_block(p, bs)) {
+                return "snapshot " + m_.path + " block at guest offset " + hex64(block * bs) +
+                       ": expected a zero block, read non-zero bytes";
+            }
+            continue;
+        }
+        uint32_t layer = location_layer(e.location);
+        uint64_t slot = location_slot(e.location) + (block - e.first_block);
+        uint64_t stored = m_.block_checksum(layer, slot);
+        uint64_t read = XXH3_64bits(p, bs);
+        if (stored != read) {
+            return "layer " + m_.layer_path(layer) + " block at guest offset " + hex64(block * bs) + " (file offset " +
+                   hex64(m_.layers[layer].data_offset_bytes + slot * bs) + "): checksum mismatch (stored " +
+                   hex64(stored) + ", read " + hex64(read) + ")";
+        }
+    }
+    return {};
+}
+
+}  // namespace
+}  // namespace layered
+
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error) {
+    layered::Manifest m;
+    std::vector<FileDesc> files;
+    error = layered::open_snapshot(manifest_path, m, files);
+    if (!error.empty()) return nullptr;
+    return std::make_unique<layered::LayeredSource>(std::move(m), std::move(files), verify_reads);
+}
+
+}  // namespace ringpager

@@ -1,0 +1,145 @@
+// Pins end-to-end serving: simulated Firecracker guests restored by the
+// engine see exactly the snapshot's bytes, for every page, in every shape.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <thread>
+
+#include "common/engine_fixture.hpp"
+
+using namespace ringpager;
+using namespace ringpager::testing;
+
+namespace {
+
+constexpr uint64_t MiB = 1024 * 1024;
+
+void restore_and_verify(const std::string& socket, const sim::ExpectedImage& image, std::vector<uint64_t> regions,
+                        sim::Pattern pattern, unsigned vcpus, uint64_t seed,
+                        sim::HandshakeShape shape = sim::HandshakeShape::v1_12, uint64_t page_size = 4096) {
+    sim::Guest guest = make_guest(socket, std::move(regions), page_size, shape);
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    const sim::TouchReport touch = guest.touch(pattern, vcpus, 1.0, seed);
+    EXPECT_EQ(touch.pages_touched, guest.page_count());
+    const sim::VerifyReport verify = guest.verify(image);
+    EXPECT_EQ(verify.pages_checked, guest.page_count());
+    EXPECT_EQ(verify.mismatches, 0u) << verify.describe();
+}
+
+class EngineTest : public ::testing::Test {
+protected:
+    TempDir dir;
+};
+
+TEST_F(EngineTest, SingleRegionRandomTouchTwoVcpusIsByteExact) {
+    const std::string mem = make_image(dir, "mem", 32 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem);
+    restore_and_verify(e.socket, *image, {32 * MiB}, sim::Pattern::random, 2, 1);
+    const EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.vms_accepted, 1u);
+    EXPECT_GT(s.faults, 0u);
+    // Every page is installed exactly once, by copy or zero fill.
+    EXPECT_EQ(s.pages_copied + s.pages_zeroed, 32 * MiB / 4096);
+}
+
+TEST_F(EngineTest, ThreeRegionsWithGapsEightVcpusSequential) {
+    const std::string mem = make_image(dir, "mem", 40 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem);
+    restore_and_verify(e.socket, *image, {16 * MiB, 8 * MiB, 16 * MiB}, sim::Pattern::sequential, 8, 2);
+}
+
+TEST_F(EngineTest, AllThreeHandshakeShapesAreServed) {
+    const std::string mem = make_image(dir, "mem", 8 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem);
+    for (auto shape : {sim::HandshakeShape::v1_1, sim::HandshakeShape::v1_7, sim::HandshakeShape::v1_12})
+        restore_and_verify(e.socket, *image, {4 * MiB, 4 * MiB}, sim::Pattern::random, 2, 3, shape);
+    EXPECT_EQ(e.engine->stats().vms_accepted, 3u);
+}
+
+TEST_F(EngineTest, SparseMemoryFileHolesReadAsZeros) {
+    const std::string mem = make_image(dir, "mem", 16 * MiB, 0.6, 11, /*sparse=*/true);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem);
+    restore_and_verify(e.socket, *image, {16 * MiB}, sim::Pattern::random, 2, 4);
+    // Holes are zero-filled without being read.
+    EXPECT_LT(e.engine->stats().bytes_read, 16 * MiB * 6 / 10);
+}
+
+TEST_F(EngineTest, SequentialFaultsAreCoalescedIntoFewerCopies) {
+    const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 1);
+    restore_and_verify(e.socket, *image, {32 * MiB}, sim::Pattern::sequential, 8, 5);
+    const EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.pages_copied + s.pages_zeroed, 32 * MiB / 4096);
+    // Eight vCPUs fault in parallel: some turns see adjacent pages, which share one ioctl.
+    EXPECT_GT(s.copy_ioctls, 0u);
+    EXPECT_LE(s.copy_ioctls, s.pages_copied);
+}
+
+TEST_F(EngineTest, ManyVmsOnOneSocketAtOnce) {
+    const std::string mem = make_image(dir, "mem", 8 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem);
+    constexpr int kVms = 8;
+    std::vector<std::thread> vms;
+    for (int i = 0; i < kVms; i++)
+        vms.emplace_back([&, i] {
+            restore_and_verify(e.socket, *image, {8 * MiB}, i % 2 ? sim::Pattern::random : sim::Pattern::sequential, 2,
+                               100 + i);
+        });
+    for (auto& t : vms) t.join();
+    ASSERT_TRUE(e.engine->wait_released(kVms, kWait));
+    EXPECT_EQ(e.engine->stats().vms_accepted, uint64_t{kVms});
+    EXPECT_EQ(e.engine->stats().vms_active, 0u);
+}
+
+TEST_F(EngineTest, FdCountReturnsToBaselineAfterVmsGoAway) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem);
+    // Warm up once so lazily opened process-wide fds (none expected) are counted.
+    restore_and_verify(e.socket, *image, {4 * MiB}, sim::Pattern::random, 1, 1);
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    const size_t baseline = open_fd_count();
+    for (int i = 0; i < 5; i++) restore_and_verify(e.socket, *image, {4 * MiB}, sim::Pattern::random, 2, 10 + i);
+    ASSERT_TRUE(e.engine->wait_released(6, kWait));
+    EXPECT_EQ(open_fd_count(), baseline);
+}
+
+TEST_F(EngineTest, HugePageGuestIsByteExact) {
+    const std::string mem = make_image(dir, "mem", 64 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    ASSERT_EQ(sim::ensure_hugepages(64), "");
+    RunningEngine e = start_engine(dir, mem);
+    restore_and_verify(e.socket, *image, {32 * MiB, 32 * MiB}, sim::Pattern::random, 2, 6, sim::HandshakeShape::v1_12,
+                       2 * MiB);
+    const EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.pages_copied + s.pages_zeroed, 64u / 2);
+}
+
+TEST_F(EngineTest, ShutdownReleasesConnectedVmsAndRemovesTheSocket) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    RunningEngine e = start_engine(dir, mem);
+    sim::Guest guest = make_guest(e.socket, {4 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_accepted(1, kWait));
+    e.engine->request_stop();
+    EXPECT_TRUE(e.engine->wait());
+    EXPECT_EQ(e.engine->stats().vms_released, 1u);
+    EXPECT_FALSE(std::filesystem::exists(e.socket));
+}
+
+}  // namespace
