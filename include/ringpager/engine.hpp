@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +84,10 @@ public:
     virtual bool wait_released(uint64_t count, std::chrono::milliseconds timeout) const = 0;
     // Blocks until `count` VMs have been accepted and are being served.
     virtual bool wait_accepted(uint64_t count, std::chrono::milliseconds timeout) const = 0;
+    // Blocks until `done(stats())` holds (re-checked on every accept, refusal
+    // and release), or timeout; true on success.
+    virtual bool wait_until(const std::function<bool(const EngineStats&)>& done,
+                            std::chrono::milliseconds timeout) const = 0;
     virtual std::vector<VmReport> reports() const = 0;
     virtual std::string setup_summary() const = 0;
 };

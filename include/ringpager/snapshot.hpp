@@ -41,7 +41,8 @@ struct SnapshotBuildReport {
     uint64_t blocks_stored = 0;      // written to a layer file
     uint64_t blocks_shadowed = 0;    // wholly replaced by a later diff, so never stored
     uint64_t hash_collisions = 0;    // equal XXH3-128 keys with different bytes (stored separately)
-    uint64_t bytes_in = 0;           // input bytes read (data regions of every input)
+    uint64_t bytes_in = 0;           // input data: the data regions (SEEK_DATA) of every input
+    uint64_t bytes_read = 0;         // what the build read: bytes_in less skipped blocks, plus short holes read through
     uint64_t bytes_written = 0;      // manifest plus layer files
     uint64_t guest_size_bytes = 0;
     uint64_t block_size_bytes = 0;

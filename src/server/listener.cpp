@@ -150,6 +150,7 @@ private:
         if (!uid_allowed(cred.uid)) {
             RP_WARN("connection from pid %d on %s refused: uid %u is not allowed (see --allow-uid)", cred.pid,
                     listeners_[listener].socket.path().c_str(), cred.uid);
+            conn.reset();
             shared_.vms_refused.fetch_add(1);
             shared_.notify();
             return;
@@ -328,9 +329,9 @@ private:
             // Without a pager the VM would hang forever; its operator asked for it to die instead.
             if (kill(p.cred.pid, SIGKILL) == 0) RP_WARN("killed pid %d (--kill-on-failure)", p.cred.pid);
         }
+        release(index);  // close its fds before anyone can observe the refusal
         shared_.vms_refused.fetch_add(1);
         shared_.notify();
-        release(index);
     }
 
     void release(uint32_t index) {

@@ -104,6 +104,12 @@ public:
         return shared_.changed.wait_for(lock, timeout, [&] { return shared_.vms_accepted.load() >= count; });
     }
 
+    bool wait_until(const std::function<bool(const EngineStats&)>& done,
+                    std::chrono::milliseconds timeout) const override {
+        std::unique_lock lock(shared_.mu);
+        return shared_.changed.wait_for(lock, timeout, [&] { return done(stats()); });
+    }
+
     std::vector<VmReport> reports() const override {
         std::lock_guard lock(shared_.mu);
         return shared_.reports;
