@@ -41,6 +41,7 @@ struct EngineStats {
     uint64_t vms_active = 0;
     uint64_t vms_released = 0;
     uint64_t vms_failed = 0;            // torn down because they could not be served
+    uint64_t vms_resident = 0;          // became fully resident (no page left to fault)
     uint64_t faults = 0;                // page fault messages read
     uint64_t pages_copied = 0;          // installed by UFFDIO_COPY (faults + prefetch)
     uint64_t pages_prefetched = 0;      // of which by the prefetcher

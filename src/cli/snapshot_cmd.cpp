@@ -91,8 +91,9 @@ int run_build(ringpager::SnapshotBuildOptions options, const std::string& block_
                 static_cast<unsigned long long>(r.blocks_total), static_cast<unsigned long long>(r.blocks_zero),
                 static_cast<unsigned long long>(r.blocks_duplicate), static_cast<unsigned long long>(r.blocks_stored),
                 static_cast<unsigned long long>(r.blocks_shadowed));
-    std::printf("bytes: %s in, %s written, %s saved\n", format_bytes(r.bytes_in).c_str(),
-                format_bytes(r.bytes_written).c_str(), format_bytes(r.bytes_saved()).c_str());
+    std::printf("bytes: %s in (%s read), %s written, %s saved\n", format_bytes(r.bytes_in).c_str(),
+                format_bytes(r.bytes_read).c_str(), format_bytes(r.bytes_written).c_str(),
+                format_bytes(r.bytes_saved()).c_str());
     std::printf("speed: %.3f s, %.2f GiB/s\n", r.seconds, r.gib_per_second());
     return exit_ok;
 }

@@ -234,6 +234,8 @@ void Reactor::Impl::note_resident(Vm& vm) {
         if (vm.states.get(p) == PageState::in_flight) return;
     vm.report.seconds_to_resident =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - vm.started).count();
+    counters.add(counters.vms_resident, 1);
+    shared.notify();
 }
 
 // One prefetch run per VM in round robin until the in-flight budget is used.

@@ -81,6 +81,7 @@ public:
             const ReactorCounters& c = r->counters();
             s.vms_active += c.vms_active.load();
             s.vms_failed += c.vms_failed.load();
+            s.vms_resident += c.vms_resident.load();
             s.faults += c.faults.load();
             s.pages_copied += c.pages_copied.load();
             s.pages_prefetched += c.pages_prefetched.load();

@@ -30,7 +30,8 @@ namespace ringpager {
 namespace layered {
 namespace {
 
-constexpr uint64_t skip_gap_bytes = 1 << 20;
+// Reads run through holes and skipped blocks shorter than this.
+constexpr uint64_t read_gap_bytes = 64 << 10;
 
 class Builder {
 public:
@@ -128,9 +129,10 @@ std::string Builder::run() {
     if (inputs_.size() > 1) last_full_ = last_full_writers(inputs_, block_size_, block_count_);
     std::vector<InputPlan> plans;
     for (uint32_t i = 0; i < inputs_.size(); ++i) {
-        plans.push_back(plan_reads(inputs_[i], i, last_full_, block_size_, buffer, skip_gap_bytes));
+        plans.push_back(plan_reads(inputs_[i], i, last_full_, block_size_, buffer, read_gap_bytes));
         total_bytes_ += plans.back().read_bytes;
         report_.blocks_total += plans.back().touched_blocks;
+        for (const ByteRange& r : inputs_[i].data) report_.bytes_in += r.end - r.begin;
     }
     block_map_.assign(block_count_, zero_location);
     scratch_.resize(block_size_);
@@ -141,7 +143,7 @@ std::string Builder::run() {
 
     report_.blocks_shadowed =
         report_.blocks_total - report_.blocks_zero - report_.blocks_duplicate - report_.blocks_stored;
-    report_.bytes_in = total_bytes_;
+    report_.bytes_read = total_bytes_;
     report_.guest_size_bytes = block_count_ * block_size_;
     report_.block_size_bytes = block_size_;
     report_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -172,8 +174,9 @@ std::string Builder::process_chunk(uint32_t index, const ReadTask& task, std::sp
     for (uint64_t at = 0; at < task.length_bytes; at += block_size_) {
         uint64_t block = (task.offset + at) / block_size_;
         uint64_t begin = block * block_size_;
-        if (shadowed(last_full_, block, index)) continue;
         while (cursor < in.data.size() && in.data[cursor].end <= begin) ++cursor;
+        bool touched = cursor < in.data.size() && in.data[cursor].begin < begin + block_size_;
+        if (!touched || shadowed(last_full_, block, index)) continue;   // read through, not part of this layer
         std::span<std::byte> bytes_of_block = bytes.subspan(at, block_size_);
         bool whole = cursor < in.data.size() && in.data[cursor].begin <= begin && in.data[cursor].end >= begin + block_size_;
         if (!whole) {

@@ -155,25 +155,28 @@ std::string check_checksum_slices(Manifest& m) {
 
 std::string check_extents(const Manifest& m) {
     if (m.extents.front().first_block != 0) return "the first extent does not start at guest offset 0";
+    // Messages are only built on failure: this loop runs over every extent at load.
+    auto where = [&](size_t i) {
+        return "extent " + std::to_string(i) + " (guest offset " + hex64(m.extents[i].first_block * m.block_size_bytes) +
+               ")";
+    };
     for (size_t i = 0; i < m.extents.size(); ++i) {
         const Extent& e = m.extents[i];
         uint64_t end = m.extent_end_block(i);
-        std::string where = "extent " + std::to_string(i) + " (guest offset " +
-                            hex64(e.first_block * m.block_size_bytes) + ")";
-        if (end <= e.first_block || end > m.block_count) {
-            return where + " is empty, out of order or past the guest size";
-        }
+        if (end <= e.first_block || end > m.block_count) return where(i) + " is empty, out of order or past the guest size";
         if (is_zero_location(e.location)) {
-            if (location_slot(e.location) != 0) return where + " is a zero extent with a slot";
+            if (location_slot(e.location) != 0) return where(i) + " is a zero extent with a slot";
             continue;
         }
         uint32_t layer = location_layer(e.location);
-        if (layer >= m.layers.size()) return where + " names layer " + std::to_string(layer) + ", which does not exist";
+        if (layer >= m.layers.size()) {
+            return where(i) + " names layer " + std::to_string(layer) + ", which does not exist";
+        }
         uint64_t first = location_slot(e.location);
         uint64_t count = end - e.first_block;
         const LayerRecord& rec = m.layers[layer];
         if (first > rec.block_count || count > rec.block_count - first) {
-            return where + " points past the end of layer " + std::to_string(layer) + " (" + rec.path +
+            return where(i) + " points past the end of layer " + std::to_string(layer) + " (" + rec.path +
                    "): slots " + std::to_string(first) + ".." + std::to_string(first + count - 1) +
                    ", the layer holds " + std::to_string(rec.block_count) + " blocks";
         }
@@ -184,9 +187,32 @@ std::string check_extents(const Manifest& m) {
 }  // namespace
 
 size_t Manifest::find_extent(uint64_t block) const {
-    auto it = std::upper_bound(extents.begin(), extents.end(), block,
-                               [](uint64_t b, const Extent& e) { return b < e.first_block; });
+    auto first = extents.begin();
+    auto last = extents.end();
+    if (!bucket_first_extent.empty()) {
+        // The answer lies between the extents holding this bucket's first block
+        // and the next bucket's first block, both included.
+        uint64_t bucket = block >> bucket_shift;
+        first += bucket_first_extent[bucket];
+        if (bucket + 1 < bucket_first_extent.size()) last = extents.begin() + bucket_first_extent[bucket + 1] + 1;
+    }
+    auto it = std::upper_bound(first, last, block, [](uint64_t b, const Extent& e) { return b < e.first_block; });
     return static_cast<size_t>(it - extents.begin()) - 1;
+}
+
+void Manifest::build_bucket_index() {
+    bucket_first_extent.clear();
+    if (extents.size() > UINT32_MAX) return;   // plain binary search then
+    bucket_shift = 0;
+    while ((block_count >> bucket_shift) > extents.size()) ++bucket_shift;
+    uint64_t buckets = ((block_count - 1) >> bucket_shift) + 1;
+    bucket_first_extent.resize(buckets);
+    size_t e = 0;
+    for (uint64_t k = 0; k < buckets; ++k) {
+        uint64_t block = k << bucket_shift;
+        while (extent_end_block(e) <= block) ++e;
+        bucket_first_extent[k] = static_cast<uint32_t>(e);
+    }
 }
 
 std::string Manifest::layer_path(uint32_t index) const { return directory + "/" + layers[index].path; }
@@ -298,6 +324,7 @@ std::string load_manifest(const std::string& path, Manifest& m) {
     if (auto e = decode_layer_records(records, h.block_size_bytes, m); !e.empty()) return fail(e);
     if (auto e = check_checksum_slices(m); !e.empty()) return fail(e);
     if (auto e = check_extents(m); !e.empty()) return fail(e);
+    m.build_bucket_index();
     return {};
 }
 

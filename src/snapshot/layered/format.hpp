@@ -92,12 +92,19 @@ struct Manifest {
     std::vector<Extent> extents;           // sorted by first_block, tiling [0, block_count)
     std::vector<uint64_t> checksums;       // layer 0's slots, then layer 1's, ...
     std::vector<uint64_t> checksum_base;   // index of each layer's slot 0 in `checksums`
+    // Lookup accelerator built by load_manifest: bucket k holds the index of
+    // the extent containing guest block k << bucket_shift. There are at most as
+    // many buckets as extents, so it costs at most 4 bytes an extent.
+    std::vector<uint32_t> bucket_first_extent;
+    uint32_t bucket_shift = 0;
 
     uint64_t extent_end_block(size_t index) const {
         return index + 1 < extents.size() ? extents[index + 1].first_block : block_count;
     }
-    // The extent holding guest block `block` (< block_count). O(log extents).
+    // The extent holding guest block `block` (< block_count): a binary search,
+    // narrowed by the bucket index when there is one. O(log extents).
     size_t find_extent(uint64_t block) const;
+    void build_bucket_index();
     uint64_t block_checksum(uint32_t layer, uint64_t slot) const {
         return checksums[checksum_base[layer] + slot];
     }

@@ -77,39 +77,34 @@ std::vector<uint16_t> last_full_writers(std::span<const BuildInput> inputs, uint
 }
 
 InputPlan plan_reads(const BuildInput& input, uint32_t index, const std::vector<uint16_t>& last_full,
-                     uint64_t block_size_bytes, uint64_t buffer_bytes, uint64_t skip_gap_bytes) {
-    // Blocks touched by data, merged: two regions can share a partly covered block.
-    std::vector<ByteRange> runs;
-    for (const ByteRange& r : input.data) {
-        uint64_t first = r.begin / block_size_bytes;
-        uint64_t end = (r.end + block_size_bytes - 1) / block_size_bytes;
-        if (!runs.empty() && first <= runs.back().end) {
-            runs.back().end = std::max(runs.back().end, end);
-        } else {
-            runs.push_back({first, end});
-        }
-    }
+                     uint64_t block_size_bytes, uint64_t buffer_bytes, uint64_t gap_bytes) {
     InputPlan plan;
-    uint64_t gap_blocks = std::max<uint64_t>(1, skip_gap_bytes / block_size_bytes);
-    for (const ByteRange& run : runs) {
-        plan.touched_blocks += run.end - run.begin;
-        // Read through short shadowed gaps (one large read beats several small
-        // ones); skip long ones.
-        uint64_t keep_first = 0, keep_end = 0;
-        bool keeping = false;
-        for (uint64_t b = run.begin; b < run.end; ++b) {
+    // Blocks to read: touched by data and not replaced later. Reads run through
+    // gaps shorter than `gap_bytes` (a hole reads as zeros for free, and one
+    // large read beats many small ones); the builder skips those blocks.
+    uint64_t gap_blocks = std::max<uint64_t>(1, gap_bytes / block_size_bytes);
+    uint64_t read_first = 0, read_end = 0, last_touched_end = 0;
+    bool reading = false;
+    for (const ByteRange& r : input.data) {
+        // Two regions can share a partly covered block: count it once.
+        uint64_t first = std::max(r.begin / block_size_bytes, last_touched_end);
+        uint64_t end = (r.end + block_size_bytes - 1) / block_size_bytes;
+        if (first >= end) continue;
+        plan.touched_blocks += end - first;
+        last_touched_end = end;
+        for (uint64_t b = first; b < end; ++b) {
             if (shadowed(last_full, b, index)) continue;
-            if (keeping && b - keep_end < gap_blocks) {
-                keep_end = b + 1;
+            if (reading && b - read_end < gap_blocks) {
+                read_end = b + 1;
                 continue;
             }
-            if (keeping) add_tasks(keep_first, keep_end, block_size_bytes, buffer_bytes, plan);
-            keep_first = b;
-            keep_end = b + 1;
-            keeping = true;
+            if (reading) add_tasks(read_first, read_end, block_size_bytes, buffer_bytes, plan);
+            read_first = b;
+            read_end = b + 1;
+            reading = true;
         }
-        if (keeping) add_tasks(keep_first, keep_end, block_size_bytes, buffer_bytes, plan);
     }
+    if (reading) add_tasks(read_first, read_end, block_size_bytes, buffer_bytes, plan);
     return plan;
 }
 

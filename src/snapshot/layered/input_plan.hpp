@@ -51,9 +51,11 @@ struct InputPlan {
     uint64_t read_bytes = 0;
 };
 
-// The reads for input `index`: every block its data touches, minus runs of
-// at least `skip_gap_bytes` of blocks that a later input replaces entirely.
+// The reads for input `index`: every block its data touches that no later
+// input replaces entirely, coalesced across gaps shorter than `gap_bytes`.
+// Tasks may therefore include blocks that no data region touches or that a
+// later input replaces: the builder skips those.
 InputPlan plan_reads(const BuildInput& input, uint32_t index, const std::vector<uint16_t>& last_full,
-                     uint64_t block_size_bytes, uint64_t buffer_bytes, uint64_t skip_gap_bytes);
+                     uint64_t block_size_bytes, uint64_t buffer_bytes, uint64_t gap_bytes);
 
 }  // namespace ringpager::layered
