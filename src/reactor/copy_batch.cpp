@@ -51,6 +51,7 @@ void Reactor::Impl::release_job(uint32_t slot) {
     if (job.prefetch) prefetch_inflight--;
     job.busy = false;
     pool.release(slot);
+    counters.buffers_busy.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // Installs `pages` pages at `addr` by `action`; returns the outcome.

@@ -176,6 +176,7 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
     const auto place = vm.map.place_of(first_page);
     const uint32_t slot = free_list.back();
     free_list.pop_back();
+    counters.buffers_busy.fetch_add(1, std::memory_order_relaxed);
     ReadJob& job = jobs[slot];
     job = ReadJob{};
     job.busy = true;

@@ -91,6 +91,7 @@ public:
             s.removed_pages += c.removed_pages.load();
             s.eagain_retries += c.eagain_retries.load();
             s.events_other += c.events_other.load();
+            s.read_buffers_busy += c.buffers_busy.load();
         }
         return s;
     }
