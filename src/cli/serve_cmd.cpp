@@ -2,6 +2,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <mimalloc.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
@@ -176,7 +178,9 @@ int serve_main(int argc, char** argv) {
         fprintf(stderr, "ringpager serve: %s\n", error.c_str());
         return 1;
     }
-    RP_INFO("serving: %s", engine->setup_summary().c_str());
+    // mimalloc replaces malloc process-wide (it is linked first); naming it here
+    // also keeps the link from being dropped as unused.
+    RP_INFO("serving: %s; allocator mimalloc %d", engine->setup_summary().c_str(), mi_version());
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
     RP_INFO("%s received: releasing every VM and shutting down", strsignal(signal_number));

@@ -43,7 +43,7 @@ Result<ListenSocket> ListenSocket::bind(const std::string& path, std::string& er
     addr.sun_family = AF_UNIX;
     std::memcpy(addr.sun_path, path.c_str(), path.size());
     // umask makes the socket 0600 from the moment it exists (no chmod window).
-    const mode_t old_mask = umask(0077);
+    const mode_t old_mask = umask(0177);
     const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     const int bind_errno = errno;
     umask(old_mask);

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# ringpager's one entry point for newcomers and CI (run as root on Debian bookworm):
+#   ./ringpager.sh demo   install what is missing, build, restore a generated snapshot into
+#                         simulated VMs with ringpager (lazy and prefetch) and a baseline handler,
+#                         and print the comparison report
+#   ./ringpager.sh test   install what is missing, build (plus an ASan/UBSan build), run every test
+#   ./ringpager.sh build  install what is missing and build into ./build
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev
+          nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev)
+
+install_deps() {
+    local missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "== installing: ${missing[*]}"
+        if [ "$(id -u)" != 0 ]; then echo "ringpager.sh: run as root to install packages" >&2; exit 1; fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+build() {  # build DIR [meson options...]
+    local dir=$1; shift
+    if [ ! -f "$dir/build.ninja" ]; then meson setup "$dir" "$@" >/dev/null; fi
+    ninja -C "$dir" >/dev/null
+}
+
+run_tests() {  # run_tests DIR: meson test, then one closing line counting GoogleTest cases
+    local dir=$1; shift
+    rm -rf "$dir/test-results"
+    local rc=0
+    meson test -C "$dir" --print-errorlogs "$@" || rc=$?
+    python3 - "$dir/test-results" <<'PY'
+import glob, sys, xml.etree.ElementTree as ET
+passed = failed = skipped = 0
+for f in glob.glob(sys.argv[1] + "/*.xml"):
+    for case in ET.parse(f).getroot().iter("testcase"):
+        if case.find("failure") is not None: failed += 1
+        elif case.get("result") == "skipped" or case.find("skipped") is not None: skipped += 1
+        else: passed += 1
+print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+PY
+    return $rc
+}
+
+case "${1:-}" in
+    build)
+        install_deps
+        build build
+        echo "built: build/src/cli/ringpager, build/tools/guestsim/rp-guestsim, build/tools/bench/rp-bench"
+        ;;
+    demo)
+        install_deps
+        build build
+        shift
+        exec build/tools/bench/rp-bench "$@"
+        ;;
+    test)
+        install_deps
+        build build
+        echo "== tests (debugoptimized build)"
+        rc=0
+        run_tests build || rc=$?
+        echo "== tests (ASan + UBSan build)"
+        build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+        ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            run_tests build-asan --no-suite bench-smoke || rc=$?
+        exit $rc
+        ;;
+    *)
+        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2
+        ;;
+esac

@@ -1,0 +1,123 @@
+// Pins the `ringpager serve` command line (SPEC §4): exit codes, one-line
+// errors, a full restore served by the real binary, and clean shutdown on
+// SIGTERM with the socket removed.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/inotify.h>
+
+#include <filesystem>
+
+#include "common/engine_fixture.hpp"
+#include "common/process.hpp"
+
+using namespace ringpager;
+using namespace ringpager::testing;
+
+namespace {
+
+constexpr uint64_t MiB = 1024 * 1024;
+
+class ServeCliTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ringpager = tool_path("RP_RINGPAGER");
+        guestsim = tool_path("RP_GUESTSIM");
+        ASSERT_FALSE(ringpager.empty() || guestsim.empty()) << "run through meson test";
+    }
+
+    int run(const std::vector<std::string>& args, std::string& out) { return spawn(ringpager, args).wait(&out); }
+
+    // Waits (inotify, no polling) until `path` exists in its directory.
+    static bool wait_for_file(const std::string& path) {
+        const std::string dir = std::filesystem::path(path).parent_path();
+        FileDesc in(inotify_init1(IN_CLOEXEC));
+        if (inotify_add_watch(in.get(), dir.c_str(), IN_CREATE) < 0) return false;
+        const auto deadline = std::chrono::steady_clock::now() + kWait;
+        while (!std::filesystem::exists(path)) {
+            pollfd p{in.get(), POLLIN, 0};
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::filesystem::exists(path);
+            char buf[4096];
+            (void)!read(in.get(), buf, sizeof buf);
+        }
+        return true;
+    }
+
+    TempDir dir;
+    std::string ringpager, guestsim;
+};
+
+TEST_F(ServeCliTest, UsageErrorsExitTwoWithOneLine) {
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve"}, out)), 2);
+    EXPECT_NE(out.find("serve needs --socket and --mem-file"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--snapshot", "b"}, out)), 2);
+    EXPECT_NE(out.find("not both"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--mode", "eager"}, out)), 2);
+    EXPECT_EQ(WEXITSTATUS(run({"frobnicate"}, out)), 2);
+    EXPECT_NE(out.find("unknown command 'frobnicate'"), std::string::npos);
+}
+
+TEST_F(ServeCliTest, HelpExitsZero) {
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--help"}, out)), 0);
+    EXPECT_NE(out.find("--kill-on-failure"), std::string::npos);
+    EXPECT_EQ(WEXITSTATUS(run({"--help"}, out)), 0);
+}
+
+TEST_F(ServeCliTest, MissingOrBadSnapshotIsARuntimeError) {
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", dir.file("nope")}, out)), 1);
+    EXPECT_NE(out.find("cannot open memory file " + dir.file("nope")), std::string::npos) << out;
+    const std::string odd = dir.file("odd");
+    FILE* f = fopen(odd.c_str(), "w");
+    fputs("not a memory image", f);
+    fclose(f);
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", odd}, out)), 1);
+    EXPECT_NE(out.find("not a non-zero multiple of 4096"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--snapshot", odd}, out)), 1);
+}
+
+TEST_F(ServeCliTest, ServesARestoreAndShutsDownCleanlyOnSigterm) {
+    const std::string mem = make_image(dir, "mem", 8 * MiB);
+    const std::string socket = dir.file("serve.sock");
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--mode", "prefetch",
+                                     "--reactors", "2"});
+    ASSERT_TRUE(wait_for_file(socket));
+    EXPECT_EQ(std::filesystem::status(socket).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    std::string guest_out;
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M,4M", "--vcpus",
+                                   "2", "--pattern", "random"});
+    EXPECT_EQ(guest.wait(&guest_out), 0) << guest_out;
+    kill(server.pid, SIGTERM);
+    std::string log;
+    const int status = server.wait(&log);
+    EXPECT_TRUE(WIFEXITED(status)) << log;
+    EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+    EXPECT_FALSE(std::filesystem::exists(socket));
+    EXPECT_NE(log.find("allocator mimalloc"), std::string::npos) << log;
+    EXPECT_NE(log.find("stopped: 1 VMs served (0 refused, 0 failed)"), std::string::npos) << log;
+}
+
+TEST_F(ServeCliTest, ConfigFileServesSeveralSockets) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string config = dir.file("config.json");
+    FILE* f = fopen(config.c_str(), "w");
+    fprintf(f, R"({"listeners":[{"socket":"%s","mem_file":"%s","mode":"lazy"},{"socket":"%s","mem_file":"%s","mode":"prefetch"}]})",
+            dir.file("a.sock").c_str(), mem.c_str(), dir.file("b.sock").c_str(), mem.c_str());
+    fclose(f);
+    Child server = spawn(ringpager, {"serve", "--config", config});
+    ASSERT_TRUE(wait_for_file(dir.file("b.sock")));
+    for (const char* s : {"a.sock", "b.sock"}) {
+        std::string out;
+        EXPECT_EQ(spawn(guestsim, {"run", "--socket", dir.file(s), "--mem-file", mem, "--regions", "4M"}).wait(&out), 0)
+            << out;
+    }
+    kill(server.pid, SIGINT);
+    std::string log;
+    EXPECT_EQ(WEXITSTATUS(server.wait(&log)), 0) << log;
+    EXPECT_NE(log.find("stopped: 2 VMs served"), std::string::npos) << log;
+}
+
+}  // namespace
