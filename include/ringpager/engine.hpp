@@ -51,6 +51,7 @@ struct EngineStats {
     uint64_t removed_pages = 0;         // pages named by REMOVE events
     uint64_t eagain_retries = 0;
     uint64_t events_other = 0;          // UNMAP, REMAP, FORK
+    uint64_t stray_fds_closed = 0;      // fds a peer sent after its handshake (closed, never served)
     uint64_t read_buffers_busy = 0;     // registered read buffers held by in-flight or deferred installs
 };
 

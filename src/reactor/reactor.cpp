@@ -405,6 +405,8 @@ void Reactor::Impl::on_conn_ready(Vm& vm, int32_t res) {
                 FileDesc owned(fd);  // closed at end of scope: we serve only the first uffd
             }
             RP_WARN("%s: closed %zu unexpected fd(s) sent after the handshake", vm.name().c_str(), count);
+            counters.add(counters.stray_fds_closed, count);
+            shared.notify();
         }
         if (n > 0) {
             RP_DEBUG("%s: ignored %zd bytes sent after the handshake", vm.name().c_str(), n);

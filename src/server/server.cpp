@@ -92,6 +92,7 @@ public:
             s.eagain_retries += c.eagain_retries.load();
             s.events_other += c.events_other.load();
             s.read_buffers_busy += c.buffers_busy.load();
+            s.stray_fds_closed += c.stray_fds_closed.load();
         }
         return s;
     }

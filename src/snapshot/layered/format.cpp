@@ -194,7 +194,7 @@ size_t Manifest::find_extent(uint64_t block) const {
         // and the next bucket's first block, both included.
         uint64_t bucket = block >> bucket_shift;
         first += bucket_first_extent[bucket];
-        if (bucket + 1 < bucket_first_extent.size()) last = extents.begin() + bucket_first_extent[bucket + 1];
+        if (bucket + 1 < bucket_first_extent.size()) last = extents.begin() + bucket_first_extent[bucket + 1] + 1;
     }
     auto it = std::upper_bound(first, last, block, [](uint64_t b, const Extent& e) { return b < e.first_block; });
     return static_cast<size_t>(it - extents.begin()) - 1;
