@@ -47,7 +47,9 @@ Chain build_chain(const TempDir& dir, uint64_t size, uint64_t block_size) {
     std::string error;
     EXPECT_TRUE(build_layered_snapshot(options, report, error)) << error;
     // Zero pages are scattered at 4 KiB granularity: only small blocks are ever wholly zero.
-    if (block_size == 4096) EXPECT_GT(report.blocks_zero, 0u);
+    if (block_size == 4096) {
+        EXPECT_GT(report.blocks_zero, 0u);
+    }
     return chain;
 }
 
@@ -64,7 +66,9 @@ void serve_and_verify(const TempDir& dir, const Chain& chain, uint64_t page_size
     const sim::VerifyReport report = guest.verify(*image);
     EXPECT_EQ(report.pages_checked, guest.page_count());
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
-    if (page_size == 4096) EXPECT_GT(e.engine->stats().pages_zeroed, 0u);  // manifest zero blocks go by ZEROPAGE
+    if (page_size == 4096) {  // manifest zero blocks go by ZEROPAGE
+        EXPECT_GT(e.engine->stats().pages_zeroed, 0u);
+    }
 }
 
 TEST(LayeredServeTest, ThreeLayerChainRestoresByteExact) {
