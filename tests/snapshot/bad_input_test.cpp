@@ -162,6 +162,21 @@ TEST_F(BadInput, LayersSwappedWithEachOtherAreRefused) {
     expect_refused(layer(0), "layer 0 file");
 }
 
+TEST_F(BadInput, CorruptLayerHeaderIsRefused) {
+    auto f = ringpager::FileDesc::open(layer(1).c_str(), O_RDWR);
+    ASSERT_TRUE(f.ok());
+    std::byte b{0x5a};
+    ASSERT_EQ(::pwrite(f->get(), &b, 1, 60), 1);   // inside block_count
+    expect_refused(layer(1), "layer header checksum mismatch");
+}
+
+TEST_F(BadInput, LayerWithoutALayerMagicIsRefused) {
+    auto f = ringpager::FileDesc::open(layer(0).c_str(), O_RDWR);
+    ASSERT_TRUE(f.ok());
+    ASSERT_EQ(::pwrite(f->get(), "NOTALAYR", 8, 0), 8);
+    expect_refused(layer(0), "not a ringpager layer file (wrong magic)");
+}
+
 TEST_F(BadInput, ExtentPointingPastItsLayersEndIsRefusedEvenWhenSealed) {
     std::string error;
     layered::Manifest m;

@@ -94,7 +94,10 @@ TEST(LayeredRoundTrip, StorageIsAtMostTheDistinctNonZeroBlocksPlusTwoPercent) {
     auto report = build(chain.base, chain.diffs, manifest);
     uint64_t written = 0;
     for (const std::string& f : report.files_written) written += file_size(f);
-    uint64_t budget = chain.distinct_nonzero.size() * page_bytes * 102 / 100;
+    uint64_t distinct_bytes = chain.distinct_nonzero.size() * page_bytes;
+    uint64_t budget = distinct_bytes * 102 / 100;
+    RecordProperty("written_bytes", std::to_string(written));
+    RecordProperty("distinct_nonzero_bytes", std::to_string(distinct_bytes));
     EXPECT_LE(written, budget) << "distinct non-zero pages " << chain.distinct_nonzero.size();
     EXPECT_LE(report.blocks_stored, chain.distinct_nonzero.size());
     EXPECT_EQ(report.bytes_written, written);

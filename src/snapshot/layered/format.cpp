@@ -243,9 +243,12 @@ std::vector<std::byte> encode_manifest(const Manifest& m) {
         std::memcpy(b.data() + at + 64, rec.path.data(), std::min<size_t>(rec.path.size(), layer_path_bytes - 1));
         at += layer_record_bytes;
     }
-    std::memcpy(b.data() + at, m.extents.data(), m.extents.size() * extent_record_bytes);
+    // memcpy from an empty vector's data() (maybe null) is undefined even for 0 bytes.
+    if (!m.extents.empty()) std::memcpy(b.data() + at, m.extents.data(), m.extents.size() * extent_record_bytes);
     at += m.extents.size() * extent_record_bytes;
-    std::memcpy(b.data() + at, m.checksums.data(), m.checksums.size() * checksum_record_bytes);
+    if (!m.checksums.empty()) {
+        std::memcpy(b.data() + at, m.checksums.data(), m.checksums.size() * checksum_record_bytes);
+    }
     reseal_manifest(b);
     return out;
 }

@@ -23,7 +23,11 @@ UringReader::~UringReader() {
 }
 
 Result<std::unique_ptr<UringReader>> UringReader::create(unsigned reads_in_flight, uint64_t buffer_bytes) {
-    if (reads_in_flight == 0 || buffer_bytes == 0 || buffer_bytes % 4096 != 0) return Error{EINVAL, "UringReader"};
+    // Reads are issued with a 32-bit length, so a buffer stays below 4 GiB.
+    if (reads_in_flight == 0 || reads_in_flight > 1024 || buffer_bytes == 0 || buffer_bytes % 4096 != 0 ||
+        buffer_bytes > (uint64_t{1} << 30)) {
+        return Error{EINVAL, "UringReader::create"};
+    }
     std::unique_ptr<UringReader> reader(new UringReader(reads_in_flight, buffer_bytes));
     int ret = io_uring_queue_init(reads_in_flight * 2, &reader->ring_, 0);
     if (ret < 0) return Error{-ret, "io_uring_queue_init"};
