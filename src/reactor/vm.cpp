@@ -212,17 +212,24 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
     return true;
 }
 
+// Page cache readahead for faults that walk forward through a file: a fault
+// landing just past the previous one (within one window) asks for the next
+// window asynchronously. Random faults get none: on a cold file that would
+// waste disk bandwidth, and on a hot one it is pure overhead.
 void Reactor::Impl::maybe_readahead(Vm& vm, uint32_t file_index, uint64_t file_offset) {
     const uint64_t window = shared.config.readahead_bytes;
-    if (window == 0 || ops.available() < 256) return;
-    if (vm.readahead_file == file_index && file_offset >= vm.readahead_start && file_offset < vm.readahead_end)
-        return;
+    const bool forward = vm.readahead_file == file_index && file_offset >= vm.last_fault_offset &&
+                         file_offset - vm.last_fault_offset <= window;
+    if (vm.readahead_file != file_index) vm.readahead_end = 0;
     vm.readahead_file = file_index;
-    vm.readahead_start = file_offset;
-    vm.readahead_end = file_offset + window;
+    vm.last_fault_offset = file_offset;
+    if (window == 0 || !forward || ops.available() < 256) return;
+    if (file_offset + window <= vm.readahead_end) return;  // the current window still covers it
+    const uint64_t start = std::max(file_offset, vm.readahead_end);
+    vm.readahead_end = file_offset + 2 * window;
     io_uring_sqe* sqe = ring->sqe();
-    io_uring_prep_fadvise(sqe, static_cast<int>(file_slot_of(vm, file_index)), file_offset,
-                          static_cast<off_t>(window), POSIX_FADV_WILLNEED);
+    io_uring_prep_fadvise(sqe, static_cast<int>(file_slot_of(vm, file_index)), start,
+                          static_cast<off_t>(vm.readahead_end - start), POSIX_FADV_WILLNEED);
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, ops.alloc(OpKind::readahead, vm.slot, vm.gen));
     vm.outstanding++;

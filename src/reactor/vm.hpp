@@ -73,9 +73,9 @@ struct Vm {
     bool prefetching = false;
     std::string end_reason;
 
-    // Readahead window most recently requested (file index + byte range).
+    // Sequential-fault detection and the readahead already requested.
     uint32_t readahead_file = UINT32_MAX;
-    uint64_t readahead_start = 0;
+    uint64_t last_fault_offset = 0;
     uint64_t readahead_end = 0;
 
     std::chrono::steady_clock::time_point started;
