@@ -133,10 +133,10 @@ static bool install_pages(Reactor::Impl& r, Vm& vm, uint64_t first, uint64_t pag
             return true;
         }
         if (out.error != 0) {
-            r.close_vm(vm, std::string(action == Action::copy ? "UFFDIO_COPY" : "zero fill") + " at 0x" +
-                               [&] { char b[32]; snprintf(b, sizeof b, "%llx", (unsigned long long)(place->addr + done * ps)); return std::string(b); }() +
-                               " failed: " + std::strerror(out.error),
-                       true);
+            char what[96];
+            snprintf(what, sizeof what, "%s at 0x%llx failed: ", action == Action::copy ? "UFFDIO_COPY" : "zero fill",
+                     static_cast<unsigned long long>(place->addr + done * ps));
+            r.close_vm(vm, what + std::string(std::strerror(out.error)), true);
             return true;
         }
         p += n;
