@@ -31,7 +31,8 @@ struct EngineConfig {
     bool kill_on_failure = false;                 // SIGKILL a VM that cannot be served
     uint64_t prefetch_batch_bytes = 512 * 1024;   // pages per prefetch copy (4 KiB pages)
     unsigned prefetch_inflight_batches = 12;      // per reactor
-    uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around faults
+    uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around sequential faults
+    bool page_cache_fast_path = true;             // fault reads try RWF_NOWAIT first, the ring on a miss
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).
@@ -51,6 +52,7 @@ struct EngineStats {
     uint64_t removed_pages = 0;         // pages named by REMOVE events
     uint64_t eagain_retries = 0;
     uint64_t events_other = 0;          // UNMAP, REMAP, FORK
+    uint64_t page_cache_hits = 0;       // fault reads served by the RWF_NOWAIT fast path
     uint64_t stray_fds_closed = 0;      // fds a peer sent after its handshake (closed, never served)
     uint64_t read_buffers_busy = 0;     // registered read buffers held by in-flight or deferred installs
 };

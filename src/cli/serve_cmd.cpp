@@ -28,6 +28,7 @@ struct ServeOptions {
     bool verify_reads = false;
     std::string log_level = "info";
     uint64_t readahead_kib = 256;
+    bool no_fast_path = false;
     uint64_t prefetch_batch_kib = 512;
 };
 
@@ -123,6 +124,8 @@ int serve_main(int argc, char** argv) {
     app.add_flag("--kill-on-failure", o.kill_on_failure, "SIGKILL a VM that cannot be served instead of leaving it hung");
     app.add_flag("--verify-reads", o.verify_reads, "check every block read from a layered snapshot against its checksum");
     app.add_option("--readahead-kib", o.readahead_kib, "page cache readahead around sequential faults, KiB (0: off)");
+    app.add_flag("--no-page-cache-fast-path", o.no_fast_path,
+                 "always read fault pages through io_uring (default: try a non-blocking page cache read first)");
     app.add_option("--prefetch-batch-kib", o.prefetch_batch_kib, "bytes the prefetcher reads and copies per batch, KiB")
         ->check(CLI::Range(4, 2048));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
@@ -170,6 +173,7 @@ int serve_main(int argc, char** argv) {
     config.handshake_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.handshake_timeout_s * 1000));
     config.kill_on_failure = o.kill_on_failure;
     config.readahead_bytes = o.readahead_kib * 1024;
+    config.page_cache_fast_path = !o.no_fast_path;
     config.prefetch_batch_bytes = o.prefetch_batch_kib * 1024;
 
     // Signals become a sigwait in this thread; reactors inherit the mask and never see them.

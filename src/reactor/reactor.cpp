@@ -485,7 +485,8 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
 
 void Reactor::Impl::process_turn() {
     // Turn order (DESIGN.md): events before faults, deferred installs first,
-    // then completed reads, then new faults, then the prefetcher.
+    // then new faults (issuing reads), then every read completed by now, then
+    // the prefetcher.
     std::vector<uint32_t> turn;
     turn.swap(turn_vms);
     for (uint32_t slot : turn) {
@@ -495,8 +496,8 @@ void Reactor::Impl::process_turn() {
         if (!vm->closing) {
             apply_events(*vm);
             retry_deferred(*vm);
+            serve_faults(*vm);       // may complete reads at once from the page cache
             install_completed(*vm);
-            serve_faults(*vm);
             note_resident(*vm);
             arm_uffd_read(*vm);
         }

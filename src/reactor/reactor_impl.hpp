@@ -163,6 +163,7 @@ struct Reactor::Impl {
     bool install_zero_source_run(Vm& vm, uint64_t first_page, uint64_t pages);
     void prefetch_step();
     void maybe_readahead(Vm& vm, uint32_t file_index, uint64_t file_offset);
+    bool read_from_page_cache(Vm& vm, const SourceExtent& e, uint8_t* into);
     void note_resident(Vm& vm);
 
     // copy_batch.cpp

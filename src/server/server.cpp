@@ -93,6 +93,7 @@ public:
             s.events_other += c.events_other.load();
             s.read_buffers_busy += c.buffers_busy.load();
             s.stray_fds_closed += c.stray_fds_closed.load();
+            s.page_cache_hits += c.page_cache_hits.load();
         }
         return s;
     }
