@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -67,7 +68,8 @@ struct RunningEngine {
 
 inline RunningEngine start_engine(const TempDir& dir, const std::string& mem_file, ServeMode mode = ServeMode::lazy,
                                   unsigned reactors = 2, std::chrono::milliseconds handshake_timeout = std::chrono::seconds(30),
-                                  std::shared_ptr<const Source> source = nullptr) {
+                                  std::shared_ptr<const Source> source = nullptr,
+                                  const std::function<void(EngineConfig&)>& tweak = {}) {
     std::string error;
     if (!source) source = open_raw_source(mem_file, error);
     EXPECT_TRUE(source) << error;
@@ -77,6 +79,7 @@ inline RunningEngine start_engine(const TempDir& dir, const std::string& mem_fil
     config.listeners.push_back({running.socket, source, mode});
     config.reactors = reactors;
     config.handshake_timeout = handshake_timeout;
+    if (tweak) tweak(config);
     running.engine = Engine::start(std::move(config), error);
     EXPECT_TRUE(running.engine) << error;
     return running;

@@ -43,6 +43,19 @@ TEST_F(EngineTest, SingleRegionRandomTouchTwoVcpusIsByteExact) {
     EXPECT_GT(s.faults, 0u);
     // Every page is installed exactly once, by copy or zero fill.
     EXPECT_EQ(s.pages_copied + s.pages_zeroed, 32 * MiB / 4096);
+    EXPECT_GT(s.page_cache_hits, 0u);  // the file is cached: faults take the fast path
+}
+
+TEST_F(EngineTest, RingReadPathAloneIsByteExact) {
+    const std::string mem = make_image(dir, "mem", 16 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 2, std::chrono::seconds(30), nullptr,
+                                   [](EngineConfig& c) { c.page_cache_fast_path = false; });
+    restore_and_verify(e.socket, *image, {8 * MiB, 8 * MiB}, sim::Pattern::random, 4, 8);
+    const EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.page_cache_hits, 0u);
+    EXPECT_EQ(s.bytes_read, 16 * MiB);  // every page went through READ_FIXED
 }
 
 TEST_F(EngineTest, ThreeRegionsWithGapsEightVcpusSequential) {
