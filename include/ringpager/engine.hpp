@@ -30,7 +30,7 @@ struct EngineConfig {
     std::chrono::milliseconds handshake_timeout{30000};
     bool kill_on_failure = false;                 // SIGKILL a VM that cannot be served
     uint64_t prefetch_batch_bytes = 512 * 1024;   // pages per prefetch copy (4 KiB pages)
-    unsigned prefetch_inflight_batches = 12;      // per reactor
+    unsigned prefetch_inflight_batches = 8;       // per reactor, while no fault is arriving
     uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around sequential faults
     bool page_cache_fast_path = true;             // fault reads try RWF_NOWAIT first, the ring on a miss
 };

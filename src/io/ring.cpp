@@ -86,6 +86,13 @@ Result<void> Ring::update_file(unsigned slot, int fd) {
     return {};
 }
 
+Result<void> Ring::limit_workers(unsigned bounded, unsigned unbounded) {
+    unsigned values[2] = {bounded, unbounded};
+    const int rc = io_uring_register_iowq_max_workers(&ring_, values);
+    if (rc < 0) return Error{-rc, "io_uring_register_iowq_max_workers"};
+    return {};
+}
+
 Result<void> Ring::register_buffers(std::span<const iovec> buffers) {
     const int rc = io_uring_register_buffers(&ring_, buffers.data(), static_cast<unsigned>(buffers.size()));
     if (rc < 0) return Error{-rc, "io_uring_register_buffers"};

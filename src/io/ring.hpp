@@ -40,10 +40,23 @@ public:
     // Moves every available completion into `out` (appended); returns how many.
     size_t reap(std::vector<Completion>& out);
     bool completions_pending();
+    // True when some completion already in the CQ satisfies `match(user_data)`;
+    // consumes nothing.
+    template <typename Match>
+    bool any_completion(Match match) {
+        io_uring_cqe* cqe = nullptr;
+        unsigned head = 0;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            if (match(cqe->user_data)) return true;
+        }
+        return false;
+    }
 
     Result<void> register_files_sparse(unsigned count);
     Result<void> update_file(unsigned slot, int fd);
     Result<void> register_buffers(std::span<const iovec> buffers);
+    // Caps the io-wq workers that run this ring's punted file reads.
+    Result<void> limit_workers(unsigned bounded, unsigned unbounded);
 
     unsigned cq_entries() const { return cq_entries_; }
     const std::string& setup_mode() const { return setup_mode_; }

@@ -57,7 +57,7 @@ Reactor::~Reactor() {
     if (wake_efd_ >= 0) close(wake_efd_);
 }
 
-bool Reactor::start(std::unique_ptr<RingService> service, std::string& error) {
+bool Reactor::start(std::string& error) {
     exit_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     wake_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (exit_efd_ < 0 || wake_efd_ < 0) {
@@ -65,7 +65,6 @@ bool Reactor::start(std::unique_ptr<RingService> service, std::string& error) {
         return false;
     }
     impl_ = std::make_unique<Impl>(*this, shared_, counters_);
-    impl_->service = std::move(service);
     // The ring must be created by the thread that uses it (SINGLE_ISSUER).
     std::promise<std::string> ready;
     auto ready_future = ready.get_future();
@@ -93,6 +92,15 @@ void Reactor::request_stop() {
 bool Reactor::join() {
     if (thread_.joinable()) thread_.join();
     return !failed_;
+}
+
+void Reactor::attach_service(std::unique_ptr<RingService> service) {
+    {
+        std::lock_guard lock(inbox_mu_);
+        service_inbox_ = std::move(service);
+    }
+    const uint64_t one = 1;
+    (void)!write(wake_efd_, &one, sizeof one);
 }
 
 bool Reactor::hand_off(std::unique_ptr<VmSetup> vm) {
@@ -179,6 +187,10 @@ bool Reactor::Impl::setup(std::string& error) {
         error = std::string("cannot map read buffers: ") + std::strerror(errno);
         return false;
     }
+    // Registration pins every buffer page; transparent huge pages make that a
+    // few dozen faults instead of thousands (advisory: fine if refused).
+    (void)madvise(small, pool.small_count * BufferPool::kSmallBytes, MADV_HUGEPAGE);
+    (void)madvise(big, pool.big_count * BufferPool::kBigBytes, MADV_HUGEPAGE);
     pool.small_base = static_cast<uint8_t*>(small);
     pool.big_base = static_cast<uint8_t*>(big);
     const iovec iovs[2] = {{small, pool.small_count * BufferPool::kSmallBytes},
@@ -191,9 +203,12 @@ bool Reactor::Impl::setup(std::string& error) {
     for (uint32_t i = pool.slots(); i-- > pool.small_count;) pool.big_free.push_back(i);
     jobs.resize(pool.slots());
     batch.reserve(kOps);
+    // One worker per ring copies punted prefetch reads: enough to overlap the
+    // reads with this thread's installs without crowding out vCPU threads.
+    if (auto r = ring->limit_workers(1, 1); !r)
+        RP_DEBUG("reactor %u: io-wq worker limit not set: %s", self.index_, r.error().message().c_str());
     arm_fixed_read(OpKind::exit_read, 0, &exit_value);
     arm_fixed_read(OpKind::wake_read, 1, &wake_value);
-    if (service) service->start(self);
     return true;
 }
 
@@ -299,9 +314,16 @@ void Reactor::Impl::dispatch(const Completion& c) {
 
 void Reactor::Impl::adopt_inbox() {
     std::vector<std::unique_ptr<VmSetup>> arrived;
+    std::unique_ptr<RingService> new_service;
     {
         std::lock_guard lock(self.inbox_mu_);
         arrived.swap(self.inbox_);
+        new_service = std::move(self.service_inbox_);
+    }
+    if (new_service && !service) {
+        service = std::move(new_service);
+        if (stopping) service->stop(self);
+        else service->start(self);
     }
     for (auto& setup : arrived) adopt(std::move(setup));
 }

@@ -66,7 +66,9 @@ public:
     ~Reactor();
 
     // Starts the thread; returns once the ring is set up (or failed, with `error`).
-    bool start(std::unique_ptr<RingService> service, std::string& error);
+    bool start(std::string& error);
+    // Runs `service` on this reactor's ring from its next turn. Thread-safe.
+    void attach_service(std::unique_ptr<RingService> service);
     void request_stop();  // thread-safe
     bool join();          // false if the loop failed
     // Hands a validated VM to this reactor. Thread-safe; false when the inbox is full.
@@ -97,6 +99,7 @@ private:
     int wake_efd_ = -1;
     std::mutex inbox_mu_;
     std::vector<std::unique_ptr<VmSetup>> inbox_;
+    std::unique_ptr<RingService> service_inbox_;
     bool failed_ = false;
 };
 

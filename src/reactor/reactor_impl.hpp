@@ -103,11 +103,15 @@ struct Reactor::Impl {
     ~Impl();
 
     static constexpr size_t kOps = 8192;
-    static constexpr unsigned kSmallSlots = 128;
-    static constexpr unsigned kBigSlots = 16;
+    // Registered buffers are pinned for the reactor's life: 4 MiB of fault
+    // slots and 24 MiB of big slots (prefetch batches, huge-page faults).
+    static constexpr unsigned kSmallSlots = 64;
+    static constexpr unsigned kBigSlots = 12;
     static constexpr unsigned kBigReservedForFaults = 4;
     static constexpr unsigned kMaxVmsPerReactor = 2000;
     static constexpr unsigned kFirstVmFileSlot = 2;  // 0: exit eventfd, 1: wake eventfd
+    static constexpr std::chrono::milliseconds kFaultQuietPeriod{2};
+    static constexpr uint64_t kBusyPrefetchBatchBytes = 64 * 1024;
 
     Reactor& self;
     EngineShared& shared;
@@ -127,6 +131,7 @@ struct Reactor::Impl {
     std::vector<uint32_t> prefetch_rr;
     size_t prefetch_rr_pos = 0;
     unsigned prefetch_inflight = 0;
+    std::chrono::steady_clock::time_point last_fault_seen{};
 
     std::vector<Completion> batch;
     uint64_t exit_value = 0;
@@ -173,6 +178,7 @@ struct Reactor::Impl {
     bool install_zero_pages(Vm& vm, DeferredZero run);
     void release_job(uint32_t job_index);
     void install_completed(Vm& vm);
+    bool fault_work_pending();
     void retry_deferred(Vm& vm);
 };
 

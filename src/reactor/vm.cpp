@@ -115,6 +115,7 @@ void Reactor::Impl::apply_events(Vm& vm) {
         vm.fault_pages.push_back(e->first_page + (msg.arg.pagefault.address - e->addr) / e->page_size);
     }
     vm.turn_msgs.clear();
+    if (faults != 0) last_fault_seen = std::chrono::steady_clock::now();
     vm.report.faults += faults;
     counters.add(counters.faults, faults);
     test_hooks::at(test_hooks::Point::after_event_drain, vm.setup.id, 0);
@@ -212,8 +213,12 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
             io_uring_prep_read_fixed(sqe, static_cast<int>(file_slot_of(vm, e.file_index)), buffer + done,
                                      static_cast<unsigned>(e.length_bytes), e.file_offset,
                                      static_cast<int>(pool.iovec_index(slot)));
-            sqe->flags |= IOSQE_FIXED_FILE;
-            io_uring_sqe_set_data64(sqe, ops.alloc(OpKind::page_read, vm.slot, vm.gen, (uint64_t{static_cast<uint32_t>(e.length_bytes)} << 32) | slot));
+            // Prefetch reads go to io-wq workers: a page cache hit would
+            // otherwise be copied inline inside io_uring_enter, holding up this
+            // turn's faults, and the worker runs on another core meanwhile.
+            sqe->flags |= IOSQE_FIXED_FILE | (prefetch ? IOSQE_ASYNC : 0);
+            io_uring_sqe_set_data64(sqe, ops.alloc(OpKind::page_read, vm.slot, vm.gen,
+                                                   (uint64_t{static_cast<uint32_t>(e.length_bytes)} << 32) | slot));
             job.pending_reads++;
             if (!prefetch) maybe_readahead(vm, e.file_index, e.file_offset);
         }
@@ -277,7 +282,13 @@ void Reactor::Impl::note_resident(Vm& vm) {
 // One prefetch run per VM in round robin until the in-flight budget is used.
 // Zero runs are installed at once (no read); data runs become big reads.
 void Reactor::Impl::prefetch_step() {
-    const unsigned budget = shared.config.prefetch_inflight_batches;
+    // While faults keep arriving the prefetcher takes small steps, so a fault
+    // waits behind little; once the VMs go quiet it takes full batches.
+    const bool faults_recent = std::chrono::steady_clock::now() - last_fault_seen < kFaultQuietPeriod;
+    const unsigned budget = faults_recent ? 2 : shared.config.prefetch_inflight_batches;
+    const uint64_t batch_bytes =
+        faults_recent ? std::min<uint64_t>(shared.config.prefetch_batch_bytes, kBusyPrefetchBatchBytes)
+                      : shared.config.prefetch_batch_bytes;
     size_t idle_rounds = 0;
     unsigned zero_runs = 0;
     while (!prefetch_rr.empty() && prefetch_inflight < budget && idle_rounds < prefetch_rr.size()) {
@@ -292,7 +303,7 @@ void Reactor::Impl::prefetch_step() {
         }
         prefetch_rr_pos++;
         const auto place = vm.map.place_of(first);
-        const uint64_t max_pages = std::max<uint64_t>(1, shared.config.prefetch_batch_bytes / place->page_size);
+        const uint64_t max_pages = std::max<uint64_t>(1, batch_bytes / place->page_size);
         uint64_t pages = 1;
         while (pages < max_pages && first + pages < place->extent_end_page &&
                vm.states.get(first + pages) == PageState::missing)

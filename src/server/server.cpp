@@ -40,24 +40,25 @@ public:
             shared_.source_file_base.push_back(shared_.source_file_count);
             shared_.source_file_count += static_cast<unsigned>(l.source->file_fds().size());
         }
-        for (const ListenerConfig& l : shared_.config.listeners) {
-            auto socket = ListenSocket::bind(l.socket_path, error);
-            if (!socket) return false;
-            listeners_.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode});
-        }
+        // Reactors first: a socket must not accept connections before the
+        // rings that serve them exist (Firecracker connects once, and its
+        // restore waits on the first faults).
         unsigned count = shared_.config.reactors;
         if (count == 0) count = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
         for (unsigned i = 0; i < count; i++) reactors_.push_back(std::make_unique<Reactor>(i, shared_));
         for (auto& r : reactors_) shared_.reactors.push_back(r.get());
         for (unsigned i = 0; i < count; i++) {
-            auto service = i == 0 ? make_acceptor(shared_, listeners_) : nullptr;
-            if (!reactors_[i]->start(std::move(service), error)) {
+            if (!reactors_[i]->start(error)) {
                 error = "reactor " + std::to_string(i) + ": " + error;
-                for (unsigned j = 0; j < i; j++) reactors_[j]->request_stop();
-                for (unsigned j = 0; j < i; j++) reactors_[j]->join();
-                return false;
+                return false;  // the destructor stops the reactors already running
             }
         }
+        for (const ListenerConfig& l : shared_.config.listeners) {
+            auto socket = ListenSocket::bind(l.socket_path, error);
+            if (!socket) return false;
+            listeners_.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode});
+        }
+        reactors_[0]->attach_service(make_acceptor(shared_, listeners_));
         return true;
     }
 

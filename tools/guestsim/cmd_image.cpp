@@ -24,6 +24,7 @@ struct GenerateArgs {
     double duplicate_fraction = 0.0;
     uint64_t seed = 1;
     bool sparse = false;
+    uint64_t zero_run_pages = 1;
 };
 
 int run_generate(const GenerateArgs& args) {
@@ -38,6 +39,7 @@ int run_generate(const GenerateArgs& args) {
         return kExitUsage;
     }
     GenerateOptions options{args.zero_fraction, args.duplicate_fraction, args.seed, *page, args.sparse};
+    options.zero_run_pages = args.zero_run_pages;
     auto stats = generate_image(args.out, *size, options);
     if (!stats) return fail("generate", stats.error(), args.out);
     std::printf("%s: %llu pages: %llu zero, %llu duplicate, %llu distinct\n", args.out.c_str(),
@@ -83,6 +85,9 @@ void add_generate_command(CLI::App& app, Action& action) {
     sub->add_option("--zero-fraction", args->zero_fraction, "Share of all-zero pages")->check(CLI::Range(0.0, 1.0));
     sub->add_option("--dup-fraction", args->duplicate_fraction, "Share of pages duplicating an earlier page")
         ->check(CLI::Range(0.0, 1.0));
+    sub->add_option("--zero-run-pages", args->zero_run_pages,
+                    "Zero pages come in aligned runs of this many pages (default 1: scattered at random)")
+        ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20));
     sub->add_option("--seed", args->seed, "PRNG seed (same seed, same bytes)");
     sub->add_option("--page-size", args->page_size, "Granularity of zero/duplicate pages (4K or 2M)");
     sub->add_flag("--sparse", args->sparse, "Leave zero pages as holes");

@@ -21,7 +21,7 @@ constexpr int kDuplicateAttempts = 32;
 
 // Independent PRNG streams, so that changing one decision never shifts another.
 enum Stream : uint64_t { kind_stream = 1, duplicate_stream = 2, content_stream = 3, changed_stream = 4,
-                         changed_zero_stream = 5, diff_content_stream = 6 };
+                         changed_zero_stream = 5, diff_content_stream = 6, zero_run_stream = 7 };
 
 // Content seeds of diffs differ from the base's for the same user seed.
 constexpr uint64_t kDiffSeedTag = 0xd1ff'd1ff'd1ff'd1ffULL;
@@ -32,6 +32,15 @@ bool is_valid_page_size(uint64_t page_size_bytes) {
 
 // The class of a page before the "a duplicate needs a source" fallback.
 PageKind raw_kind(const GenerateOptions& options, uint64_t page_index) {
+    if (options.zero_run_pages > 1) {
+        // Zero or not is drawn once per run; duplicate or distinct per page,
+        // scaled so the fractions of the whole image stay as asked.
+        const uint64_t run = page_index / options.zero_run_pages;
+        if (unit_interval(mix3(options.seed, run, zero_run_stream)) < options.zero_fraction) return PageKind::zero;
+        const double non_zero = 1.0 - options.zero_fraction;
+        const double u = unit_interval(mix3(options.seed, page_index, kind_stream));
+        return non_zero > 0 && u < options.duplicate_fraction / non_zero ? PageKind::duplicate : PageKind::distinct;
+    }
     const double u = unit_interval(mix3(options.seed, page_index, kind_stream));
     if (u < options.zero_fraction) return PageKind::zero;
     if (u < options.zero_fraction + options.duplicate_fraction) return PageKind::duplicate;

@@ -23,6 +23,11 @@ struct GenerateOptions {
     uint64_t seed = 1;
     uint64_t page_size_bytes = 4096;  // granularity of the zero/duplicate decisions
     bool sparse_zeros = false;        // zero pages left as holes instead of written zeros
+    // Zero pages come in aligned runs of this many pages. 1: each page is
+    // drawn on its own (zeros scattered at random, the worst case for a
+    // pager); real guest memory keeps unused memory contiguous, so larger
+    // runs model it better.
+    uint64_t zero_run_pages = 1;
 };
 
 enum class PageKind : uint8_t { zero, duplicate, distinct };
