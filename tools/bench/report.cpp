@@ -1,0 +1,192 @@
+// The text table and the JSON file.
+#include "report.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+namespace ringpager::bench {
+namespace {
+
+constexpr int kHandlerWidth = 16;
+constexpr int kFigureWidth = 12;
+
+nlohmann::json number_or_null(double value) {
+    if (std::isnan(value) || std::isinf(value)) return nullptr;
+    return value;
+}
+
+std::string group_title(const ScenarioSpec& spec) {
+    char title[160];
+    std::snprintf(title, sizeof title, "== %s, %u VM%s x %u vCPU%s, %llu MiB per VM ==", workload_name(spec.workload),
+                  spec.vms, spec.vms == 1 ? "" : "s", spec.vcpus, spec.vcpus == 1 ? "" : "s",
+                  static_cast<unsigned long long>(spec.vm_bytes >> 20));
+    return title;
+}
+
+std::string verify_cell(const ScenarioResult& r) {
+    if (!r.failures.empty()) return "FAILED";
+    if (r.mismatches != 0) return "MISMATCH " + std::to_string(r.mismatches);
+    return "ok " + std::to_string(r.pages_verified) + "p";
+}
+
+void print_group(std::FILE* out, const std::vector<const ScenarioResult*>& group) {
+    std::fprintf(out, "\n%s\n%-*s", group_title(group.front()->spec).c_str(), kHandlerWidth, "handler");
+    for (size_t f = 0; f < kFigureCount; ++f) std::fprintf(out, "%*s", kFigureWidth, figure_info(Figure(f)).header);
+    std::fprintf(out, "  verify\n");
+    for (const ScenarioResult* r : group) {
+        std::fprintf(out, "%-*s", kHandlerWidth, handler_name(r->spec.handler));
+        for (size_t f = 0; f < kFigureCount; ++f) {
+            std::fprintf(out, "%*s", kFigureWidth, format_figure(r->figures[f], figure_info(Figure(f)).precision).c_str());
+        }
+        std::fprintf(out, "  %s\n", verify_cell(*r).c_str());
+        if (r->spec.handler == HandlerKind::baseline) continue;
+        std::fprintf(out, "%-*s", kHandlerWidth, "  vs baseline");
+        for (size_t f = 0; f < kFigureCount; ++f) std::fprintf(out, "%*s", kFigureWidth, format_ratio(r->ratios[f]).c_str());
+        std::fprintf(out, "\n");
+    }
+}
+
+void print_failures(std::FILE* out, const std::vector<ScenarioResult>& results) {
+    size_t bad = 0;
+    for (const ScenarioResult& r : results) bad += !r.ok();
+    if (bad == 0) {
+        std::fprintf(out, "\nAll %zu scenarios: every VM's memory verified byte for byte, every handler exited cleanly.\n",
+                     results.size());
+        return;
+    }
+    std::fprintf(out, "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
+    std::fprintf(out, "!!! rp-bench: %zu of %zu scenarios FAILED\n", bad, results.size());
+    for (const ScenarioResult& r : results) {
+        if (r.ok()) continue;
+        std::fprintf(out, "!!! %s:\n", r.spec.name().c_str());
+        if (r.mismatches != 0) {
+            std::fprintf(out, "!!!   %llu MISMATCHING PAGES: %s\n", static_cast<unsigned long long>(r.mismatches),
+                         r.verify_detail.c_str());
+        }
+        for (const std::string& f : r.failures) std::fprintf(out, "!!!   %s\n", f.c_str());
+    }
+    std::fprintf(out, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
+}
+
+nlohmann::json result_json(const ScenarioResult& r) {
+    nlohmann::json figures, ratios;
+    for (size_t f = 0; f < kFigureCount; ++f) {
+        figures[figure_info(Figure(f)).key] = number_or_null(r.figures[f]);
+        ratios[figure_info(Figure(f)).key] = number_or_null(r.ratios[f]);
+    }
+    return {{"handler", handler_name(r.spec.handler)},
+            {"workload", workload_name(r.spec.workload)},
+            {"vms", r.spec.vms},
+            {"vcpus", r.spec.vcpus},
+            {"vm_memory_bytes", r.spec.vm_bytes},
+            {"figures", figures},
+            {"ratio_vs_baseline", ratios},
+            {"first_fault_mean_ms", r.first_fault_mean_ms},
+            {"latency_samples", r.latency_samples},
+            {"resident_bytes", r.resident_bytes},
+            {"vms_resident", r.vms_resident},
+            {"pages_verified", r.pages_verified},
+            {"mismatches", r.mismatches},
+            {"verify_detail", r.verify_detail},
+            {"handler_exit", r.handler_exit},
+            {"wall_seconds", r.wall_seconds},
+            {"failures", r.failures},
+            {"ok", r.ok()}};
+}
+
+}  // namespace
+
+std::string format_figure(double value, int precision) {
+    if (std::isnan(value)) return "n/a";
+    char text[32];
+    // Small values keep two significant digits instead of printing as 0.00.
+    if (value != 0 && std::fabs(value) < 0.1) std::snprintf(text, sizeof text, "%.2g", value);
+    else std::snprintf(text, sizeof text, "%.*f", precision, value);
+    return text;
+}
+
+std::string format_ratio(double ratio) {
+    if (std::isnan(ratio) || std::isinf(ratio)) return "n/a";
+    char text[32];
+    std::snprintf(text, sizeof text, ratio >= 100 ? "x%.0f" : ratio >= 10 ? "x%.1f" : ratio >= 0.1 ? "x%.2f" : "x%.2g",
+                  ratio);
+    return text;
+}
+
+void compute_ratios(std::vector<ScenarioResult>& results) {
+    std::map<std::string, const ScenarioResult*> baselines;
+    for (const ScenarioResult& r : results) {
+        if (r.spec.handler == HandlerKind::baseline && r.failures.empty()) baselines[r.spec.group_key()] = &r;
+    }
+    for (ScenarioResult& r : results) {
+        auto it = baselines.find(r.spec.group_key());
+        if (it == baselines.end()) continue;
+        for (size_t f = 0; f < kFigureCount; ++f) {
+            const double base = it->second->figures[f];
+            r.ratios[f] = std::isnan(base) || std::isnan(r.figures[f]) || base == 0 ? kNotApplicable : r.figures[f] / base;
+        }
+    }
+}
+
+std::vector<std::vector<const ScenarioResult*>> group_results(const std::vector<ScenarioResult>& results) {
+    std::vector<std::vector<const ScenarioResult*>> groups;
+    std::map<std::string, size_t> index;
+    for (const ScenarioResult& r : results) {
+        auto [it, inserted] = index.emplace(r.spec.group_key(), groups.size());
+        if (inserted) groups.emplace_back();
+        groups[it->second].push_back(&r);
+    }
+    return groups;
+}
+
+void print_table(std::FILE* out, const std::vector<ScenarioResult>& results, const RunInfo& info) {
+    std::fprintf(out, "\nrp-bench: %s (%llu MiB%s), kernel %s, %u CPUs, %.1f s\n", info.mem_file.c_str(),
+                 static_cast<unsigned long long>(info.image_bytes >> 20),
+                 info.generated ? (", generated: " + format_figure(info.zero_fraction * 100, 0) + "% zero pages, " +
+                                   format_figure(info.duplicate_fraction * 100, 0) + "% duplicates").c_str()
+                                : "",
+                 info.kernel.c_str(), info.cpus, info.total_seconds);
+    std::fprintf(out,
+                 "times from the moment all VMs connect; 1st-fault and done: slowest VM; latency: first touch of "
+                 "each page, all VMs; cpu/rss: handler process. Ratios: figure / baseline's (GiB/s: higher is "
+                 "better, all others: lower is better).\n");
+    for (const auto& group : group_results(results)) print_group(out, group);
+    print_failures(out, results);
+}
+
+bool write_json(const std::string& path, const std::vector<ScenarioResult>& results, const BenchOptions& options,
+                const RunInfo& info, std::string& error) {
+    nlohmann::json doc;
+    doc["tool"] = "rp-bench";
+    doc["preset"] = options.preset;
+    doc["image"] = {{"path", info.mem_file},
+                    {"bytes", info.image_bytes},
+                    {"generated", info.generated},
+                    {"zero_fraction", number_or_null(info.zero_fraction)},
+                    {"duplicate_fraction", number_or_null(info.duplicate_fraction)}};
+    doc["machine"] = {{"kernel", info.kernel}, {"cpus", info.cpus}, {"mem_available_bytes", info.mem_available_bytes}};
+    doc["settings"] = {{"memory_budget_bytes", info.memory_budget_bytes},
+                       {"sample_interval_us", options.sample_interval.count()},
+                       {"stall_ms", options.stall.count()},
+                       {"reactors", options.reactors},
+                       {"seed", options.seed}};
+    doc["total_seconds"] = info.total_seconds;
+    doc["results"] = nlohmann::json::array();
+    bool ok = true;
+    for (const ScenarioResult& r : results) {
+        doc["results"].push_back(result_json(r));
+        ok = ok && r.ok();
+    }
+    doc["ok"] = ok;
+    std::ofstream out(path);
+    out << doc.dump(2) << "\n";
+    if (!out) {
+        error = "cannot write " + path;
+        return false;
+    }
+    return true;
+}
+
+}  // namespace ringpager::bench
