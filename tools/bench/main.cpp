@@ -108,8 +108,10 @@ bool prepare_image(BenchOptions& o, const std::string& work_dir, RunInfo& info) 
         g.zero_fraction = o.zero_fraction;
         g.duplicate_fraction = o.duplicate_fraction;
         g.seed = o.seed;
-        std::fprintf(stderr, "rp-bench: generating a %llu MiB image in %s\n",
-                     static_cast<unsigned long long>(o.image_bytes / kMiB), o.mem_file.c_str());
+        g.zero_run_pages = o.zero_run_pages;
+        std::fprintf(stderr, "rp-bench: generating a %llu MiB image in %s (zero pages in runs of %llu)\n",
+                     static_cast<unsigned long long>(o.image_bytes / kMiB), o.mem_file.c_str(),
+                     static_cast<unsigned long long>(o.zero_run_pages));
         if (auto stats = sim::generate_image(o.mem_file, o.image_bytes, g); !stats) {
             std::fprintf(stderr, "rp-bench: generating %s failed: %s\n", o.mem_file.c_str(), stats.error().message().c_str());
             return false;

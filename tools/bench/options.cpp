@@ -64,6 +64,9 @@ void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
         ->check(CLI::Range(0.0, 1.0));
     app.add_option("--duplicate-fraction", o.duplicate_fraction, "share of duplicate pages (default 0.1)")
         ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--zero-run-pages", o.zero_run_pages,
+                   "zero pages come in aligned runs of this many pages (default 64; 1: scattered at random)")
+        ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20));
     app.add_option("--mem-file", o.mem_file, "serve this memory file instead of generating one")->check(CLI::ExistingFile);
     app.add_option("--ringpager", o.ringpager_path, "ringpager binary (default: next to rp-bench's build dir)");
     app.add_option("--baseline", o.baseline_path, "rp-baseline binary (default: next to rp-bench's build dir)");

@@ -19,6 +19,10 @@ struct BenchOptions {
     uint64_t image_bytes = 0;        // generated image size (ignored with mem_file)
     double zero_fraction = 0.6;
     double duplicate_fraction = 0.1;
+    // Zero pages come in aligned runs of this many 4 KiB pages (64 = 256 KiB):
+    // guest memory keeps unused memory contiguous. 1 scatters them at random,
+    // the worst case for any pager that skips zeros.
+    uint64_t zero_run_pages = 64;
     std::string mem_file;            // serve this image instead of generating one
     std::string ringpager_path;
     std::string baseline_path;
