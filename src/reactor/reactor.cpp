@@ -13,6 +13,7 @@
 #include <future>
 
 #include "common/log.hpp"
+#include "common/unix_socket.hpp"
 #include "reactor/reactor_impl.hpp"
 #include "reactor/test_hooks.hpp"
 
@@ -410,31 +411,18 @@ void Reactor::Impl::on_conn_ready(Vm& vm, int32_t res) {
     bool hung_up = (res & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
     for (;;) {
         char data[4096];
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-        iovec iov{data, sizeof data};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        const ssize_t n = recvmsg(vm.setup.conn.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; i++) {
-                int fd;
-                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                FileDesc owned(fd);  // closed at end of scope: we serve only the first uffd
-            }
-            RP_WARN("%s: closed %zu unexpected fd(s) sent after the handshake", vm.name().c_str(), count);
-            counters.add(counters.stray_fds_closed, count);
+        std::vector<FileDesc> fds;  // closed at end of scope: we serve only the first uffd
+        const Received r = receive_with_fds(vm.setup.conn.get(), data, sizeof data, fds);
+        if (!fds.empty()) {
+            RP_WARN("%s: closed %zu unexpected fd(s) sent after the handshake", vm.name().c_str(), fds.size());
+            counters.add(counters.stray_fds_closed, fds.size());
             shared.notify();
         }
-        if (n > 0) {
-            RP_DEBUG("%s: ignored %zd bytes sent after the handshake", vm.name().c_str(), n);
+        if (r.bytes > 0) {
+            RP_DEBUG("%s: ignored %zd bytes sent after the handshake", vm.name().c_str(), r.bytes);
             continue;
         }
-        if (n == 0) hung_up = true;
+        if (r.bytes == 0) hung_up = true;
         break;
     }
     if (!hung_up) {

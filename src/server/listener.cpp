@@ -12,6 +12,7 @@
 #include <deque>
 
 #include "common/log.hpp"
+#include "common/unix_socket.hpp"
 #include "ringpager/protocol.hpp"
 
 #ifndef SO_PEERPIDFD
@@ -215,33 +216,17 @@ private:
         bool eof = false;
         for (;;) {
             char data[4096];
-            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
-            iovec iov{data, sizeof data};
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control;
-            msg.msg_controllen = sizeof control;
-            const ssize_t n = recvmsg(p.conn.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR) break;
-                return refuse(index, std::string("recvmsg: ") + std::strerror(errno));
+            const Received r = receive_with_fds(p.conn.get(), data, sizeof data, p.fds);
+            if (r.bytes < 0) {
+                if (r.error == EAGAIN || r.error == EINTR) break;
+                return refuse(index, std::string("recvmsg: ") + std::strerror(r.error));
             }
-            for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-                const size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < count; i++) {
-                    int fd;
-                    std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-                    p.fds.emplace_back(fd);
-                }
-            }
-            if (msg.msg_flags & MSG_CTRUNC) return refuse(index, "handshake carried more fds than the one userfaultfd");
-            if (n == 0) {
+            if (r.fds_truncated) return refuse(index, "handshake carried more fds than the one userfaultfd");
+            if (r.bytes == 0) {
                 eof = true;
                 break;
             }
-            p.bytes.append(data, static_cast<size_t>(n));
+            p.bytes.append(data, static_cast<size_t>(r.bytes));
             if (p.bytes.size() > kMaxHandshakeBytes)
                 return refuse(index, "handshake larger than " + std::to_string(kMaxHandshakeBytes) + " bytes");
         }

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 
 #include "common/engine_fixture.hpp"
+#include "common/socket.hpp"
 #include "uffd/uffd.hpp"
 
 using namespace ringpager;
@@ -14,33 +15,6 @@ using namespace ringpager::testing;
 namespace {
 
 constexpr uint64_t MiB = 1024 * 1024;
-
-FileDesc connect_to(const std::string& path) {
-    FileDesc fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path.c_str(), path.size());
-    EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
-    return fd;
-}
-
-void send_with_fds(int sock, const std::string& bytes, const std::vector<int>& fds) {
-    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * std::max<size_t>(1, fds.size())));
-    if (!fds.empty()) {
-        msg.msg_control = control.data();
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    ASSERT_EQ(sendmsg(sock, &msg, 0), static_cast<ssize_t>(bytes.size())) << strerror(errno);
-}
 
 std::string one_region(uint64_t size, uint64_t offset = 0) {
     return "[{\"base_host_virt_addr\":1048576,\"size\":" + std::to_string(size) + ",\"offset\":" +

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/engine_fixture.hpp"
+#include "common/socket.hpp"
 #include "uffd/uffd.hpp"
 
 using namespace ringpager;
@@ -23,22 +24,6 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPages = 64;
-
-void send_fds(int sock, const std::string& bytes, std::vector<int> fds) {
-    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    ASSERT_EQ(sendmsg(sock, &msg, 0), static_cast<ssize_t>(bytes.size()));
-}
 
 // A hand-built guest whose uffd asks for every non-cooperative event.
 struct RawGuest {
@@ -55,15 +40,11 @@ struct RawGuest {
                                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
         ASSERT_NE(mem, MAP_FAILED);
         ASSERT_TRUE(uffd.register_missing(reinterpret_cast<uint64_t>(mem), kPages * kPage).ok());
-        sock = FileDesc(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::memcpy(addr.sun_path, path.c_str(), path.size());
-        ASSERT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+        sock = connect_to(path);
         const std::string json = "[{\"base_host_virt_addr\":" + std::to_string(reinterpret_cast<uint64_t>(mem)) +
                                  ",\"size\":" + std::to_string(kPages * kPage) +
                                  ",\"offset\":0,\"page_size\":4096,\"page_size_kib\":4096}]";
-        send_fds(sock.get(), json, {uffd.fd()});
+        send_with_fds(sock.get(), json, {uffd.fd()});
     }
 };
 
@@ -110,7 +91,7 @@ TEST(RemapTest, UnmapRemapAndForkAreHandledAndServingContinues) {
 
     // A stray fd sent after the handshake is closed by the engine.
     FileDesc stray(eventfd(0, EFD_CLOEXEC));
-    send_fds(g.sock.get(), "x", {stray.get()});
+    send_with_fds(g.sock.get(), "x", {stray.get()});
     ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.stray_fds_closed == 1; }, kWait));
 
     for (uint64_t p = 48; p < kPages; p++) {
