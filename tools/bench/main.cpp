@@ -102,6 +102,7 @@ bool prepare_image(BenchOptions& o, const std::string& work_dir, RunInfo& info) 
     info.generated = o.mem_file.empty();
     info.zero_fraction = info.generated ? o.zero_fraction : NAN;
     info.duplicate_fraction = info.generated ? o.duplicate_fraction : NAN;
+    info.zero_run_pages = info.generated ? o.zero_run_pages : 0;
     if (info.generated) {
         o.mem_file = work_dir + "/snapshot.mem";
         sim::GenerateOptions g;

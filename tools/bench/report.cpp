@@ -118,7 +118,7 @@ std::string format_ratio(double ratio) {
 void compute_ratios(std::vector<ScenarioResult>& results) {
     std::map<std::string, const ScenarioResult*> baselines;
     for (const ScenarioResult& r : results) {
-        if (r.spec.handler == HandlerKind::baseline && r.failures.empty()) baselines[r.spec.group_key()] = &r;
+        if (r.spec.handler == HandlerKind::baseline && r.ok()) baselines[r.spec.group_key()] = &r;
     }
     for (ScenarioResult& r : results) {
         auto it = baselines.find(r.spec.group_key());
@@ -144,7 +144,8 @@ std::vector<std::vector<const ScenarioResult*>> group_results(const std::vector<
 void print_table(std::FILE* out, const std::vector<ScenarioResult>& results, const RunInfo& info) {
     std::fprintf(out, "\nrp-bench: %s (%llu MiB%s), kernel %s, %u CPUs, %.1f s\n", info.mem_file.c_str(),
                  static_cast<unsigned long long>(info.image_bytes >> 20),
-                 info.generated ? (", generated: " + format_figure(info.zero_fraction * 100, 0) + "% zero pages, " +
+                 info.generated ? (", generated: " + format_figure(info.zero_fraction * 100, 0) + "% zero pages in runs of " +
+                                   std::to_string(info.zero_run_pages) + ", " +
                                    format_figure(info.duplicate_fraction * 100, 0) + "% duplicates").c_str()
                                 : "",
                  info.kernel.c_str(), info.cpus, info.total_seconds);
@@ -165,7 +166,8 @@ bool write_json(const std::string& path, const std::vector<ScenarioResult>& resu
                     {"bytes", info.image_bytes},
                     {"generated", info.generated},
                     {"zero_fraction", number_or_null(info.zero_fraction)},
-                    {"duplicate_fraction", number_or_null(info.duplicate_fraction)}};
+                    {"duplicate_fraction", number_or_null(info.duplicate_fraction)},
+                    {"zero_run_pages", info.zero_run_pages}};
     doc["machine"] = {{"kernel", info.kernel}, {"cpus", info.cpus}, {"mem_available_bytes", info.mem_available_bytes}};
     doc["settings"] = {{"memory_budget_bytes", info.memory_budget_bytes},
                        {"sample_interval_us", options.sample_interval.count()},

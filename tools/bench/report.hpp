@@ -17,6 +17,7 @@ struct RunInfo {
     uint64_t image_bytes = 0;
     double zero_fraction = 0;       // of the generated image; NaN when given
     double duplicate_fraction = 0;
+    uint64_t zero_run_pages = 0;    // zero pages come in aligned runs of this many pages (generated only)
     std::string kernel;
     unsigned cpus = 0;
     uint64_t mem_available_bytes = 0;
@@ -25,7 +26,7 @@ struct RunInfo {
 };
 
 // Fills every result's ratios with figure / baseline's figure in the same
-// group (workload, VMs, vCPUs, memory per VM). Groups without a baseline
+// group (workload, VMs, vCPUs, memory per VM). Groups without a verified baseline
 // result keep NaN ratios.
 void compute_ratios(std::vector<ScenarioResult>& results);
 

@@ -44,12 +44,12 @@ struct Completion {
     }
 };
 
-[[noreturn]] void abort_run(const std::string& why, const HandlerProcess& handler) {
+[[noreturn]] void abort_run(const std::string& why, const HandlerProcess& handler, const std::string& work_dir) {
     std::fprintf(stderr,
                  "\n*** rp-bench: ABORTED: %s\n"
                  "*** guests are blocked in page faults nobody will serve; exiting with status 1.\n"
-                 "*** handler log tail:\n%s\n",
-                 why.c_str(), handler.log_tail().c_str());
+                 "*** handler logs are kept in %s; the last lines:\n%s\n",
+                 why.c_str(), work_dir.c_str(), handler.log_tail().c_str());
     std::fflush(stderr);
     // The handler child dies with us (PR_SET_PDEATHSIG); the blocked guest
     // threads cannot be joined, so no destructor may run.
@@ -59,13 +59,14 @@ struct Completion {
 // Waits until `count` tasks are done, aborting the run if the handler dies
 // or the deadline passes first.
 void await_or_abort(Completion& completion, unsigned count, const HandlerProcess& handler,
-                    std::chrono::steady_clock::time_point deadline, const std::string& what) {
+                    std::chrono::steady_clock::time_point deadline, const std::string& what,
+                    const std::string& work_dir) {
     std::unique_lock lock(completion.mu);
     while (completion.done < count) {
         completion.cv.wait_for(lock, std::chrono::milliseconds(50));
         if (completion.done >= count) break;
-        if (handler.exited()) abort_run("the handler exited during " + what, handler);
-        if (std::chrono::steady_clock::now() > deadline) abort_run(what + " did not finish in time", handler);
+        if (handler.exited()) abort_run("the handler exited during " + what, handler, work_dir);
+        if (std::chrono::steady_clock::now() > deadline) abort_run(what + " did not finish in time", handler, work_dir);
     }
 }
 
@@ -181,20 +182,24 @@ void measure(const ScenarioSpec& spec, const ScenarioContext& context, const Han
         });
     }
     const auto deadline = std::chrono::steady_clock::now() + context.timeout;
+    // CPU spent starting up (ring setup, buffer registration) is not the
+    // scenario's: a pager serves many restores in its life.
+    auto at_start = handler.usage();
     t0_ns = monotonic_ns();
     sampler.start(t0_ns);
     gate.count_down();
-    await_or_abort(completion, static_cast<unsigned>(guests.size()), handler, deadline, "the workload of " + spec.name());
+    await_or_abort(completion, static_cast<unsigned>(guests.size()), handler, deadline, "the workload of " + spec.name(),
+                   context.work_dir);
     sampler.workload_done();
     for (std::thread& t : drivers) t.join();
     sampler.join();
     // CPU and peak RSS are taken now, before verification faults in the
     // pages a workload left untouched.
-    if (auto usage = handler.usage(); usage) {
-        result.figure(Figure::cpu) = usage->cpu_seconds;
+    if (auto usage = handler.usage(); usage && at_start) {
+        result.figure(Figure::cpu) = usage->cpu_seconds - at_start->cpu_seconds;
         result.figure(Figure::rss) = usage->peak_rss_mib;
     } else {
-        result.failures.push_back("cannot read the handler's /proc entries: " + usage.error().message());
+        result.failures.push_back("cannot read the handler's /proc/PID/stat and status");
     }
     summarize(spec, runs, sampler, guests, result);
 }
@@ -218,7 +223,8 @@ void verify_all(const ScenarioSpec& spec, const ScenarioContext& context, const 
         });
     }
     await_or_abort(completion, static_cast<unsigned>(workers), handler,
-                   std::chrono::steady_clock::now() + context.timeout, "verification of " + spec.name());
+                   std::chrono::steady_clock::now() + context.timeout, "verification of " + spec.name(),
+                   context.work_dir);
     for (std::thread& t : threads) t.join();
     for (size_t i = 0; i < reports.size(); ++i) {
         result.pages_verified += reports[i].pages_checked;
