@@ -376,6 +376,9 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     arm_uffd_read(v);
     if (v.setup.pidfd.valid()) arm_poll(v, OpKind::pid_poll, v.setup.pidfd.get(), POLLIN);
     arm_poll(v, OpKind::conn_poll, v.setup.conn.get(), POLLIN | POLLRDHUP);
+    // Firecracker faults right away during the restore call: start the
+    // prefetcher in its small-step mode.
+    last_fault_seen = std::chrono::steady_clock::now();
     if (v.setup.mode == ServeMode::prefetch) {
         v.prefetching = true;
         v.prefetch_order = make_ascending_order();

@@ -316,7 +316,7 @@ void Reactor::Impl::prefetch_step() {
             vm.prefetch_order->consumed(first, zero_pages);
             more_work = true;
             idle_rounds = 0;
-            if (++zero_runs >= 64) break;  // keep the turn short: faults come first
+            if (++zero_runs >= (faults_recent ? 4u : 32u)) break;  // keep the turn short: faults come first
             continue;
         }
         // Stop the data run where the source turns to zeros, so those go by ZEROPAGE.
