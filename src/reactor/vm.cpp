@@ -226,7 +226,23 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
     }
     vm.outstanding++;
     if (prefetch) prefetch_inflight++;
-    if (job.pending_reads == 0) vm.completed_jobs.push_back(slot), more_work = true;
+    if (job.pending_reads == 0) {
+        // Read already (page cache fast path, or all zeros). A fault is
+        // installed at once: this turn's events are applied, and the install
+        // re-checks every page's state. A prefetch job goes to the next turn.
+        if (!prefetch) {
+            if (install_job(vm, slot)) {
+                release_job(slot);
+                vm.outstanding--;
+            } else {
+                vm.deferred_jobs.push_back(slot);
+            }
+        } else {
+            vm.completed_jobs.push_back(slot);
+            more_work = true;
+        }
+        mark_turn(vm);
+    }
     return true;
 }
 
