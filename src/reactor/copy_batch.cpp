@@ -185,6 +185,29 @@ bool Reactor::Impl::install_zero_pages(Vm& vm, DeferredZero run) {
     return install_pages(*this, vm, run.first_page, run.pages, nullptr, false);
 }
 
+// A completed read may be installed only if every read succeeded and, with
+// --verify-reads, every block matches its checksum. Otherwise the VM fails
+// (and is killed with --kill-on-failure): it is never served wrong bytes.
+bool Reactor::Impl::job_is_servable(Vm& vm, uint32_t slot) {
+    const ReadJob& job = jobs[slot];
+    if (job.error != 0) {
+        char where[64];
+        snprintf(where, sizeof where, " at snapshot offset 0x%llx", (unsigned long long)job.file_offset);
+        close_vm(vm, std::string("cannot read the snapshot") + where + ": " + job.error_what + ": " +
+                         std::strerror(job.error), true);
+        return false;
+    }
+    if (vm.setup.source->verifies_reads()) {
+        const std::string bad = vm.setup.source->verify(
+            job.file_offset, {reinterpret_cast<const std::byte*>(pool.data(slot)), uint64_t{job.pages} * job.page_size});
+        if (!bad.empty()) {
+            close_vm(vm, "refusing to serve corrupt snapshot data: " + bad, true);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool Reactor::Impl::fault_work_pending() {
     ring->flush_completions();
     return ring->any_completion([&](uint64_t user_data) {
@@ -211,22 +234,9 @@ void Reactor::Impl::install_completed(Vm& vm) {
             later.push_back(slot);
             continue;
         }
-        if (job.error != 0) {
-            char where[64];
-            snprintf(where, sizeof where, " at snapshot offset 0x%llx", (unsigned long long)job.file_offset);
-            close_vm(vm, std::string("cannot read the snapshot") + where + ": " + job.error_what + ": " +
-                             std::strerror(job.error), true);
+        if (!job_is_servable(vm, slot)) {
             later.push_back(slot);
             continue;
-        }
-        if (vm.setup.source->verifies_reads()) {
-            const std::string bad = vm.setup.source->verify(
-                job.file_offset, {reinterpret_cast<const std::byte*>(pool.data(slot)), uint64_t{job.pages} * job.page_size});
-            if (!bad.empty()) {
-                close_vm(vm, "refusing to serve corrupt snapshot data: " + bad, true);
-                later.push_back(slot);
-                continue;
-            }
         }
         if (!install_job(vm, slot)) {
             vm.deferred_jobs.push_back(slot);

@@ -179,6 +179,7 @@ struct Reactor::Impl {
     void release_job(uint32_t job_index);
     void install_completed(Vm& vm);
     bool fault_work_pending();
+    bool job_is_servable(Vm& vm, uint32_t slot);
     void retry_deferred(Vm& vm);
 };
 

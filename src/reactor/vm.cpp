@@ -231,7 +231,7 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
         // installed at once: this turn's events are applied, and the install
         // re-checks every page's state. A prefetch job goes to the next turn.
         if (!prefetch) {
-            if (install_job(vm, slot)) {
+            if (!job_is_servable(vm, slot) || install_job(vm, slot)) {
                 release_job(slot);
                 vm.outstanding--;
             } else {
