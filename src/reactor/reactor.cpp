@@ -500,9 +500,10 @@ void Reactor::Impl::process_turn() {
     // Turn order (DESIGN.md): events before faults, deferred installs first,
     // then new faults (issuing reads), then every read completed by now, then
     // the prefetcher.
-    std::vector<uint32_t> turn;
-    turn.swap(turn_vms);
-    for (uint32_t slot : turn) {
+    // Swap with a member so both vectors keep their capacity: no allocation per turn.
+    this_turn.clear();
+    this_turn.swap(turn_vms);
+    for (uint32_t slot : this_turn) {
         Vm* vm = vms[slot].get();
         if (vm == nullptr) continue;
         vm->in_turn = false;

@@ -127,7 +127,8 @@ struct Reactor::Impl {
     std::vector<uint32_t> free_vm_slots;
     uint32_t vm_generation = 0;
     std::vector<unsigned> free_file_slots;
-    std::vector<uint32_t> turn_vms;
+    std::vector<uint32_t> turn_vms;   // VMs with work next turn
+    std::vector<uint32_t> this_turn;  // the list being processed
     std::vector<uint32_t> prefetch_rr;
     size_t prefetch_rr_pos = 0;
     unsigned prefetch_inflight = 0;
