@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/unix_socket.hpp"
+
 namespace ringpager::baseline {
 namespace {
 
@@ -104,25 +106,10 @@ bool VmSession::drain_events() {
 // means the VM is gone. Later messages (and any fds) are read and dropped.
 bool VmSession::drain_connection() {
     char data[4096];
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-    iovec iov{data, sizeof data};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n = ::recvmsg(conn_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; ++i) {
-            int fd;
-            std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            FileDesc unexpected(fd);  // closed right here: the baseline has no use for extra fds
-        }
-    }
-    return n > 0;
+    std::vector<FileDesc> unexpected;  // closed right here: the baseline has no use for extra fds
+    const Received r = receive_with_fds(conn_, data, sizeof data, unexpected);
+    if (r.bytes < 0 && (r.error == EAGAIN || r.error == EINTR)) return true;
+    return r.bytes > 0;
 }
 
 int VmSession::region_of(uint64_t addr) const {
