@@ -1,6 +1,6 @@
 // Internals of a Reactor, shared by its translation units: reactor.cpp (the
-// loop and VM lifecycle), vm.cpp (events, faults, prefetch issue) and
-// copy_batch.cpp (installing completed reads).
+// loop), lifecycle.cpp (adopt, watch, close, destroy a VM), vm.cpp (events,
+// faults, prefetch issue) and copy_batch.cpp (installing completed reads).
 #pragma once
 
 #include <sys/mman.h>
@@ -142,7 +142,7 @@ struct Reactor::Impl {
     bool more_work = false;  // something to do next turn without waiting
     __kernel_timespec timer_ts{};
 
-    // reactor.cpp
+    // reactor.cpp and lifecycle.cpp
     bool setup(std::string& error);
     void loop();
     void dispatch(const Completion& c);

@@ -1,0 +1,182 @@
+// The VM lifecycle on its reactor: adopt a handed-over VM, watch its uffd,
+// pidfd and connection, close it (cancelling its ops), destroy it once no op
+// names it any more.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+
+#include "common/log.hpp"
+#include "common/unix_socket.hpp"
+#include "reactor/reactor_impl.hpp"
+
+namespace ringpager {
+
+void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
+    const std::string who = "vm " + std::to_string(setup->id) + " (pid " + std::to_string(setup->pid) + ")";
+    if (stopping || free_file_slots.empty() || ops.available() < 64) {
+        RP_WARN("%s: refused: reactor %u is %s", who.c_str(), self.index_,
+                stopping ? "shutting down" : "at its VM limit");
+        shared.vms_released.fetch_add(1);
+        shared.notify();
+        return;
+    }
+    uint32_t slot;
+    if (!free_vm_slots.empty()) {
+        slot = free_vm_slots.back();
+        free_vm_slots.pop_back();
+    } else {
+        slot = static_cast<uint32_t>(vms.size());
+        vms.emplace_back();
+    }
+    auto vm = std::make_unique<Vm>();
+    vm->setup = std::move(*setup);
+    vm->slot = slot;
+    vm->gen = ++vm_generation;
+    vm->map = AddressMap(vm->setup.handshake.regions);
+    vm->states = PageStates(vm->map.total_pages());
+    vm->started = std::chrono::steady_clock::now();
+    vm->report.vm_id = vm->setup.id;
+    vm->report.pid = vm->setup.pid;
+    vm->report.pages_total = vm->map.total_pages();
+    vm->uffd_file_slot = free_file_slots.back();
+    free_file_slots.pop_back();
+    if (auto r = ring->update_file(vm->uffd_file_slot, vm->setup.uffd.fd()); !r) {
+        RP_ERROR("%s: cannot register its userfaultfd with the ring: %s", who.c_str(), r.error().message().c_str());
+        free_file_slots.push_back(vm->uffd_file_slot);
+        free_vm_slots.push_back(slot);
+        shared.vms_released.fetch_add(1);
+        shared.notify();
+        return;
+    }
+    Vm& v = *vm;
+    vms[slot] = std::move(vm);
+    counters.vms_active.fetch_add(1, std::memory_order_relaxed);
+    arm_uffd_read(v);
+    if (v.setup.pidfd.valid()) arm_poll(v, OpKind::pid_poll, v.setup.pidfd.get(), POLLIN);
+    arm_poll(v, OpKind::conn_poll, v.setup.conn.get(), POLLIN | POLLRDHUP);
+    // Firecracker faults right away during the restore call: start the
+    // prefetcher in its small-step mode.
+    last_fault_seen = std::chrono::steady_clock::now();
+    if (v.setup.mode == ServeMode::prefetch) {
+        v.prefetching = true;
+        v.prefetch_order = make_ascending_order();
+        prefetch_rr.push_back(slot);
+        more_work = true;
+    }
+    RP_DEBUG("%s: served by reactor %u", v.name().c_str(), self.index_);
+}
+
+void Reactor::Impl::arm_uffd_read(Vm& vm) {
+    if (vm.closing || vm.uffd_read_op != 0) return;
+    io_uring_sqe* sqe = ring->sqe();
+    io_uring_prep_read(sqe, static_cast<int>(vm.uffd_file_slot), vm.msgs, sizeof vm.msgs, 0);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    vm.uffd_read_op = ops.alloc(OpKind::uffd_read, vm.slot, vm.gen);
+    io_uring_sqe_set_data64(sqe, vm.uffd_read_op);
+    vm.outstanding++;
+}
+
+void Reactor::Impl::arm_poll(Vm& vm, OpKind kind, int fd, unsigned events) {
+    io_uring_sqe* sqe = ring->sqe();
+    io_uring_prep_poll_add(sqe, fd, events);
+    const uint64_t user_data = ops.alloc(kind, vm.slot, vm.gen);
+    io_uring_sqe_set_data64(sqe, user_data);
+    (kind == OpKind::pid_poll ? vm.pid_poll_op : vm.conn_poll_op) = user_data;
+    vm.outstanding++;
+}
+
+// The connection stays open for the VM's life (Firecracker >= 1.12). Later
+// messages are read and ignored; any fds they carry are closed, never kept.
+void Reactor::Impl::on_conn_ready(Vm& vm, int32_t res) {
+    if (vm.closing || res < 0) return;
+    bool hung_up = (res & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
+    for (;;) {
+        char data[4096];
+        std::vector<FileDesc> fds;  // closed at end of scope: we serve only the first uffd
+        const Received r = receive_with_fds(vm.setup.conn.get(), data, sizeof data, fds);
+        if (!fds.empty()) {
+            RP_WARN("%s: closed %zu unexpected fd(s) sent after the handshake", vm.name().c_str(), fds.size());
+            counters.add(counters.stray_fds_closed, fds.size());
+            shared.notify();
+        }
+        if (r.bytes > 0) {
+            RP_DEBUG("%s: ignored %zd bytes sent after the handshake", vm.name().c_str(), r.bytes);
+            continue;
+        }
+        if (r.bytes == 0) hung_up = true;
+        break;
+    }
+    if (!hung_up) {
+        arm_poll(vm, OpKind::conn_poll, vm.setup.conn.get(), POLLIN | POLLRDHUP);
+        return;
+    }
+    // Firecracker >= 1.12 closes the connection only when it exits. Older
+    // versions close it right after the handshake; for them the pidfd decides.
+    if (vm.setup.handshake.shape == HandshakeShape::both_fields || !vm.setup.pidfd.valid())
+        close_vm(vm, "peer closed the connection", false);
+}
+
+void Reactor::Impl::close_vm(Vm& vm, const std::string& reason, bool failure) {
+    if (vm.closing) return;
+    vm.closing = true;
+    vm.failed = failure;
+    vm.end_reason = reason;
+    if (failure) {
+        RP_ERROR("%s: %s", vm.name().c_str(), reason.c_str());
+        counters.vms_failed.fetch_add(1, std::memory_order_relaxed);
+        if (shared.config.kill_on_failure && vm.setup.pid != getpid() && vm.setup.pidfd.valid()) {
+            if (syscall(SYS_pidfd_send_signal, vm.setup.pidfd.get(), SIGKILL, nullptr, 0) == 0)
+                RP_ERROR("%s: killed with SIGKILL (--kill-on-failure)", vm.name().c_str());
+            else
+                RP_ERROR("%s: could not be killed: %s", vm.name().c_str(), std::strerror(errno));
+        }
+    }
+    for (uint64_t op : {vm.uffd_read_op, vm.pid_poll_op, vm.conn_poll_op})
+        if (op != 0) self.cancel_op(op);
+    // Job lists are released at the end of the turn (release_vm_jobs): the
+    // caller may be iterating them right now.
+    mark_turn(vm);
+}
+
+void Reactor::Impl::release_vm_jobs(Vm& vm) {
+    for (uint32_t job : vm.completed_jobs) release_job(job), vm.outstanding--;
+    for (uint32_t job : vm.deferred_jobs) release_job(job), vm.outstanding--;
+    vm.completed_jobs.clear();
+    vm.deferred_jobs.clear();
+    vm.deferred_zero.clear();
+    vm.fault_pages.clear();
+}
+
+void Reactor::Impl::destroy_vm(Vm& vm) {
+    const auto now = std::chrono::steady_clock::now();
+    vm.report.seconds_served = std::chrono::duration<double>(now - vm.started).count();
+    vm.report.end_reason = vm.end_reason;
+    RP_INFO("%s: released (%s): %llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, "
+            "%.1f MiB read%s",
+            vm.name().c_str(), vm.end_reason.c_str(), (unsigned long long)vm.report.faults,
+            (unsigned long long)vm.report.pages_copied_on_fault, (unsigned long long)vm.report.pages_prefetched,
+            (unsigned long long)vm.report.pages_zeroed, vm.report.bytes_read / 1048576.0,
+            vm.report.seconds_to_resident >= 0
+                ? (", resident after " + std::to_string(static_cast<int>(vm.report.seconds_to_resident * 1000)) + " ms").c_str()
+                : "");
+    (void)ring->update_file(vm.uffd_file_slot, -1);
+    free_file_slots.push_back(vm.uffd_file_slot);
+    if (vm.prefetching) prefetch_rr.erase(std::find(prefetch_rr.begin(), prefetch_rr.end(), vm.slot));
+    const uint32_t slot = vm.slot;
+    {
+        std::lock_guard lock(shared.mu);
+        shared.reports.push_back(vm.report);
+    }
+    vms[slot].reset();  // closes the uffd, the connection and the pidfd
+    free_vm_slots.push_back(slot);
+    counters.vms_active.fetch_sub(1, std::memory_order_relaxed);
+    shared.vms_released.fetch_add(1);
+    shared.notify();
+}
+
+}  // namespace ringpager
