@@ -60,8 +60,6 @@ Result<void> Ring::submit_and_wait(unsigned wait_nr) {
 
 void Ring::flush_completions() { (void)io_uring_get_events(&ring_); }
 
-bool Ring::completions_pending() { return io_uring_cq_ready(&ring_) > 0; }
-
 size_t Ring::reap(std::vector<Completion>& out) {
     io_uring_cqe* cqe = nullptr;
     unsigned head = 0;

@@ -39,7 +39,6 @@ public:
     void flush_completions();
     // Moves every available completion into `out` (appended); returns how many.
     size_t reap(std::vector<Completion>& out);
-    bool completions_pending();
     // True when some completion already in the CQ satisfies `match(user_data)`;
     // consumes nothing.
     template <typename Match>

@@ -26,6 +26,7 @@ public:
 
     uint64_t size() const { return pages_; }
     uint64_t missing_count() const { return missing_; }
+    uint64_t in_flight_count() const { return in_flight_; }
 
     PageState get(uint64_t page) const {
         assert(page < pages_);
@@ -37,8 +38,8 @@ public:
         uint64_t& word = words_[page / 32];
         const unsigned shift = (page % 32) * 2;
         const auto old = static_cast<PageState>((word >> shift) & 3u);
-        if (old == PageState::missing && state != PageState::missing) missing_--;
-        if (old != PageState::missing && state == PageState::missing) missing_++;
+        missing_ += (state == PageState::missing) - (old == PageState::missing);
+        in_flight_ += (state == PageState::in_flight) - (old == PageState::in_flight);
         word = (word & ~(uint64_t{3} << shift)) | (uint64_t{static_cast<uint8_t>(state)} << shift);
     }
 
@@ -66,6 +67,7 @@ private:
     std::vector<uint64_t> words_;
     uint64_t pages_;
     uint64_t missing_;
+    uint64_t in_flight_ = 0;
 };
 
 }  // namespace ringpager

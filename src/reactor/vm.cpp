@@ -285,10 +285,9 @@ void Reactor::Impl::maybe_readahead(Vm& vm, uint32_t file_index, uint64_t file_o
 }
 
 void Reactor::Impl::note_resident(Vm& vm) {
-    if (vm.report.seconds_to_resident >= 0 || vm.states.missing_count() != 0) return;
-    // Every page is present or removed: nothing can fault with snapshot bytes any more.
-    for (uint64_t p = 0; p < vm.states.size(); p++)
-        if (vm.states.get(p) == PageState::in_flight) return;
+    // Resident: every page is present or removed, so nothing can fault with snapshot bytes any more.
+    if (vm.report.seconds_to_resident >= 0 || vm.states.missing_count() != 0 || vm.states.in_flight_count() != 0)
+        return;
     vm.report.seconds_to_resident =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - vm.started).count();
     counters.add(counters.vms_resident, 1);

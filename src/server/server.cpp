@@ -100,13 +100,11 @@ public:
     }
 
     bool wait_released(uint64_t count, std::chrono::milliseconds timeout) const override {
-        std::unique_lock lock(shared_.mu);
-        return shared_.changed.wait_for(lock, timeout, [&] { return shared_.vms_released.load() >= count; });
+        return wait_until([&](const EngineStats& s) { return s.vms_released >= count; }, timeout);
     }
 
     bool wait_accepted(uint64_t count, std::chrono::milliseconds timeout) const override {
-        std::unique_lock lock(shared_.mu);
-        return shared_.changed.wait_for(lock, timeout, [&] { return shared_.vms_accepted.load() >= count; });
+        return wait_until([&](const EngineStats& s) { return s.vms_accepted >= count; }, timeout);
     }
 
     bool wait_until(const std::function<bool(const EngineStats&)>& done,

@@ -20,6 +20,10 @@ TEST(PageStates, CountsMissingPagesThroughEveryTransition) {
     EXPECT_EQ(s.get(5), PageState::missing);
     s.set(4, PageState::missing);
     EXPECT_EQ(s.missing_count(), 99u);
+    s.set(7, PageState::in_flight);
+    EXPECT_EQ(s.in_flight_count(), 1u);
+    s.set(7, PageState::removed);
+    EXPECT_EQ(s.in_flight_count(), 0u);
 }
 
 TEST(PageStates, NextMissingSkipsFullWords) {
