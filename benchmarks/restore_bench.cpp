@@ -4,6 +4,8 @@
 // every iteration, alternating which goes first. The reported time is the
 // engine's; `ratio_vs_baseline` is engine time / baseline time over the same
 // iterations (below 1: the engine is faster). Every restore is verified.
+// `lazy_no_busy_poll` is a second engine with --busy-poll-us 0, to show what
+// polling before sleeping buys.
 // Six paired restores per benchmark; `--smoke`: one, of an 8 MiB guest, for
 // `meson test`.
 #include <benchmark/benchmark.h>
@@ -46,8 +48,9 @@ struct Fixture {
     uint64_t memory_bytes = 0;
     std::unique_ptr<sim::ExpectedImage> expected;
     std::unique_ptr<Engine> engine;
+    std::unique_ptr<Engine> engine_no_poll;  // the same with busy polling off
     std::unique_ptr<baseline::Server> baseline;
-    uint64_t engine_vms = 0, baseline_vms = 0;
+    uint64_t engine_vms = 0, engine_no_poll_vms = 0, baseline_vms = 0;
 
     Fixture() {
         char pattern[] = "/tmp/rp-restore-bench-XXXXXX";
@@ -62,7 +65,8 @@ struct Fixture {
         auto image = sim::ExpectedImage::open(mem_file);
         if (!image) die(image.error().message());
         expected = std::make_unique<sim::ExpectedImage>(std::move(*image));
-        start_engine();
+        engine = start_engine("", std::chrono::microseconds(50));
+        engine_no_poll = start_engine("nopoll-", std::chrono::microseconds(0));
         baseline::Options options;
         options.socket_path = dir + "/baseline.sock";
         options.mem_file_path = mem_file;
@@ -73,23 +77,26 @@ struct Fixture {
     }
     ~Fixture() {
         if (baseline) baseline->stop();
-        if (engine) {
-            engine->request_stop();
-            engine->wait();
-        }
+        for (auto* e : {&engine, &engine_no_poll})
+            if (*e) {
+                (*e)->request_stop();
+                (*e)->wait();
+            }
         std::error_code ec;
         std::filesystem::remove_all(dir, ec);
     }
 
-    void start_engine() {
+    std::unique_ptr<Engine> start_engine(const std::string& prefix, std::chrono::microseconds busy_poll) {
         std::string error;
         std::shared_ptr<const Source> source = open_raw_source(mem_file, error);
         if (!source) die(error);
         EngineConfig config;
-        config.listeners.push_back({dir + "/lazy.sock", source, ServeMode::lazy});
-        config.listeners.push_back({dir + "/prefetch.sock", source, ServeMode::prefetch});
-        engine = Engine::start(std::move(config), error);
-        if (!engine) die(error);
+        config.listeners.push_back({dir + "/" + prefix + "lazy.sock", source, ServeMode::lazy});
+        config.listeners.push_back({dir + "/" + prefix + "prefetch.sock", source, ServeMode::prefetch});
+        config.busy_poll_max = busy_poll;
+        auto started = Engine::start(std::move(config), error);
+        if (!started) die(error);
+        return started;
     }
 };
 
@@ -103,7 +110,9 @@ Fixture& fixture() {
 // One restore through `socket`; returns its time in seconds (handshake to the
 // last page touched). Verifies every page and waits until the handler has
 // released the VM, so restores never overlap.
-double restore_once(Fixture& f, const std::string& socket, unsigned vcpus, uint64_t seed, bool engine,
+enum class Handler { engine, engine_no_poll, baseline };
+
+double restore_once(Fixture& f, const std::string& socket, unsigned vcpus, uint64_t seed, Handler handler,
                     benchmark::State& state) {
     sim::GuestConfig config;
     config.socket_path = socket;
@@ -119,16 +128,19 @@ double restore_once(Fixture& f, const std::string& socket, unsigned vcpus, uint6
         const sim::VerifyReport verify = guest->verify(*f.expected);
         if (!verify.ok()) state.SkipWithError(("MISMATCH via " + socket + ": " + verify.describe()).c_str());
     }
-    const bool released = engine ? f.engine->wait_released(++f.engine_vms, kWait)
-                                 : f.baseline->wait_for_finished(++f.baseline_vms, kWait);
+    const bool released = handler == Handler::engine           ? f.engine->wait_released(++f.engine_vms, kWait)
+                          : handler == Handler::engine_no_poll ? f.engine_no_poll->wait_released(++f.engine_no_poll_vms, kWait)
+                                                               : f.baseline->wait_for_finished(++f.baseline_vms, kWait);
     if (!released) die("handler did not release the VM of " + socket);
     return seconds;
 }
 
-void BM_Restore(benchmark::State& state, ServeMode mode) {
+void BM_Restore(benchmark::State& state, ServeMode mode, bool busy_poll) {
     Fixture& f = fixture();
     const unsigned vcpus = static_cast<unsigned>(state.range(0));
-    const std::string engine_socket = f.dir + (mode == ServeMode::lazy ? "/lazy.sock" : "/prefetch.sock");
+    const Handler engine = busy_poll ? Handler::engine : Handler::engine_no_poll;
+    const std::string engine_socket =
+        f.dir + (busy_poll ? "/" : "/nopoll-") + (mode == ServeMode::lazy ? "lazy.sock" : "prefetch.sock");
     const std::string baseline_socket = f.dir + "/baseline.sock";
     double engine_s = 0, baseline_s = 0;
     uint64_t seed = 1;
@@ -137,11 +149,11 @@ void BM_Restore(benchmark::State& state, ServeMode mode) {
         // Alternating the order cancels whatever the first restore leaves
         // behind for the second (warm caches, freed memory).
         if (seed % 2 == 0) {
-            e = restore_once(f, engine_socket, vcpus, seed, true, state);
-            b = restore_once(f, baseline_socket, vcpus, seed, false, state);
+            e = restore_once(f, engine_socket, vcpus, seed, engine, state);
+            b = restore_once(f, baseline_socket, vcpus, seed, Handler::baseline, state);
         } else {
-            b = restore_once(f, baseline_socket, vcpus, seed, false, state);
-            e = restore_once(f, engine_socket, vcpus, seed, true, state);
+            b = restore_once(f, baseline_socket, vcpus, seed, Handler::baseline, state);
+            e = restore_once(f, engine_socket, vcpus, seed, engine, state);
         }
         ++seed;
         state.SetIterationTime(e);
@@ -161,8 +173,15 @@ void BM_Restore(benchmark::State& state, ServeMode mode) {
 // engine/baseline restores (one in smoke mode).
 void register_benchmarks() {
     const int iterations = g_smoke ? 1 : 6;
-    for (ServeMode mode : {ServeMode::lazy, ServeMode::prefetch}) {
-        benchmark::RegisterBenchmark(mode == ServeMode::lazy ? "BM_Restore/lazy" : "BM_Restore/prefetch", BM_Restore, mode)
+    struct Variant {
+        const char* name;
+        ServeMode mode;
+        bool busy_poll;
+    };
+    for (const Variant& v : {Variant{"BM_Restore/lazy", ServeMode::lazy, true},
+                             Variant{"BM_Restore/lazy_no_busy_poll", ServeMode::lazy, false},
+                             Variant{"BM_Restore/prefetch", ServeMode::prefetch, true}}) {
+        benchmark::RegisterBenchmark(v.name, BM_Restore, v.mode, v.busy_poll)
             ->ArgName("vcpus")
             ->Arg(1)
             ->Arg(2)

@@ -33,6 +33,9 @@ struct EngineConfig {
     unsigned prefetch_inflight_batches = 8;       // per reactor, while no fault is arriving
     uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around sequential faults
     bool page_cache_fast_path = true;             // fault reads try RWF_NOWAIT first, the ring on a miss
+    // While faults are flowing, a reactor polls for completions up to this
+    // long before it sleeps (adaptive; 0: always sleep at once).
+    std::chrono::microseconds busy_poll_max{50};
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).
@@ -53,6 +56,8 @@ struct EngineStats {
     uint64_t eagain_retries = 0;
     uint64_t events_other = 0;          // UNMAP, REMAP, FORK
     uint64_t page_cache_hits = 0;       // fault reads served by the RWF_NOWAIT fast path
+    uint64_t busy_poll_hits = 0;        // waits that a busy poll ended (no sleep)
+    uint64_t busy_poll_misses = 0;      // busy polls that timed out and slept
     uint64_t stray_fds_closed = 0;      // fds a peer sent after its handshake (closed, never served)
     uint64_t read_buffers_busy = 0;     // registered read buffers held by in-flight or deferred installs
 };

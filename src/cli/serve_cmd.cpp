@@ -28,6 +28,7 @@ struct ServeOptions {
     bool verify_reads = false;
     std::string log_level = "info";
     uint64_t readahead_kib = 256;
+    unsigned busy_poll_us = 50;
     bool no_fast_path = false;
     uint64_t prefetch_batch_kib = 512;
 };
@@ -126,6 +127,9 @@ int serve_main(int argc, char** argv) {
     app.add_option("--readahead-kib", o.readahead_kib, "page cache readahead around sequential faults, KiB (0: off)");
     app.add_flag("--no-page-cache-fast-path", o.no_fast_path,
                  "always read fault pages through io_uring (default: try a non-blocking page cache read first)");
+    app.add_option("--busy-poll-us", o.busy_poll_us,
+                   "while faults are flowing, poll up to this long for the next one before sleeping (adaptive; 0: off)")
+        ->check(CLI::Range(0u, 1000u));
     app.add_option("--prefetch-batch-kib", o.prefetch_batch_kib, "bytes the prefetcher reads and copies per batch, KiB")
         ->check(CLI::Range(4, 2048));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
@@ -174,6 +178,7 @@ int serve_main(int argc, char** argv) {
     config.kill_on_failure = o.kill_on_failure;
     config.readahead_bytes = o.readahead_kib * 1024;
     config.page_cache_fast_path = !o.no_fast_path;
+    config.busy_poll_max = std::chrono::microseconds(o.busy_poll_us);
     config.prefetch_batch_bytes = o.prefetch_batch_kib * 1024;
 
     // Signals become a sigwait in this thread; reactors inherit the mask and never see them.
@@ -199,9 +204,10 @@ int serve_main(int argc, char** argv) {
     const bool clean = engine->wait();
     const EngineStats s = engine->stats();
     RP_INFO("stopped: %llu VMs served (%llu refused, %llu failed), %llu faults, %llu pages copied (%llu prefetched), "
-            "%llu zero-filled, %llu copy ioctls, %.1f MiB read",
+            "%llu zero-filled, %llu copy ioctls, %.1f MiB read; busy polls %llu hit, %llu missed",
             (unsigned long long)s.vms_accepted, (unsigned long long)s.vms_refused, (unsigned long long)s.vms_failed,
             (unsigned long long)s.faults, (unsigned long long)s.pages_copied, (unsigned long long)s.pages_prefetched,
-            (unsigned long long)s.pages_zeroed, (unsigned long long)s.copy_ioctls, s.bytes_read / 1048576.0);
+            (unsigned long long)s.pages_zeroed, (unsigned long long)s.copy_ioctls, s.bytes_read / 1048576.0,
+            (unsigned long long)s.busy_poll_hits, (unsigned long long)s.busy_poll_misses);
     return clean ? 0 : 1;
 }

@@ -1,8 +1,21 @@
 #include "io/ring.hpp"
 
+#include <sched.h>
+
 #include <cerrno>
 
 namespace ringpager {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Ring>> Ring::create(unsigned sq_entries, unsigned cq_entries) {
     std::unique_ptr<Ring> ring(new Ring());
@@ -10,10 +23,15 @@ Result<std::unique_ptr<Ring>> Ring::create(unsigned sq_entries, unsigned cq_entr
         unsigned flags;
         const char* name;
     };
+    // TASKRUN_FLAG makes the kernel flag pending task work in the SQ ring,
+    // which lets submit_and_poll() notice a completion without a syscall.
     const Attempt attempts[] = {
-        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, "single-issuer+defer-taskrun"},
-        {IORING_SETUP_COOP_TASKRUN, "coop-taskrun"},
-        {0, "plain"},
+        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+         "single-issuer+defer-taskrun"},
+        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, "single-issuer+defer-taskrun (no busy poll)"},
+        {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, "coop-taskrun"},
+        {IORING_SETUP_COOP_TASKRUN, "coop-taskrun (no busy poll)"},
+        {0, "plain (no busy poll)"},
     };
     int last = 0;
     for (const Attempt& attempt : attempts) {
@@ -23,6 +41,7 @@ Result<std::unique_ptr<Ring>> Ring::create(unsigned sq_entries, unsigned cq_entr
         last = io_uring_queue_init_params(sq_entries, &ring->ring_, &params);
         if (last == 0) {
             ring->cq_entries_ = params.cq_entries;
+            ring->taskrun_flag_ = (attempt.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
             ring->setup_mode_ = attempt.name;
             return ring;
         }
@@ -59,6 +78,38 @@ Result<void> Ring::submit_and_wait(unsigned wait_nr) {
 }
 
 void Ring::flush_completions() { (void)io_uring_get_events(&ring_); }
+
+bool Ring::submit_and_poll(std::chrono::nanoseconds max) {
+    using clock = std::chrono::steady_clock;
+    if (!taskrun_flag_) return false;
+    if (io_uring_sq_ready(&ring_) > 0) {
+        const int rc = io_uring_submit(&ring_);
+        // A real submit error resurfaces from the submit_and_wait the caller
+        // falls back to, which reports it.
+        if (rc < 0 && rc != -EINTR) return false;
+    }
+    const auto start = clock::now();
+    auto next_yield = start + kPollYieldEvery;
+    for (unsigned spin = 0;; spin++) {
+        if (io_uring_cq_ready(&ring_) > 0) return true;
+        // Task work (a poll that fired, a read to finish) or an overflowed CQ
+        // needs one trip into the kernel to become a completion.
+        if (IO_URING_READ_ONCE(*ring_.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) {
+            (void)io_uring_get_events(&ring_);
+            continue;
+        }
+        cpu_relax();
+        if (spin % 32 != 0) continue;
+        const auto now = clock::now();
+        if (now - start >= max) return false;
+        // Never hold a core from a thread that is ready to run on it (a vCPU
+        // we just woke, say): offer it the CPU every few microseconds.
+        if (now >= next_yield) {
+            sched_yield();
+            next_yield = clock::now() + kPollYieldEvery;
+        }
+    }
+}
 
 size_t Ring::reap(std::vector<Completion>& out) {
     io_uring_cqe* cqe = nullptr;

@@ -6,6 +6,7 @@
 #include <liburing.h>
 #include <sys/uio.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -37,6 +38,12 @@ public:
     Result<void> submit_and_wait(unsigned wait_nr);
     // Flushes deferred task work so completions become visible without waiting.
     void flush_completions();
+    // Submits everything prepared, then polls for a completion for up to
+    // `max` without sleeping, running task work as soon as the kernel flags
+    // some. True: a completion is ready to reap. False: none came (or busy
+    // polling is unavailable); the caller sleeps with submit_and_wait(1).
+    bool submit_and_poll(std::chrono::nanoseconds max);
+    bool can_busy_poll() const { return taskrun_flag_; }
     // Moves every available completion into `out` (appended); returns how many.
     size_t reap(std::vector<Completion>& out);
     // True when some completion already in the CQ satisfies `match(user_data)`;
@@ -64,6 +71,8 @@ private:
     Ring() = default;
     io_uring ring_{};
     unsigned cq_entries_ = 0;
+    bool taskrun_flag_ = false;
+    static constexpr std::chrono::microseconds kPollYieldEvery{5};
     std::string setup_mode_;
 };
 

@@ -8,6 +8,7 @@
 #include <cassert>
 #include <vector>
 
+#include "reactor/busy_poll.hpp"
 #include "reactor/reactor.hpp"
 
 namespace ringpager {
@@ -112,6 +113,8 @@ struct Reactor::Impl {
     static constexpr unsigned kFirstVmFileSlot = 2;  // 0: exit eventfd, 1: wake eventfd
     static constexpr std::chrono::milliseconds kFaultQuietPeriod{2};
     static constexpr uint64_t kBusyPrefetchBatchBytes = 64 * 1024;
+    // Busy polling is considered only this soon after the last fault.
+    static constexpr std::chrono::milliseconds kBusyPollAfterFault{1};
 
     Reactor& self;
     EngineShared& shared;
@@ -133,6 +136,7 @@ struct Reactor::Impl {
     size_t prefetch_rr_pos = 0;
     unsigned prefetch_inflight = 0;
     std::chrono::steady_clock::time_point last_fault_seen{};
+    BusyPollWindow busy_poll{std::chrono::nanoseconds(0)};
 
     std::vector<Completion> batch;
     uint64_t exit_value = 0;
@@ -145,6 +149,7 @@ struct Reactor::Impl {
     // reactor.cpp and lifecycle.cpp
     bool setup(std::string& error);
     void loop();
+    Result<void> wait_for_completion();
     void dispatch(const Completion& c);
     void process_turn();
     void adopt_inbox();

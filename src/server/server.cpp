@@ -95,6 +95,8 @@ public:
             s.read_buffers_busy += c.buffers_busy.load();
             s.stray_fds_closed += c.stray_fds_closed.load();
             s.page_cache_hits += c.page_cache_hits.load();
+            s.busy_poll_hits += c.busy_poll_hits.load();
+            s.busy_poll_misses += c.busy_poll_misses.load();
         }
         return s;
     }

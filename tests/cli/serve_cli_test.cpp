@@ -54,6 +54,8 @@ TEST_F(ServeCliTest, UsageErrorsExitTwoWithOneLine) {
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--snapshot", "b"}, out)), 2);
     EXPECT_NE(out.find("not both"), std::string::npos) << out;
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--mode", "eager"}, out)), 2);
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--busy-poll-us", "5000"}, out)), 2);
+    EXPECT_NE(out.find("--busy-poll-us"), std::string::npos) << out;
     EXPECT_EQ(WEXITSTATUS(run({"frobnicate"}, out)), 2);
     EXPECT_NE(out.find("unknown command 'frobnicate'"), std::string::npos);
 }
@@ -98,6 +100,22 @@ TEST_F(ServeCliTest, ServesARestoreAndShutsDownCleanlyOnSigterm) {
     EXPECT_FALSE(std::filesystem::exists(socket));
     EXPECT_NE(log.find("allocator mimalloc"), std::string::npos) << log;
     EXPECT_NE(log.find("stopped: 1 VMs served (0 refused, 0 failed)"), std::string::npos) << log;
+    EXPECT_NE(log.find("busy polls"), std::string::npos) << log;
+}
+
+TEST_F(ServeCliTest, BusyPollingOffNeverPolls) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string socket = dir.file("serve.sock");
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--busy-poll-us", "0"});
+    ASSERT_TRUE(wait_for_file(socket));
+    std::string guest_out;
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M", "--vcpus", "2",
+                                   "--pattern", "random"});
+    EXPECT_EQ(guest.wait(&guest_out), 0) << guest_out;
+    kill(server.pid, SIGTERM);
+    std::string log;
+    EXPECT_EQ(WEXITSTATUS(server.wait(&log)), 0) << log;
+    EXPECT_NE(log.find("busy polls 0 hit, 0 missed"), std::string::npos) << log;
 }
 
 TEST_F(ServeCliTest, ConfigFileServesSeveralSockets) {

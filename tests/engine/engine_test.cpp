@@ -58,6 +58,31 @@ TEST_F(EngineTest, RingReadPathAloneIsByteExact) {
     EXPECT_EQ(s.bytes_read, 16 * MiB);  // every page went through READ_FIXED
 }
 
+// While faults flow the reactor busy-polls before sleeping; over thousands of
+// faults from two vCPUs some poll must catch the next fault. Turned off, the
+// reactor never polls. Either way every byte is right.
+TEST_F(EngineTest, BusyPollingServesFaultsWithoutSleepingAndCanBeTurnedOff) {
+    const std::string mem = make_image(dir, "mem", 16 * MiB);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    {
+        RunningEngine e = start_engine(dir, mem);
+        restore_and_verify(e.socket, *image, {16 * MiB}, sim::Pattern::random, 2, 5);
+        const EngineStats s = e.engine->stats();
+        EXPECT_GT(s.busy_poll_hits, 0u);
+        EXPECT_LT(s.busy_poll_hits + s.busy_poll_misses, s.faults + 1000);  // polls only around faults
+    }
+    {
+        RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 2, std::chrono::seconds(30), nullptr,
+                                       [](EngineConfig& c) { c.busy_poll_max = std::chrono::microseconds(0); });
+        restore_and_verify(e.socket, *image, {16 * MiB}, sim::Pattern::random, 2, 6);
+        const EngineStats s = e.engine->stats();
+        EXPECT_GT(s.faults, 0u);
+        EXPECT_EQ(s.busy_poll_hits, 0u);
+        EXPECT_EQ(s.busy_poll_misses, 0u);
+    }
+}
+
 TEST_F(EngineTest, ThreeRegionsWithGapsEightVcpusSequential) {
     const std::string mem = make_image(dir, "mem", 40 * MiB);
     auto image = sim::ExpectedImage::open(mem);
