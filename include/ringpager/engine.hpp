@@ -36,6 +36,8 @@ struct EngineConfig {
     // While faults are flowing, a reactor polls for completions up to this
     // long before it sleeps (adaptive; 0: always sleep at once).
     std::chrono::microseconds busy_poll_max{50};
+    // Nice value of the reactor threads (each serves many vCPU threads).
+    int reactor_nice = -10;
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).

@@ -29,6 +29,7 @@ struct ServeOptions {
     std::string log_level = "info";
     uint64_t readahead_kib = 256;
     unsigned busy_poll_us = 50;
+    int reactor_nice = -10;
     bool no_fast_path = false;
     uint64_t prefetch_batch_kib = 512;
 };
@@ -130,6 +131,9 @@ int serve_main(int argc, char** argv) {
     app.add_option("--busy-poll-us", o.busy_poll_us,
                    "while faults are flowing, poll up to this long for the next one before sleeping (adaptive; 0: off)")
         ->check(CLI::Range(0u, 1000u));
+    app.add_option("--reactor-nice", o.reactor_nice,
+                   "nice value of the reactor threads, which serve many vCPUs each (needs CAP_SYS_NICE below 0)")
+        ->check(CLI::Range(-20, 19));
     app.add_option("--prefetch-batch-kib", o.prefetch_batch_kib, "bytes the prefetcher reads and copies per batch, KiB")
         ->check(CLI::Range(4, 2048));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
@@ -179,6 +183,7 @@ int serve_main(int argc, char** argv) {
     config.readahead_bytes = o.readahead_kib * 1024;
     config.page_cache_fast_path = !o.no_fast_path;
     config.busy_poll_max = std::chrono::microseconds(o.busy_poll_us);
+    config.reactor_nice = o.reactor_nice;
     config.prefetch_batch_bytes = o.prefetch_batch_kib * 1024;
 
     // Signals become a sigwait in this thread; reactors inherit the mask and never see them.

@@ -78,6 +78,9 @@ public:
     uint64_t active_vms() const { return counters_.vms_active.load(std::memory_order_relaxed); }
     const ReactorCounters& counters() const { return counters_; }
     const std::string& setup_mode() const { return setup_mode_; }
+    // The thread's nice value, and the errno of setting config.reactor_nice (0: set).
+    int nice() const { return nice_; }
+    int nice_error() const { return nice_error_; }
 
     // For services, on this reactor's thread only.
     io_uring_sqe* service_sqe(uint64_t cookie);
@@ -88,6 +91,7 @@ public:
 
 private:
     void thread_main();
+    void apply_nice();
 
     unsigned index_;
     EngineShared& shared_;
@@ -95,6 +99,8 @@ private:
     std::unique_ptr<Impl> impl_;
     std::thread thread_;
     std::string setup_mode_;
+    int nice_ = 0;
+    int nice_error_ = 0;
     int exit_efd_ = -1;
     int wake_efd_ = -1;
     std::mutex inbox_mu_;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "common/log.hpp"
@@ -121,8 +122,14 @@ public:
     }
 
     std::string setup_summary() const override {
-        std::string s = std::to_string(reactors_.size()) + " reactor(s), io_uring " +
-                        (reactors_.empty() ? "?" : reactors_[0]->setup_mode());
+        std::string s = std::to_string(reactors_.size()) + " reactor(s)";
+        if (!reactors_.empty()) {
+            s += " at nice " + std::to_string(reactors_[0]->nice());
+            if (reactors_[0]->nice_error() != 0)
+                s += " (nice " + std::to_string(shared_.config.reactor_nice) +
+                     " refused: " + std::strerror(reactors_[0]->nice_error()) + ")";
+        }
+        s += ", io_uring " + (reactors_.empty() ? std::string("?") : reactors_[0]->setup_mode());
         for (const ListenerBinding& l : listeners_)
             s += "; " + l.socket.path() + " <- " + l.source->describe() +
                  (l.mode == ServeMode::lazy ? " (lazy)" : " (prefetch)");

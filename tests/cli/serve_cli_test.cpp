@@ -56,6 +56,8 @@ TEST_F(ServeCliTest, UsageErrorsExitTwoWithOneLine) {
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--mode", "eager"}, out)), 2);
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--busy-poll-us", "5000"}, out)), 2);
     EXPECT_NE(out.find("--busy-poll-us"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--reactor-nice", "30"}, out)), 2);
+    EXPECT_NE(out.find("--reactor-nice"), std::string::npos) << out;
     EXPECT_EQ(WEXITSTATUS(run({"frobnicate"}, out)), 2);
     EXPECT_NE(out.find("unknown command 'frobnicate'"), std::string::npos);
 }
@@ -99,6 +101,7 @@ TEST_F(ServeCliTest, ServesARestoreAndShutsDownCleanlyOnSigterm) {
     EXPECT_EQ(WEXITSTATUS(status), 0) << log;
     EXPECT_FALSE(std::filesystem::exists(socket));
     EXPECT_NE(log.find("allocator mimalloc"), std::string::npos) << log;
+    EXPECT_NE(log.find("2 reactor(s) at nice -10"), std::string::npos) << log;
     EXPECT_NE(log.find("stopped: 1 VMs served (0 refused, 0 failed)"), std::string::npos) << log;
     EXPECT_NE(log.find("busy polls"), std::string::npos) << log;
 }

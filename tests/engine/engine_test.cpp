@@ -4,6 +4,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "common/engine_fixture.hpp"
@@ -81,6 +84,41 @@ TEST_F(EngineTest, BusyPollingServesFaultsWithoutSleepingAndCanBeTurnedOff) {
         EXPECT_EQ(s.busy_poll_hits, 0u);
         EXPECT_EQ(s.busy_poll_misses, 0u);
     }
+}
+
+namespace {
+
+// Nice values of this process's threads named rp-reactor-*, from /proc.
+std::vector<int> reactor_nice_values() {
+    std::vector<int> values;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name.rfind("rp-reactor-", 0) != 0) continue;
+        std::ifstream stat_file(task.path() / "stat");
+        std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+        std::istringstream fields(stat.substr(stat.rfind(')') + 2));  // from field 3 (state) on
+        std::string field;
+        for (int i = 3; i <= 19 && fields >> field; i++) {}
+        values.push_back(std::stoi(field));  // field 19: nice
+    }
+    return values;
+}
+
+}  // namespace
+
+TEST_F(EngineTest, ReactorThreadsRunAtTheConfiguredNiceValue) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    {
+        RunningEngine e = start_engine(dir, mem);  // default: -10 (the tests run as root)
+        EXPECT_EQ(reactor_nice_values(), (std::vector<int>{-10, -10}));
+        EXPECT_NE(e.engine->setup_summary().find("2 reactor(s) at nice -10, io_uring"), std::string::npos)
+            << e.engine->setup_summary();
+    }
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 2, std::chrono::seconds(30), nullptr,
+                                   [](EngineConfig& c) { c.reactor_nice = 5; });
+    EXPECT_EQ(reactor_nice_values(), (std::vector<int>{5, 5}));
 }
 
 TEST_F(EngineTest, ThreeRegionsWithGapsEightVcpusSequential) {
