@@ -168,7 +168,9 @@ bool Reactor::Impl::setup(std::string& error) {
     }
     ring = std::move(*created);
     self.setup_mode_ = ring->setup_mode();
-    busy_poll = BusyPollWindow(shared.config.busy_poll_max);
+    // A ring without the task-run flag cannot be polled: such a reactor always sleeps.
+    busy_poll = BusyPollWindow(ring->can_busy_poll() ? std::chrono::nanoseconds(shared.config.busy_poll_max)
+                                                     : std::chrono::nanoseconds(0));
     const unsigned file_slots = kFirstVmFileSlot + shared.source_file_count + kMaxVmsPerReactor;
     if (auto r = ring->register_files_sparse(file_slots); !r) {
         error = "cannot register " + std::to_string(file_slots) + " fixed files: " + r.error().message();
@@ -266,8 +268,8 @@ void Reactor::Impl::loop() {
 // sooner than a sleep and a wake-up take.
 Result<void> Reactor::Impl::wait_for_completion() {
     using clock = std::chrono::steady_clock;
-    const auto now = clock::now();
-    if (busy_poll.max().count() == 0 || !ring->can_busy_poll() || now - last_fault_seen > kBusyPollAfterFault)
+    auto slept_from = clock::now();
+    if (busy_poll.max().count() == 0 || slept_from - last_fault_seen > kBusyPollAfterFault)
         return ring->submit_and_wait(1);
     if (busy_poll.window().count() != 0) {
         if (ring->submit_and_poll(busy_poll.window())) {
@@ -275,8 +277,8 @@ Result<void> Reactor::Impl::wait_for_completion() {
             return {};
         }
         counters.add(counters.busy_poll_misses, 1);
+        slept_from = clock::now();
     }
-    const auto slept_from = clock::now();
     auto r = ring->submit_and_wait(1);
     busy_poll.woke_after(clock::now() - slept_from);
     return r;

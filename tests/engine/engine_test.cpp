@@ -68,22 +68,19 @@ TEST_F(EngineTest, BusyPollingServesFaultsWithoutSleepingAndCanBeTurnedOff) {
     const std::string mem = make_image(dir, "mem", 16 * MiB);
     auto image = sim::ExpectedImage::open(mem);
     ASSERT_TRUE(image.ok());
-    {
-        RunningEngine e = start_engine(dir, mem);
-        restore_and_verify(e.socket, *image, {16 * MiB}, sim::Pattern::random, 2, 5);
-        const EngineStats s = e.engine->stats();
-        EXPECT_GT(s.busy_poll_hits, 0u);
-        EXPECT_LT(s.busy_poll_hits + s.busy_poll_misses, s.faults + 1000);  // polls only around faults
-    }
-    {
+    auto restore_with = [&](std::chrono::microseconds busy_poll, uint64_t seed) {
         RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 2, std::chrono::seconds(30), nullptr,
-                                       [](EngineConfig& c) { c.busy_poll_max = std::chrono::microseconds(0); });
-        restore_and_verify(e.socket, *image, {16 * MiB}, sim::Pattern::random, 2, 6);
-        const EngineStats s = e.engine->stats();
-        EXPECT_GT(s.faults, 0u);
-        EXPECT_EQ(s.busy_poll_hits, 0u);
-        EXPECT_EQ(s.busy_poll_misses, 0u);
-    }
+                                       [&](EngineConfig& c) { c.busy_poll_max = busy_poll; });
+        restore_and_verify(e.socket, *image, {16 * MiB}, sim::Pattern::random, 2, seed);
+        return e.engine->stats();
+    };
+    const EngineStats on = restore_with(EngineConfig{}.busy_poll_max, 5);
+    EXPECT_GT(on.busy_poll_hits, 0u);
+    EXPECT_LT(on.busy_poll_hits + on.busy_poll_misses, on.faults + 1000);  // polls only around faults
+    const EngineStats off = restore_with(std::chrono::microseconds(0), 6);
+    EXPECT_GT(off.faults, 0u);
+    EXPECT_EQ(off.busy_poll_hits, 0u);
+    EXPECT_EQ(off.busy_poll_misses, 0u);
 }
 
 namespace {
