@@ -38,11 +38,24 @@ run_tests() {  # run_tests DIR: meson test, then one closing line counting Googl
     python3 - "$dir/test-results" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET
 passed = failed = skipped = 0
-for f in glob.glob(sys.argv[1] + "/*.xml"):
-    for case in ET.parse(f).getroot().iter("testcase"):
-        if case.find("failure") is not None: failed += 1
+failures = []
+for f in sorted(glob.glob(sys.argv[1] + "/*.xml")):
+    try:
+        root = ET.parse(f).getroot()
+    except ET.ParseError as e:  # a test binary that crashed mid-run leaves a cut-off file
+        failed += 1
+        failures.append(f"{f}: unreadable results ({e}); the test binary probably crashed")
+        continue
+    for case in root.iter("testcase"):
+        failure = case.find("failure")
+        if failure is not None:
+            failed += 1
+            message = (failure.get("message") or failure.text or "").strip().splitlines()
+            failures.append(f"{case.get('classname')}.{case.get('name')}: " + " | ".join(message[:6]))
         elif case.get("result") == "skipped" or case.find("skipped") is not None: skipped += 1
         else: passed += 1
+for line in failures:  # named again here so the end of a long log says what failed
+    print("FAILED " + line)
 print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
 PY
     return $rc
