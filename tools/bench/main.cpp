@@ -148,7 +148,24 @@ std::string make_work_dir(const BenchOptions& o) {
     return ::mkdtemp(pattern) != nullptr ? std::string(pattern) : std::string();
 }
 
-void print_progress(size_t index, size_t count, const ScenarioResult& r) {
+// The order to run the matrix in for one round: handlers of a scenario run
+// back to back, in reverse on odd rounds, so no handler always goes first
+// (on a warm or a cooling machine).
+std::vector<size_t> round_order(const std::vector<ScenarioSpec>& specs, unsigned round) {
+    std::vector<size_t> order(specs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    if (round % 2 == 0) return order;
+    for (size_t begin = 0; begin < order.size();) {
+        size_t end = begin + 1;
+        while (end < order.size() && specs[end].group_key() == specs[begin].group_key()) ++end;
+        std::reverse(order.begin() + static_cast<ptrdiff_t>(begin), order.begin() + static_cast<ptrdiff_t>(end));
+        begin = end;
+    }
+    return order;
+}
+
+void print_progress(size_t index, size_t count, unsigned round, unsigned rounds, const ScenarioResult& r) {
+    if (rounds > 1) std::fprintf(stderr, "round %u/%u ", round + 1, rounds);
     std::fprintf(stderr, "[%3zu/%zu] %-15s %-10s %3u VM x %u vCPU %5llu MiB/VM: done %s s, resident %s s, %s (%.1f s)\n",
                  index + 1, count, handler_name(r.spec.handler), workload_name(r.spec.workload), r.spec.vms,
                  r.spec.vcpus, static_cast<unsigned long long>(r.spec.vm_bytes / kMiB),
@@ -196,14 +213,25 @@ int run(BenchOptions& o) {
     info.memory_budget_bytes = o.memory_budget_bytes != 0 ? o.memory_budget_bytes : info.mem_available_bytes / 10 * 6;
 
     ScenarioContext context{o.mem_file, &*expected, work_dir, o.ringpager_path, o.baseline_path, o.reactors, o.seed,
-                            o.sample_interval, o.stall, o.timeout};
+                            "", o.sample_interval, o.stall, o.timeout};
     const std::vector<ScenarioSpec> specs = build_matrix(o, info.image_bytes, info.memory_budget_bytes);
-    std::vector<ScenarioResult> results;
-    for (size_t i = 0; i < specs.size(); ++i) {
-        results.push_back(run_scenario(specs[i], context));
-        print_progress(i, specs.size(), results.back());
+    info.rounds = o.rounds;
+    std::vector<std::vector<ScenarioResult>> by_spec(specs.size());
+    size_t done = 0;
+    for (unsigned round = 0; round < o.rounds; ++round) {
+        // Fresh touch plans each round (same image); each round keeps its logs.
+        context.seed = o.seed + round * 1000003;
+        context.log_suffix = o.rounds > 1 ? "-round" + std::to_string(round + 1) : "";
+        std::vector<ScenarioResult> this_round(specs.size());
+        for (size_t i : round_order(specs, round)) {
+            this_round[i] = run_scenario(specs[i], context);
+            print_progress(done++, specs.size() * o.rounds, round, o.rounds, this_round[i]);
+        }
+        compute_ratios(this_round);  // against this round's baseline
+        for (size_t i = 0; i < specs.size(); ++i) by_spec[i].push_back(std::move(this_round[i]));
     }
-    compute_ratios(results);
+    std::vector<ScenarioResult> results;
+    for (const std::vector<ScenarioResult>& rounds : by_spec) results.push_back(combine_rounds(rounds));
     info.total_seconds = static_cast<double>(monotonic_ns() - start_ns) / 1e9;
     print_table(stdout, results, info);
     std::fflush(stdout);

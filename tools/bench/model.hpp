@@ -64,6 +64,10 @@ struct ScenarioResult {
     ScenarioSpec spec;
     FigureValues figures{};
     FigureValues ratios{};  // figure / baseline's figure in the same group; NaN when either is n/a
+    // With several rounds: each round's figures and ratios; figures and
+    // ratios above are then their medians (see combine_rounds).
+    std::vector<FigureValues> round_figures;
+    std::vector<FigureValues> round_ratios;
 
     double first_fault_mean_ms = 0;
     uint64_t latency_samples = 0;

@@ -16,15 +16,16 @@ struct Preset {
     std::vector<unsigned> vms, vcpus;
     std::string image_size;
     int stall_ms;
+    unsigned rounds;
 };
 
 // default: quick but meaningful; full: the complete matrix; smoke: seconds,
 // run under `meson test` so the harness never rots.
 Preset preset_named(const std::string& name) {
     const std::vector<std::string> all_handlers = {"lazy", "prefetch", "baseline", "baseline-eager"};
-    if (name == "full") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1, 10, 100}, {1, 2, 8}, "512M", 500};
-    if (name == "smoke") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1}, {2}, "8M", 200};
-    return {all_handlers, {"none", "sequential", "random25"}, {1, 10}, {2}, "128M", 500};
+    if (name == "full") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1, 10, 100}, {1, 2, 8}, "512M", 500, 1};
+    if (name == "smoke") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1}, {2}, "8M", 200, 1};
+    return {all_handlers, {"none", "sequential", "random25"}, {1, 10}, {2}, "128M", 500, 3};
 }
 
 template <typename T, typename Parse>
@@ -80,6 +81,10 @@ void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
     app.add_option("--timeout", raw.timeout_s, "seconds per scenario before a stuck handler aborts the run (default 300)")
         ->check(CLI::Range(1, 86400));
     app.add_option("--seed", o.seed, "seed for the image and the touch plans (default 1)");
+    app.add_option("--rounds", o.rounds,
+                   "run the matrix this many times, alternating the handler order; report medians over rounds "
+                   "and the median of each round's ratio to that round's baseline (default 3; --full, --smoke 1)")
+        ->check(CLI::Range(1u, 99u));
     app.add_option("--json", o.json_path, "write every figure and ratio as JSON to FILE");
     app.add_option("--svg", o.svg_path, "write a plot of the results normalized to baseline to FILE");
     app.add_option("--work-dir", o.work_dir, "directory for the image, sockets and handler logs (kept)");
@@ -100,6 +105,7 @@ bool resolve(const CLI::App& app, RawOptions& raw, BenchOptions& o) {
     if (app.count("--vcpus") == 0) raw.vcpus = p.vcpus;
     if (app.count("--image-size") == 0) raw.image_size = p.image_size;
     if (app.count("--stall-ms") == 0) raw.stall_ms = p.stall_ms;
+    if (app.count("--rounds") == 0) o.rounds = p.rounds;
     if (!parse_names(raw.handlers, o.handlers, parse_handler, "handler")) return false;
     if (!parse_names(raw.workloads, o.workloads, parse_workload, "workload")) return false;
     o.vms = raw.vms;

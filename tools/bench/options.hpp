@@ -32,6 +32,9 @@ struct BenchOptions {
     std::chrono::milliseconds stall{500};
     std::chrono::seconds timeout{300};
     uint64_t seed = 1;
+    // The whole matrix runs this many times, handler order alternating; the
+    // report gives medians (default 3; --full and --smoke 1).
+    unsigned rounds = 3;
     std::string json_path;
     std::string svg_path;
     std::string work_dir;            // empty: a fresh /tmp/rp-bench-XXXXXX, removed at the end

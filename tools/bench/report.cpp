@@ -1,6 +1,7 @@
 // The text table and the JSON file.
 #include "report.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -70,6 +71,27 @@ void print_failures(std::FILE* out, const std::vector<ScenarioResult>& results) 
     std::fprintf(out, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
 }
 
+// {"done_s": [round 1, round 2, ...], ...}; empty for a single round.
+nlohmann::json values_by_round(const std::vector<FigureValues>& rounds) {
+    nlohmann::json out = nlohmann::json::object();
+    if (rounds.size() < 2) return out;
+    for (size_t f = 0; f < kFigureCount; ++f) {
+        nlohmann::json values = nlohmann::json::array();
+        for (const FigureValues& v : rounds) values.push_back(number_or_null(v[f]));
+        out[figure_info(Figure(f)).key] = values;
+    }
+    return out;
+}
+
+// The median of the values that are not NaN; NaN when there are none.
+double median_of(std::vector<double> values) {
+    std::erase_if(values, [](double v) { return std::isnan(v); });
+    if (values.empty()) return kNotApplicable;
+    std::sort(values.begin(), values.end());
+    const size_t mid = values.size() / 2;
+    return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
 nlohmann::json result_json(const ScenarioResult& r) {
     nlohmann::json figures, ratios;
     for (size_t f = 0; f < kFigureCount; ++f) {
@@ -93,6 +115,9 @@ nlohmann::json result_json(const ScenarioResult& r) {
             {"handler_exit", r.handler_exit},
             {"wall_seconds", r.wall_seconds},
             {"failures", r.failures},
+            {"rounds", std::max<size_t>(1, r.round_figures.size())},
+            {"figures_by_round", values_by_round(r.round_figures)},
+            {"ratio_vs_baseline_by_round", values_by_round(r.round_ratios)},
             {"ok", r.ok()}};
 }
 
@@ -130,6 +155,41 @@ void compute_ratios(std::vector<ScenarioResult>& results) {
     }
 }
 
+ScenarioResult combine_rounds(const std::vector<ScenarioResult>& rounds) {
+    if (rounds.size() == 1) return rounds.front();
+    ScenarioResult out;
+    out.spec = rounds.front().spec;
+    std::vector<double> first_fault;
+    for (size_t i = 0; i < rounds.size(); ++i) {
+        const ScenarioResult& r = rounds[i];
+        out.round_figures.push_back(r.figures);
+        out.round_ratios.push_back(r.ratios);
+        first_fault.push_back(r.first_fault_mean_ms);
+        out.latency_samples += r.latency_samples;
+        out.pages_verified += r.pages_verified;
+        out.mismatches += r.mismatches;
+        out.wall_seconds += r.wall_seconds;
+        out.resident_bytes = i == 0 ? r.resident_bytes : std::min(out.resident_bytes, r.resident_bytes);
+        out.vms_resident = i == 0 ? r.vms_resident : std::min(out.vms_resident, r.vms_resident);
+        if (out.verify_detail.empty() && !r.verify_detail.empty())
+            out.verify_detail = "round " + std::to_string(i + 1) + ": " + r.verify_detail;
+        if (out.handler_exit.empty() || (r.handler_exit != out.handler_exit && out.handler_exit == "exit 0"))
+            out.handler_exit = r.handler_exit;
+        for (const std::string& f : r.failures) out.failures.push_back("round " + std::to_string(i + 1) + ": " + f);
+    }
+    for (size_t f = 0; f < kFigureCount; ++f) {
+        std::vector<double> figures, ratios;
+        for (const ScenarioResult& r : rounds) {
+            figures.push_back(r.figures[f]);
+            ratios.push_back(r.ratios[f]);
+        }
+        out.figures[f] = median_of(figures);
+        out.ratios[f] = median_of(ratios);
+    }
+    out.first_fault_mean_ms = median_of(first_fault);
+    return out;
+}
+
 std::vector<std::vector<const ScenarioResult*>> group_results(const std::vector<ScenarioResult>& results) {
     std::vector<std::vector<const ScenarioResult*>> groups;
     std::map<std::string, size_t> index;
@@ -153,6 +213,12 @@ void print_table(std::FILE* out, const std::vector<ScenarioResult>& results, con
                  "times from the moment all VMs connect; 1st-fault and done: slowest VM; latency: first touch of "
                  "each page, all VMs; cpu/rss: handler process. Ratios: figure / baseline's (GiB/s: higher is "
                  "better, all others: lower is better).\n");
+    if (info.rounds > 1) {
+        std::fprintf(out,
+                     "%u rounds, handler order alternating: each figure is the median over the rounds, each ratio the "
+                     "median of the per-round ratios to the baseline of the same round.\n",
+                     info.rounds);
+    }
     for (const auto& group : group_results(results)) print_group(out, group);
     print_failures(out, results);
 }
@@ -173,7 +239,8 @@ bool write_json(const std::string& path, const std::vector<ScenarioResult>& resu
                        {"sample_interval_us", options.sample_interval.count()},
                        {"stall_ms", options.stall.count()},
                        {"reactors", options.reactors},
-                       {"seed", options.seed}};
+                       {"seed", options.seed},
+                       {"rounds", info.rounds}};
     doc["total_seconds"] = info.total_seconds;
     doc["results"] = nlohmann::json::array();
     bool ok = true;

@@ -23,12 +23,21 @@ struct RunInfo {
     uint64_t mem_available_bytes = 0;
     uint64_t memory_budget_bytes = 0;
     double total_seconds = 0;
+    unsigned rounds = 1;
 };
 
 // Fills every result's ratios with figure / baseline's figure in the same
 // group (workload, VMs, vCPUs, memory per VM). Groups without a verified baseline
 // result keep NaN ratios.
 void compute_ratios(std::vector<ScenarioResult>& results);
+
+// One scenario's results from several rounds, each with its ratios computed
+// against the baseline of its own round, made into one: every figure is the
+// median over the rounds, every ratio the median of the per-round ratios
+// (paired ratios cancel load that drifts between rounds; a ratio of medians
+// would not). Counts (pages verified, mismatches) are summed, failures kept
+// with their round. The per-round values stay in round_figures/round_ratios.
+ScenarioResult combine_rounds(const std::vector<ScenarioResult>& rounds);
 
 // Scenarios grouped for presentation, in first-seen order.
 std::vector<std::vector<const ScenarioResult*>> group_results(const std::vector<ScenarioResult>& results);

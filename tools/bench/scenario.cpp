@@ -259,7 +259,7 @@ ScenarioResult run_scenario(const ScenarioSpec& spec, const ScenarioContext& con
     result.ratios.fill(kNotApplicable);
     const uint64_t wall_start_ns = monotonic_ns();
     const std::string socket = context.work_dir + "/" + spec.name() + ".sock";
-    const std::string log = context.work_dir + "/" + spec.name() + ".log";
+    const std::string log = context.work_dir + "/" + spec.name() + context.log_suffix + ".log";
     std::string error;
     auto handler = HandlerProcess::start(handler_argv(context, spec.handler, socket), socket, log,
                                          kHandlerStartDeadline, error);

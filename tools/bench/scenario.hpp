@@ -19,6 +19,7 @@ struct ScenarioContext {
     std::string baseline_path;   // binary for baseline / baseline-eager
     unsigned reactors = 0;       // ringpager --reactors; 0: its default
     uint64_t seed = 1;
+    std::string log_suffix;      // "" or "-round2": keeps every round's handler log
     std::chrono::microseconds sample_interval{1000};
     std::chrono::milliseconds stall{500};
     std::chrono::seconds timeout{300};  // per scenario; a stuck handler aborts the run
