@@ -173,8 +173,7 @@ ScenarioResult combine_rounds(const std::vector<ScenarioResult>& rounds) {
         out.vms_resident = i == 0 ? r.vms_resident : std::min(out.vms_resident, r.vms_resident);
         if (out.verify_detail.empty() && !r.verify_detail.empty())
             out.verify_detail = "round " + std::to_string(i + 1) + ": " + r.verify_detail;
-        if (out.handler_exit.empty() || (r.handler_exit != out.handler_exit && out.handler_exit == "exit 0"))
-            out.handler_exit = r.handler_exit;
+        if (out.handler_exit.empty() || out.handler_exit == "exit 0") out.handler_exit = r.handler_exit;  // first bad exit
         for (const std::string& f : r.failures) out.failures.push_back("round " + std::to_string(i + 1) + ": " + f);
     }
     for (size_t f = 0; f < kFigureCount; ++f) {
