@@ -34,14 +34,27 @@ struct Handshake {
 };
 
 // Parses and checks a complete JSON array: non-empty, every region with
-// base/size/offset, a known page size (4096 or 2097152), page-aligned base,
-// size and offset, no overlapping regions. Returns false with a one-line
-// error naming the region and field.
+// base/size/offset, a known page size (4096 or 2097152) shared by every
+// region, page-aligned base, size and offset, regions disjoint in address and
+// in file offset. Returns false with a one-line error naming the region and
+// field.
 bool parse_handshake(std::string_view json, Handshake& out, std::string& error);
 
 // Checks the regions against a source of `source_size_bytes`: every region's
 // [offset, offset+size) must lie inside it.
 bool check_regions_fit(const RegionList& regions, uint64_t source_size_bytes, std::string& error);
+
+// What a parsed handshake may ask of the engine (SPEC §5).
+struct HandshakeLimits {
+    uint64_t source_size_bytes = 0;    // every region lies inside the source
+    uint64_t max_vm_memory_bytes = 0;  // total guest memory; 0: the source size
+};
+
+// The handshake as a contract: every region inside the source and the
+// guest no larger than max_vm_memory_bytes. Together with parse_handshake's
+// checks, no accepted handshake can make the engine read outside the source
+// or size anything from more than the source's bytes.
+bool check_handshake_limits(const Handshake& handshake, const HandshakeLimits& limits, std::string& error);
 
 const char* shape_name(HandshakeShape shape);
 

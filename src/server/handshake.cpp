@@ -145,12 +145,32 @@ bool parse_handshake(std::string_view json, Handshake& out, std::string& error) 
     out.shape = shape_bits == 4 ? HandshakeShape::no_page_size
                 : shape_bits == 2 ? HandshakeShape::page_size_kib
                                   : HandshakeShape::both_fields;
+    // One page size per VM: buffers, runs and installs are sized from it.
+    for (size_t i = 1; i < out.regions.size(); i++) {
+        if (out.regions[i].page_size_bytes != out.regions[0].page_size_bytes) {
+            error = "regions disagree on the page size (region 0: " + std::to_string(out.regions[0].page_size_bytes) +
+                    " bytes, region " + std::to_string(i) + ": " + std::to_string(out.regions[i].page_size_bytes) +
+                    " bytes); one VM has one page size";
+            return false;
+        }
+    }
+    // Disjoint in address (one page, one place) and in file offset (no
+    // snapshot byte is served twice, so the guest size is bounded by the file).
     std::vector<Region> sorted = out.regions;
     std::sort(sorted.begin(), sorted.end(),
               [](const Region& a, const Region& b) { return a.base_host_virt_addr < b.base_host_virt_addr; });
     for (size_t i = 1; i < sorted.size(); i++) {
         if (sorted[i].base_host_virt_addr < sorted[i - 1].end_addr()) {
             error = "regions overlap at address " + std::to_string(sorted[i].base_host_virt_addr);
+            return false;
+        }
+    }
+    std::sort(sorted.begin(), sorted.end(),
+              [](const Region& a, const Region& b) { return a.offset_bytes < b.offset_bytes; });
+    for (size_t i = 1; i < sorted.size(); i++) {
+        if (sorted[i].offset_bytes < sorted[i - 1].offset_bytes + sorted[i - 1].size_bytes) {
+            error = "regions overlap in file offset at " + std::to_string(sorted[i].offset_bytes) +
+                    " (each byte of the memory file belongs to one region)";
             return false;
         }
     }
@@ -166,6 +186,21 @@ bool check_regions_fit(const RegionList& regions, uint64_t source_size_bytes, st
                     std::to_string(source_size_bytes) + " bytes)";
             return false;
         }
+    }
+    return true;
+}
+
+bool check_handshake_limits(const Handshake& handshake, const HandshakeLimits& limits, std::string& error) {
+    if (!check_regions_fit(handshake.regions, limits.source_size_bytes, error)) return false;
+    // Regions are disjoint in file offset and inside the source, so this sum
+    // cannot overflow: it is at most the source size.
+    uint64_t total = 0;
+    for (const Region& r : handshake.regions) total += r.size_bytes;
+    const uint64_t max = limits.max_vm_memory_bytes != 0 ? limits.max_vm_memory_bytes : limits.source_size_bytes;
+    if (total > max) {
+        error = "guest memory of " + std::to_string(total) + " bytes exceeds the " + std::to_string(max) +
+                "-byte limit (--max-vm-memory)";
+        return false;
     }
     return true;
 }

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <atomic>
 #include <random>
 #include <thread>
@@ -91,13 +92,26 @@ TEST(DifferentialTest, EngineMatchesPreadCopyReferenceOnRandomFaultSequences) {
     RunningEngine engine = start_engine(dir, mem, ServeMode::lazy, 2);
     for (uint64_t seed = 1; seed <= 12; seed++) {
         std::mt19937_64 rng(seed);
-        // 1 to 3 regions of 1 to 6 MiB at random page-aligned file offsets.
+        // 1 to 3 regions of 1 to 6 MiB at random page-aligned file offsets,
+        // in random file order and disjoint (the handshake contract).
         sim::GuestConfig config;
         const size_t regions = 1 + rng() % 3;
+        uint64_t slack = 24 * MiB;
         for (size_t i = 0; i < regions; i++) {
-            const uint64_t size = (1 + rng() % 6) * MiB;
-            config.region_sizes_bytes.push_back(size);
-            config.region_offsets_bytes.push_back((rng() % ((24 * MiB - size) / 4096)) * 4096);
+            config.region_sizes_bytes.push_back((1 + rng() % 6) * MiB);
+            slack -= config.region_sizes_bytes.back();
+        }
+        std::vector<size_t> file_order(regions);
+        for (size_t i = 0; i < regions; i++) file_order[i] = i;
+        std::shuffle(file_order.begin(), file_order.end(), rng);
+        config.region_offsets_bytes.resize(regions);
+        uint64_t at = 0;
+        for (size_t i : file_order) {
+            const uint64_t gap = (rng() % (slack / 4096 + 1)) * 4096;
+            slack -= gap;
+            at += gap;
+            config.region_offsets_bytes[i] = at;
+            at += config.region_sizes_bytes[i];
         }
         const std::string ref_socket = dir.file("ref" + std::to_string(seed) + ".sock");
         ReferenceHandler reference(ref_socket, mem);

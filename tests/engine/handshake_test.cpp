@@ -137,4 +137,36 @@ TEST(HandshakeParse, RegionsMustFitTheSnapshot) {
     EXPECT_EQ(error, "region 0 (offset 4096, size 8192) ends past the snapshot (8192 bytes)");
 }
 
+TEST(HandshakeParse, OneVmHasOnePageSize) {
+    // The cross-tenant bug: a 4 KiB region beside one claiming 2 MiB pages.
+    const std::string huge = ",\"page_size\":2097152,\"page_size_kib\":2097152";
+    const std::string small = ",\"page_size\":4096,\"page_size_kib\":4096";
+    EXPECT_EQ(parse_error("[" + region(0, 1 << 20, 0, small) + "," + region(4 << 20, 2 << 20, 2 << 20, huge) + "]"),
+              "regions disagree on the page size (region 0: 4096 bytes, region 1: 2097152 bytes); one VM has one "
+              "page size");
+}
+
+TEST(HandshakeParse, RegionsOverlappingInFileOffsetAreRefused) {
+    // Disjoint addresses, one file range served twice: 64 such regions once
+    // sized 64 times the source's worth of page state.
+    EXPECT_EQ(parse_error("[" + region(0, 0x4000, 0, "") + "," + region(0x100000, 0x4000, 0x3000, "") + "]"),
+              "regions overlap in file offset at 12288 (each byte of the memory file belongs to one region)");
+    Handshake h;
+    std::string error;
+    EXPECT_TRUE(parse("[" + region(0, 0x4000, 0x4000, "") + "," + region(0x100000, 0x4000, 0, "") + "]", h, error))
+        << error;
+}
+
+TEST(HandshakeLimitsTest, GuestSizeIsBoundedBySourceAndMaxVmMemory) {
+    Handshake h;
+    std::string error;
+    ASSERT_TRUE(parse("[" + region(0, 8192, 0, "") + "," + region(1 << 20, 8192, 8192, "") + "]", h, error));
+    EXPECT_TRUE(check_handshake_limits(h, {16384, 0}, error)) << error;
+    EXPECT_TRUE(check_handshake_limits(h, {1 << 20, 16384}, error)) << error;
+    EXPECT_FALSE(check_handshake_limits(h, {1 << 20, 12288}, error));
+    EXPECT_EQ(error, "guest memory of 16384 bytes exceeds the 12288-byte limit (--max-vm-memory)");
+    EXPECT_FALSE(check_handshake_limits(h, {12288, 0}, error));
+    EXPECT_EQ(error, "region 1 (offset 8192, size 8192) ends past the snapshot (12288 bytes)");
+}
+
 }  // namespace
