@@ -1,4 +1,6 @@
 // rp-guestsim run: one simulated Firecracker restore against a live handler.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -33,6 +35,7 @@ struct RunArgs {
     double kill_at = 0.0;
     bool write = false;
     bool no_verify = false;
+    bool hold = false;
     bool json = false;
 };
 
@@ -167,6 +170,14 @@ int run(const RunArgs& args) {
     options.write = args.write;
     options.kill_at_fraction = args.kill_at;
     TouchReport touch = guest->touch(parsed->pattern, args.vcpus, args.fraction, args.seed, options);
+    if (args.hold) {
+        // A VM still restoring: it stays connected, with the rest of its
+        // memory untouched, until something kills it (the handler under
+        // --kill-on-failure, or the test that started it).
+        std::printf("holding after %llu touches\n", static_cast<unsigned long long>(touch.pages_touched));
+        std::fflush(stdout);
+        for (;;) pause();
+    }
     auto balloon_pages = inflate_balloon(*guest, args);
     if (!balloon_pages) {
         std::fprintf(stderr, "rp-guestsim run: balloon discard failed: %s\n", balloon_pages.error().message().c_str());
@@ -206,6 +217,8 @@ void add_run_command(CLI::App& app, Action& action) {
         ->check(CLI::Range(0.0, 1.0));
     sub->add_flag("--write", args->write, "Touch with writes instead of reads");
     sub->add_flag("--no-verify", args->no_verify, "Skip verification (and touching the remaining pages)");
+    sub->add_flag("--hold", args->hold,
+                  "After touching, stay connected without verifying until killed (a VM mid-restore)");
     sub->add_flag("--json", args->json, "Print a JSON report on stdout (the summary goes to stderr)");
     sub->callback([args, &action] { action = [args] { return run(*args); }; });
 }
