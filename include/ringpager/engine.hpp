@@ -38,6 +38,16 @@ struct EngineConfig {
     std::chrono::microseconds busy_poll_max{50};
     // Nice value of the reactor threads (each serves many vCPU threads).
     int reactor_nice = -10;
+    // Largest guest one handshake may declare, summed over its regions
+    // (0: the size of the listener's source).
+    uint64_t max_vm_memory_bytes = 0;
+    // Bound on the memory the engine keeps per VM (page states and VM
+    // records), summed over all VMs; a VM that would pass it is refused at
+    // the handshake. 0: a quarter of physical memory.
+    uint64_t memory_limit_bytes = 0;
+    // Connections that have not completed their handshake; at the bound the
+    // engine stops accepting until one completes or times out.
+    unsigned max_pending = 64;
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).
@@ -62,6 +72,11 @@ struct EngineStats {
     uint64_t busy_poll_misses = 0;      // busy polls that timed out and slept
     uint64_t stray_fds_closed = 0;      // fds a peer sent after its handshake (closed, never served)
     uint64_t read_buffers_busy = 0;     // registered read buffers held by in-flight or deferred installs
+    uint64_t handshakes_pending = 0;    // accepted connections whose handshake is not complete
+    uint64_t vm_state_bytes = 0;        // memory held for VMs' state, counted against memory_limit_bytes
+    uint64_t accept_pauses = 0;         // times accepting paused at the fd limit (backoff)
+    uint64_t ranges_unmapped = 0;       // address ranges dropped because the VM unmapped them (ENOENT)
+    uint64_t pages_poisoned = 0;        // pages that could not be served correctly, poisoned instead
 };
 
 // A finished VM's record, kept for reports and tests.
@@ -86,8 +101,14 @@ public:
     static std::unique_ptr<Engine> start(EngineConfig config, std::string& error);
     virtual ~Engine() = default;
 
-    // Asks every reactor to stop: no new VMs, all VMs released. Thread-safe.
+    // Asks every reactor to stop at once: no new VMs, all VMs released. Thread-safe.
     virtual void request_stop() = 0;
+    // A graceful stop: stop accepting, prefetch every VM that is still
+    // restoring until it is resident, and release each VM once it is; VMs
+    // still not resident after `timeout` are released with one error line
+    // each (killed under kill_on_failure). request_stop() afterwards cuts it
+    // short. Thread-safe; wait() returns when it is done.
+    virtual void request_drain(std::chrono::milliseconds timeout) = 0;
     // Waits until every reactor has stopped. Returns false if a reactor failed.
     virtual bool wait() = 0;
 
@@ -96,7 +117,7 @@ public:
     virtual bool wait_released(uint64_t count, std::chrono::milliseconds timeout) const = 0;
     // Blocks until `count` VMs have been accepted and are being served.
     virtual bool wait_accepted(uint64_t count, std::chrono::milliseconds timeout) const = 0;
-    // Blocks until `done(stats())` holds (re-checked on every accept, refusal
+    // Blocks until `done(stats())` holds (re-checked on every accept, refusal, accept pause
     // and release), or timeout; true on success.
     virtual bool wait_until(const std::function<bool(const EngineStats&)>& done,
                             std::chrono::milliseconds timeout) const = 0;

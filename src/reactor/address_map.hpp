@@ -69,6 +69,7 @@ public:
     }
 
     // Removes [start, end) and returns the pieces that were mapped there.
+    // Their addresses are remembered as retired (see was_retired).
     std::vector<AddressExtent> unmap(uint64_t start, uint64_t end) {
         std::vector<AddressExtent> kept, removed;
         for (const AddressExtent& e : extents_) {
@@ -82,7 +83,16 @@ public:
             if (hi < e.end()) kept.push_back(slice(e, hi, e.end()));
         }
         extents_ = std::move(kept);
+        for (const AddressExtent& e : removed) retire(e.addr, e.end());
         return removed;
+    }
+
+    // True when `addr` was served once and has been unmapped since: a fault
+    // there raced with the unmap and is stale, not a fault outside the
+    // regions the VM declared.
+    bool was_retired(uint64_t addr) const {
+        return std::any_of(retired_.begin(), retired_.end(),
+                           [&](const AddressRange& r) { return addr >= r.start && addr < r.end; });
     }
 
     // The VM moved [from, from+len) to `to` (mremap): the pages go with it.
@@ -97,6 +107,25 @@ public:
     }
 
 private:
+    struct AddressRange {
+        uint64_t start;
+        uint64_t end;
+    };
+    // Bounded: past kMaxRetired ranges the oldest is forgotten (a stale fault
+    // there would then fail the VM instead of being ignored).
+    static constexpr size_t kMaxRetired = 256;
+    void retire(uint64_t start, uint64_t end) {
+        for (AddressRange& r : retired_) {
+            if (start <= r.end && end >= r.start) {  // touching or overlapping: merge
+                r.start = std::min(r.start, start);
+                r.end = std::max(r.end, end);
+                return;
+            }
+        }
+        if (retired_.size() == kMaxRetired) retired_.erase(retired_.begin());
+        retired_.push_back({start, end});
+    }
+
     static AddressExtent slice(const AddressExtent& e, uint64_t lo, uint64_t hi) {
         const uint64_t skip = (lo - e.addr) / e.page_size;
         return {lo, hi - lo, e.first_page + skip, e.file_offset + skip * e.page_size, e.page_size};
@@ -107,6 +136,7 @@ private:
     }
 
     std::vector<AddressExtent> extents_;
+    std::vector<AddressRange> retired_;
     uint64_t total_pages_ = 0;
 };
 

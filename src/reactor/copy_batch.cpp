@@ -24,7 +24,7 @@ bool all_zero(const uint8_t* data, size_t len) {
     return true;
 }
 
-enum class Action { skip, copy, zero };
+enum class Action { skip, copy, zero, poison };
 
 constexpr uint64_t kMinZeroRunPages = 16;
 
@@ -73,6 +73,8 @@ static void count_installed(Reactor::Impl& r, Vm& vm, Action action, uint64_t in
         } else {
             vm.report.pages_copied_on_fault += installed;
         }
+    } else if (action == Action::poison) {
+        r.counters.add(r.counters.pages_poisoned, installed);
     } else {
         r.counters.add(r.counters.pages_zeroed, done);
         vm.report.pages_zeroed += done;
@@ -83,6 +85,7 @@ static void count_installed(Reactor::Impl& r, Vm& vm, Action action, uint64_t in
 static InstallOutcome install_run(const Uffd& uffd, Action action, uint64_t addr, const uint8_t* src,
                                   uint64_t pages, uint64_t page_size, const void* zero_buffer) {
     if (action == Action::copy) return uffd.copy(addr, src, pages * page_size, page_size);
+    if (action == Action::poison) return uffd.poison(addr, pages * page_size, page_size);
     if (page_size == 4096) return uffd.zeropage(addr, pages * page_size, page_size);
     // hugetlb has no zero page: copy zeros, one huge page at a time.
     InstallOutcome total;
@@ -99,17 +102,19 @@ static InstallOutcome install_run(const Uffd& uffd, Action action, uint64_t addr
 }
 
 // Decides, from each page's state *now*, what to install: removed pages get
-// zeros (never the bytes read), in-flight pages their bytes, others nothing.
+// zeros (never the bytes read), in-flight pages their bytes (or poison, when
+// their bytes must not be served), others nothing.
 // Read bytes that are all zero go by UFFDIO_ZEROPAGE (no page allocated) when
 // they form a run of kMinZeroRunPages or the whole job; shorter zero gaps are
 // copied with their neighbours, since one ioctl beats three.
 static void decide_actions(const Vm& vm, uint64_t first, uint64_t pages, const uint8_t* data, uint64_t ps,
-                           std::vector<Action>& actions) {
+                           const std::vector<uint8_t>& poison, std::vector<Action>& actions) {
     actions.assign(pages, Action::skip);
     for (uint64_t i = 0; i < pages; i++) {
         const PageState s = vm.states.get(first + i);
         if (s == PageState::removed) actions[i] = Action::zero;
-        else if (s == PageState::in_flight) actions[i] = data == nullptr ? Action::zero : Action::copy;
+        else if (s == PageState::in_flight)
+            actions[i] = i < poison.size() && poison[i] ? Action::poison : data == nullptr ? Action::zero : Action::copy;
     }
     if (data == nullptr || ps != 4096) return;
     for (uint64_t i = 0; i < pages;) {
@@ -122,14 +127,14 @@ static void decide_actions(const Vm& vm, uint64_t first, uint64_t pages, const u
 }
 
 // Installs [first, first+pages) in maximal runs of one action within one
-// address extent. `data` (may be null) holds the pages' bytes. Returns false
-// on EAGAIN: nothing is lost, the caller retries the whole job later (pages
-// already installed are `present` by then and skipped).
+// address extent. `data` (may be null) holds the pages' bytes, `data_bytes`
+// of them. Returns false on EAGAIN: nothing is lost, the caller retries the
+// whole job later (pages already installed are `present` by then and skipped).
 static bool install_pages(Reactor::Impl& r, Vm& vm, uint64_t first, uint64_t pages, const uint8_t* data,
-                          bool prefetch) {
+                          uint64_t data_bytes, bool prefetch, const std::vector<uint8_t>& poison) {
     thread_local std::vector<Action> actions;
     const auto first_place = vm.map.place_of(first);
-    decide_actions(vm, first, pages, data, first_place ? first_place->page_size : 4096, actions);
+    decide_actions(vm, first, pages, data, first_place ? first_place->page_size : 4096, poison, actions);
     uint64_t p = first;
     const uint64_t end = first + pages;
     while (p < end && !vm.closing) {
@@ -147,6 +152,11 @@ static bool install_pages(Reactor::Impl& r, Vm& vm, uint64_t first, uint64_t pag
             p += n;
             continue;
         }
+        // Bounds: a copy never reads past the bytes of its own buffer slot.
+        if (action == Action::copy && (data == nullptr || (p - first + n) * ps > data_bytes)) {
+            r.close_vm(vm, "refusing a copy past the end of its read buffer", true);
+            return true;
+        }
         const uint8_t* src = data ? data + (p - first) * ps : nullptr;
         const InstallOutcome out = install_run(vm.setup.uffd, action, place->addr, src, n, ps, r.zero_buffer);
         const uint64_t done = out.bytes_done / ps;
@@ -158,16 +168,26 @@ static bool install_pages(Reactor::Impl& r, Vm& vm, uint64_t first, uint64_t pag
             r.counters.add(r.counters.eagain_retries, 1);
             return false;
         }
-        if (out.error == ESRCH || out.error == ENOENT) {
-            r.close_vm(vm, "its address space is gone (UFFDIO_COPY: " + std::string(std::strerror(out.error)) + ")",
-                       false);
+        if (out.error == ESRCH) {
+            r.close_vm(vm, "its address space is gone (" + std::string(std::strerror(out.error)) + ")", false);
             return true;
         }
+        if (out.error == ENOENT) {
+            // No VMA registered with this uffd there any more: the VM unmapped
+            // the range (Firecracker asks for no UNMAP events). Only that range
+            // stops being served; the rest of the VM is served as before.
+            r.drop_unmapped(vm, place->addr + done * ps, place->addr + n * ps);
+            p += n;
+            continue;
+        }
         if (out.error != 0) {
-            char what[96];
-            snprintf(what, sizeof what, "%s at 0x%llx failed: ", action == Action::copy ? "UFFDIO_COPY" : "zero fill",
-                     static_cast<unsigned long long>(place->addr + done * ps));
-            r.close_vm(vm, what + std::string(std::strerror(out.error)), true);
+            const char* op = action == Action::copy ? "UFFDIO_COPY" : action == Action::poison ? "UFFDIO_POISON" : "zero fill";
+            const bool no_poison = action == Action::poison && (out.error == EINVAL || out.error == ENOTTY);
+            char what[160];
+            snprintf(what, sizeof what, "%s at 0x%llx failed: %s%s", op,
+                     static_cast<unsigned long long>(place->addr + done * ps), std::strerror(out.error),
+                     no_poison ? " (this kernel cannot poison pages: UFFDIO_POISON needs Linux 6.6)" : "");
+            r.close_vm(vm, what, true);
             return true;
         }
         p += n;
@@ -178,33 +198,60 @@ static bool install_pages(Reactor::Impl& r, Vm& vm, uint64_t first, uint64_t pag
 bool Reactor::Impl::install_job(Vm& vm, uint32_t slot) {
     ReadJob& job = jobs[slot];
     test_hooks::at(test_hooks::Point::before_copy, vm.setup.id, job.first_page);
-    return install_pages(*this, vm, job.first_page, job.pages, pool.data(slot), job.prefetch);
+    const uint64_t bytes = uint64_t{job.pages} * job.page_size;
+    return install_pages(*this, vm, job.first_page, job.pages, pool.data(slot),
+                         std::min<uint64_t>(bytes, pool.capacity(slot)), job.prefetch, job.poison_pages);
 }
 
 bool Reactor::Impl::install_zero_pages(Vm& vm, DeferredZero run) {
-    return install_pages(*this, vm, run.first_page, run.pages, nullptr, false);
+    static const std::vector<uint8_t> no_poison;
+    return install_pages(*this, vm, run.first_page, run.pages, nullptr, 0, false, no_poison);
 }
 
-// A completed read may be installed only if every read succeeded and, with
-// --verify-reads, every block matches its checksum. Otherwise the VM fails
-// (and is killed with --kill-on-failure): it is never served wrong bytes.
-bool Reactor::Impl::job_is_servable(Vm& vm, uint32_t slot) {
-    const ReadJob& job = jobs[slot];
+// A completed read is installed only if every read succeeded and every block
+// matches its checksum (layered snapshots, unless --no-verify-reads). Bytes
+// that fail are never installed: the VM fails (killed under
+// --kill-on-failure), or, when it is not to be killed, the failed pages are
+// poisoned so the guest gets a memory error there instead of waiting forever
+// (Linux 6.6+; an older kernel fails the VM). The job's good pages are served
+// as usual. Returns false when the VM failed.
+bool Reactor::Impl::check_job(Vm& vm, uint32_t slot) {
+    ReadJob& job = jobs[slot];
+    const Source& source = *vm.setup.source;
+    const uint8_t* data = pool.data(slot);
+    std::string bad;
     if (job.error != 0) {
         char where[64];
         snprintf(where, sizeof where, " at snapshot offset 0x%llx", (unsigned long long)job.file_offset);
-        close_vm(vm, std::string("cannot read the snapshot") + where + ": " + job.error_what + ": " +
-                         std::strerror(job.error), true);
-        return false;
-    }
-    if (vm.setup.source->verifies_reads()) {
-        const std::string bad = vm.setup.source->verify(
-            job.file_offset, {reinterpret_cast<const std::byte*>(pool.data(slot)), uint64_t{job.pages} * job.page_size});
-        if (!bad.empty()) {
-            close_vm(vm, "refusing to serve corrupt snapshot data: " + bad, true);
-            return false;
+        bad = std::string("cannot read the snapshot") + where + ": " + job.error_what + ": " + std::strerror(job.error);
+        job.poison_pages.assign(job.pages, 1);
+    } else if (source.verifies_reads()) {
+        const auto bytes = [&](uint64_t from, uint64_t len) {
+            return std::span<const std::byte>(reinterpret_cast<const std::byte*>(data) + from, len);
+        };
+        const std::string corrupt = source.verify(job.file_offset, bytes(0, uint64_t{job.pages} * job.page_size));
+        if (!corrupt.empty()) {
+            bad = "refusing to serve corrupt snapshot data: " + corrupt;
+            // Rare path: find which pages failed (a page holds whole blocks,
+            // see the acceptor's block size check).
+            job.poison_pages.assign(job.pages, 0);
+            for (uint32_t i = 0; i < job.pages; i++)
+                job.poison_pages[i] =
+                    !source.verify(job.file_offset + uint64_t{i} * job.page_size, bytes(uint64_t{i} * job.page_size, job.page_size))
+                         .empty();
         }
     }
+    if (bad.empty()) return true;
+    if (shared.config.kill_on_failure) {
+        job.poison_pages.clear();
+        close_vm(vm, bad, true);
+        return false;
+    }
+    const uint64_t poisoned = static_cast<uint64_t>(std::count(job.poison_pages.begin(), job.poison_pages.end(), 1));
+    const auto place = vm.map.place_of(job.first_page);
+    RP_ERROR("%s: %s; poisoning %llu page(s) of the %u at 0x%llx: the guest gets a memory error there instead of a hang",
+             vm.name().c_str(), bad.c_str(), (unsigned long long)poisoned, job.pages,
+             (unsigned long long)(place ? place->addr : 0));
     return true;
 }
 
@@ -234,7 +281,7 @@ void Reactor::Impl::install_completed(Vm& vm) {
             later.push_back(slot);
             continue;
         }
-        if (!job_is_servable(vm, slot)) {
+        if (!check_job(vm, slot)) {
             later.push_back(slot);
             continue;
         }

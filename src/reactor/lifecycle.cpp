@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "common/pidfd.hpp"
 #include "common/unix_socket.hpp"
 #include "reactor/reactor_impl.hpp"
 
@@ -18,9 +19,10 @@ namespace ringpager {
 
 void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     const std::string who = "vm " + std::to_string(setup->id) + " (pid " + std::to_string(setup->pid) + ")";
-    if (stopping || free_file_slots.empty() || ops.available() < 64) {
+    if (stopping || draining || free_file_slots.empty() || ops.available() < 64) {
         RP_WARN("%s: refused: reactor %u is %s", who.c_str(), self.index_,
-                stopping ? "shutting down" : "at its VM limit");
+                stopping || draining ? "shutting down" : "at its VM limit");
+        kill_if_asked(*setup, who);
         shared.vms_released.fetch_add(1);
         shared.notify();
         return;
@@ -38,7 +40,7 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     vm->slot = slot;
     vm->gen = ++vm_generation;
     vm->map = AddressMap(vm->setup.handshake.regions);
-    vm->states = PageStates(vm->map.total_pages());
+    vm->states = std::move(vm->setup.states);  // sized by the acceptor, within the memory bound
     vm->started = std::chrono::steady_clock::now();
     vm->report.vm_id = vm->setup.id;
     vm->report.pid = vm->setup.pid;
@@ -47,6 +49,7 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     free_file_slots.pop_back();
     if (auto r = ring->update_file(vm->uffd_file_slot, vm->setup.uffd.fd()); !r) {
         RP_ERROR("%s: cannot register its userfaultfd with the ring: %s", who.c_str(), r.error().message().c_str());
+        kill_if_asked(vm->setup, who);
         free_file_slots.push_back(vm->uffd_file_slot);
         free_vm_slots.push_back(slot);
         shared.vms_released.fetch_add(1);
@@ -62,13 +65,81 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     // Firecracker faults right away during the restore call: start the
     // prefetcher in its small-step mode.
     last_fault_seen = std::chrono::steady_clock::now();
-    if (v.setup.mode == ServeMode::prefetch) {
-        v.prefetching = true;
-        v.prefetch_order = make_ascending_order();
-        prefetch_rr.push_back(slot);
-        more_work = true;
-    }
+    if (v.setup.mode == ServeMode::prefetch) start_prefetch(v);
     RP_DEBUG("%s: served by reactor %u", v.name().c_str(), self.index_);
+}
+
+void Reactor::Impl::start_prefetch(Vm& vm) {
+    if (vm.prefetching) return;
+    vm.prefetching = true;
+    vm.prefetch_order = make_ascending_order();
+    prefetch_rr.push_back(vm.slot);
+    more_work = true;
+}
+
+// A VM that cannot be served hangs on its next fault; its operator asked for
+// it to be killed instead (--kill-on-failure). Only ever through its pidfd.
+void Reactor::Impl::kill_if_asked(const VmSetup& setup, const std::string& who) {
+    if (!shared.config.kill_on_failure || setup.pid == getpid()) return;
+    const std::string why_not = kill_through_pidfd(setup.pidfd);
+    if (why_not.empty()) RP_ERROR("%s: killed with SIGKILL through its pidfd (--kill-on-failure)", who.c_str());
+    else RP_ERROR("%s: could not be killed: %s", who.c_str(), why_not.c_str());
+}
+
+// Graceful stop (Engine::request_drain). Resident VMs are released now; the
+// others are prefetched to resident and released as they get there
+// (drain_step); whatever is left at the deadline goes loudly (end_drain).
+void Reactor::Impl::begin_drain() {
+    draining = true;
+    if (service) service->stop(self);
+    for (auto& v : vms) {
+        if (!v || v->closing) continue;
+        if (v->resident()) close_vm(*v, "engine stopping (the VM was resident)", false);
+        else start_prefetch(*v);
+    }
+    const auto deadline = std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(self.drain_deadline_.load()));
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return end_drain();
+    RP_INFO("reactor %u: stopping: finishing %zu restore(s) within %lld ms", self.index_,
+            prefetch_rr.size(), static_cast<long long>(left.count() / 1000000));
+    drain_ts.tv_sec = left.count() / 1000000000;
+    drain_ts.tv_nsec = left.count() % 1000000000;
+    io_uring_sqe* sqe = ring->sqe();
+    io_uring_prep_timeout(sqe, &drain_ts, 0, 0);
+    drain_timer_op = ops.alloc(OpKind::drain_timer);
+    io_uring_sqe_set_data64(sqe, drain_timer_op);
+    drain_step();
+}
+
+void Reactor::Impl::drain_step() {
+    bool all_released = true;
+    for (auto& v : vms) {
+        if (!v || v->closing) continue;
+        if (v->resident()) close_vm(*v, "engine stopping (restore finished)", false);
+        else all_released = false;
+    }
+    if (!all_released) return;
+    stopping = true;  // the loop ends once every VM is destroyed
+    if (drain_timer_op != 0) self.cancel_op(drain_timer_op);
+}
+
+void Reactor::Impl::end_drain() {
+    stopping = true;
+    for (auto& v : vms)
+        if (v && !v->closing) release_at_stop(*v, "the stop timeout passed");
+}
+
+// Releases a VM because the engine stops. A VM that is not resident still
+// needs the pager for pages it has not touched: it hangs on its next fault
+// there, so this is a failure, said in one line and killed under
+// --kill-on-failure.
+void Reactor::Impl::release_at_stop(Vm& vm, const std::string& why) {
+    if (vm.resident()) return close_vm(vm, "engine stopping (the VM was resident)", false);
+    close_vm(vm, "released before it was resident: " + why + "; " + std::to_string(vm.states.missing_count()) +
+                     " of " + std::to_string(vm.states.size()) + " pages were never served and it hangs on its next "
+                     "fault there",
+             true);
 }
 
 void Reactor::Impl::arm_uffd_read(Vm& vm) {
@@ -129,12 +200,7 @@ void Reactor::Impl::close_vm(Vm& vm, const std::string& reason, bool failure) {
     if (failure) {
         RP_ERROR("%s: %s", vm.name().c_str(), reason.c_str());
         counters.vms_failed.fetch_add(1, std::memory_order_relaxed);
-        if (shared.config.kill_on_failure && vm.setup.pid != getpid() && vm.setup.pidfd.valid()) {
-            if (syscall(SYS_pidfd_send_signal, vm.setup.pidfd.get(), SIGKILL, nullptr, 0) == 0)
-                RP_ERROR("%s: killed with SIGKILL (--kill-on-failure)", vm.name().c_str());
-            else
-                RP_ERROR("%s: could not be killed: %s", vm.name().c_str(), std::strerror(errno));
-        }
+        kill_if_asked(vm.setup, vm.name());
     }
     for (uint64_t op : {vm.uffd_read_op, vm.pid_poll_op, vm.conn_poll_op})
         if (op != 0) self.cancel_op(op);
@@ -156,14 +222,15 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
     const auto now = std::chrono::steady_clock::now();
     vm.report.seconds_served = std::chrono::duration<double>(now - vm.started).count();
     vm.report.end_reason = vm.end_reason;
+    std::string extra;
+    if (vm.report.seconds_to_resident >= 0)
+        extra += ", resident after " + std::to_string(static_cast<int>(vm.report.seconds_to_resident * 1000)) + " ms";
+    if (vm.ranges_unmapped != 0) extra += ", " + std::to_string(vm.ranges_unmapped) + " unmapped range(s) dropped";
     RP_INFO("%s: released (%s): %llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, "
             "%.1f MiB read%s",
             vm.name().c_str(), vm.end_reason.c_str(), (unsigned long long)vm.report.faults,
             (unsigned long long)vm.report.pages_copied_on_fault, (unsigned long long)vm.report.pages_prefetched,
-            (unsigned long long)vm.report.pages_zeroed, vm.report.bytes_read / 1048576.0,
-            vm.report.seconds_to_resident >= 0
-                ? (", resident after " + std::to_string(static_cast<int>(vm.report.seconds_to_resident * 1000)) + " ms").c_str()
-                : "");
+            (unsigned long long)vm.report.pages_zeroed, vm.report.bytes_read / 1048576.0, extra.c_str());
     (void)ring->update_file(vm.uffd_file_slot, -1);
     free_file_slots.push_back(vm.uffd_file_slot);
     if (vm.prefetching) prefetch_rr.erase(std::find(prefetch_rr.begin(), prefetch_rr.end(), vm.slot));

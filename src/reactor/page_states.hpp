@@ -24,6 +24,9 @@ class PageStates {
 public:
     explicit PageStates(uint64_t pages = 0) : words_((pages + 31) / 32, 0), pages_(pages), missing_(pages) {}
 
+    // Heap bytes the states of `pages` pages take (what the memory bound counts).
+    static constexpr uint64_t bytes_for(uint64_t pages) { return (pages + 31) / 32 * sizeof(uint64_t); }
+
     uint64_t size() const { return pages_; }
     uint64_t missing_count() const { return missing_; }
     uint64_t in_flight_count() const { return in_flight_; }

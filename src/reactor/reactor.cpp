@@ -105,15 +105,22 @@ void Reactor::attach_service(std::unique_ptr<RingService> service) {
     (void)!write(wake_efd_, &one, sizeof one);
 }
 
-bool Reactor::hand_off(std::unique_ptr<VmSetup> vm) {
+std::unique_ptr<VmSetup> Reactor::hand_off(std::unique_ptr<VmSetup> vm) {
     {
         std::lock_guard lock(inbox_mu_);
-        if (inbox_.size() >= 1024) return false;
+        if (inbox_.size() >= 1024) return vm;
         inbox_.push_back(std::move(vm));
     }
     const uint64_t one = 1;
     (void)!write(wake_efd_, &one, sizeof one);
-    return true;
+    return nullptr;
+}
+
+void Reactor::request_drain(std::chrono::steady_clock::time_point deadline) {
+    drain_deadline_.store(deadline.time_since_epoch().count());
+    drain_requested_.store(true);
+    const uint64_t one = 1;
+    (void)!write(wake_efd_, &one, sizeof one);
 }
 
 io_uring_sqe* Reactor::service_sqe(uint64_t cookie) {
@@ -171,7 +178,7 @@ bool Reactor::Impl::setup(std::string& error) {
     // A ring without the task-run flag cannot be polled: such a reactor always sleeps.
     busy_poll = BusyPollWindow(ring->can_busy_poll() ? std::chrono::nanoseconds(shared.config.busy_poll_max)
                                                      : std::chrono::nanoseconds(0));
-    const unsigned file_slots = kFirstVmFileSlot + shared.source_file_count + kMaxVmsPerReactor;
+    const unsigned file_slots = kFirstVmFileSlot + shared.source_file_count + shared.vm_file_slots;
     if (auto r = ring->register_files_sparse(file_slots); !r) {
         error = "cannot register " + std::to_string(file_slots) + " fixed files: " + r.error().message();
         return false;
@@ -305,19 +312,24 @@ void Reactor::Impl::dispatch(const Completion& c) {
     switch (op.kind) {
         case OpKind::exit_read:
             if (!stopping) {
-                stopping = true;
                 RP_DEBUG("reactor %u: stopping", self.index_);
-                if (service) service->stop(self);
+                if (service && !draining) service->stop(self);
+                stopping = true;
                 for (auto& v : vms)
-                    if (v && !v->closing) close_vm(*v, "engine shutting down", false);
+                    if (v && !v->closing) release_at_stop(*v, "the engine stopped at once");
             }
             break;
         case OpKind::wake_read:
             adopt_inbox();
+            if (!draining && self.drain_requested_.load()) begin_drain();
             arm_fixed_read(OpKind::wake_read, 1, &wake_value);
             break;
         case OpKind::timer:
             timer_armed = false;
+            break;
+        case OpKind::drain_timer:
+            drain_timer_op = 0;
+            if (!stopping) end_drain();
             break;
         case OpKind::uffd_read:
             vm->uffd_read_op = 0;
@@ -402,6 +414,7 @@ void Reactor::Impl::process_turn() {
         }
     }
     prefetch_step();
+    if (draining && !stopping) drain_step();
 }
 
 }  // namespace ringpager

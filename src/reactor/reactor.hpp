@@ -32,6 +32,14 @@ struct EngineShared {
     std::atomic<uint64_t> vms_accepted{0};
     std::atomic<uint64_t> vms_refused{0};
     std::atomic<uint64_t> vms_released{0};
+    // Budgets every VM takes its share of at the handshake (Reservation).
+    uint64_t memory_limit_bytes = 0;       // config.memory_limit_bytes, resolved
+    std::atomic<uint64_t> vm_state_bytes{0};
+    uint64_t fd_budget = 0;                // fds the engine may hold for peers
+    std::atomic<uint64_t> peer_fds{0};
+    std::atomic<uint64_t> handshakes_pending{0};
+    std::atomic<uint64_t> accept_pauses{0};
+    unsigned vm_file_slots = 2000;         // fixed-file slots per reactor for uffds (sized to RLIMIT_NOFILE)
 
     mutable std::mutex mu;
     mutable std::condition_variable changed;
@@ -46,7 +54,8 @@ struct EngineShared {
 struct ReactorCounters {
     std::atomic<uint64_t> vms_active{0}, vms_failed{0}, faults{0}, pages_copied{0}, pages_prefetched{0},
         pages_zeroed{0}, copy_ioctls{0}, bytes_read{0}, removed_pages{0}, eagain_retries{0}, events_other{0}, vms_resident{0},
-        buffers_busy{0}, stray_fds_closed{0}, page_cache_hits{0}, busy_poll_hits{0}, busy_poll_misses{0};
+        buffers_busy{0}, stray_fds_closed{0}, page_cache_hits{0}, busy_poll_hits{0}, busy_poll_misses{0},
+        ranges_unmapped{0}, pages_poisoned{0};
     void add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 };
 
@@ -70,9 +79,12 @@ public:
     // Runs `service` on this reactor's ring from its next turn. Thread-safe.
     void attach_service(std::unique_ptr<RingService> service);
     void request_stop();  // thread-safe
+    // Graceful stop (Engine::request_drain) with this deadline. Thread-safe.
+    void request_drain(std::chrono::steady_clock::time_point deadline);
     bool join();          // false if the loop failed
-    // Hands a validated VM to this reactor. Thread-safe; false when the inbox is full.
-    bool hand_off(std::unique_ptr<VmSetup> vm);
+    // Hands a validated VM to this reactor. Thread-safe. Returns nullptr, or
+    // the VM itself when the inbox is full (the caller refuses it).
+    std::unique_ptr<VmSetup> hand_off(std::unique_ptr<VmSetup> vm);
 
     unsigned index() const { return index_; }
     uint64_t active_vms() const { return counters_.vms_active.load(std::memory_order_relaxed); }
@@ -106,6 +118,8 @@ private:
     std::mutex inbox_mu_;
     std::vector<std::unique_ptr<VmSetup>> inbox_;
     std::unique_ptr<RingService> service_inbox_;
+    std::atomic<bool> drain_requested_{false};
+    std::atomic<std::chrono::steady_clock::rep> drain_deadline_{0};
     bool failed_ = false;
 };
 

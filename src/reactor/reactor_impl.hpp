@@ -13,7 +13,9 @@
 
 namespace ringpager {
 
-enum class OpKind : uint8_t { free, exit_read, wake_read, timer, uffd_read, pid_poll, conn_poll, page_read, readahead, service };
+enum class OpKind : uint8_t {
+    free, exit_read, wake_read, timer, drain_timer, uffd_read, pid_poll, conn_poll, page_read, readahead, service
+};
 
 struct Op {
     OpKind kind = OpKind::free;
@@ -74,6 +76,9 @@ struct ReadJob {
     uint32_t pending_reads = 0;
     int error = 0;              // first failed read's errno (EIO for a short read)
     const char* error_what = "";
+    // Pages whose bytes must not be served (read failed, checksum failed):
+    // 1 = poison that page instead. Empty for every healthy job.
+    std::vector<uint8_t> poison_pages;
 };
 
 // Registered read buffers: small slots for 4 KiB-page faults, big slots
@@ -109,7 +114,7 @@ struct Reactor::Impl {
     static constexpr unsigned kSmallSlots = 64;
     static constexpr unsigned kBigSlots = 12;
     static constexpr unsigned kBigReservedForFaults = 4;
-    static constexpr unsigned kMaxVmsPerReactor = 2000;
+    static constexpr unsigned kMaxVmsPerReactor = 2000;  // fixed-file slots, when RLIMIT_NOFILE allows
     static constexpr unsigned kFirstVmFileSlot = 2;  // 0: exit eventfd, 1: wake eventfd
     static constexpr std::chrono::milliseconds kFaultQuietPeriod{2};
     static constexpr uint64_t kBusyPrefetchBatchBytes = 64 * 1024;
@@ -142,6 +147,9 @@ struct Reactor::Impl {
     uint64_t exit_value = 0;
     uint64_t wake_value = 0;
     bool stopping = false;
+    bool draining = false;    // graceful stop: finishing restores until the deadline
+    uint64_t drain_timer_op = 0;
+    __kernel_timespec drain_ts{};
     bool timer_armed = false;
     bool more_work = false;  // something to do next turn without waiting
     __kernel_timespec timer_ts{};
@@ -160,6 +168,12 @@ struct Reactor::Impl {
     void arm_timer();
     void on_conn_ready(Vm& vm, int32_t res);
     void close_vm(Vm& vm, const std::string& reason, bool failure);
+    void release_at_stop(Vm& vm, const std::string& why);
+    void kill_if_asked(const VmSetup& setup, const std::string& who);
+    void start_prefetch(Vm& vm);
+    void begin_drain();
+    void drain_step();
+    void end_drain();
     void release_vm_jobs(Vm& vm);
     void destroy_vm(Vm& vm);
     void mark_turn(Vm& vm);
@@ -169,6 +183,8 @@ struct Reactor::Impl {
     // vm.cpp
     void on_uffd_read(Vm& vm, int32_t res);
     void apply_events(Vm& vm);
+    void retire_range(Vm& vm, uint64_t start, uint64_t end);
+    void drop_unmapped(Vm& vm, uint64_t start, uint64_t end);
     void serve_faults(Vm& vm);
     bool issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, bool prefetch);
     bool install_zero_source_run(Vm& vm, uint64_t first_page, uint64_t pages);
@@ -185,7 +201,7 @@ struct Reactor::Impl {
     void release_job(uint32_t job_index);
     void install_completed(Vm& vm);
     bool fault_work_pending();
-    bool job_is_servable(Vm& vm, uint32_t slot);
+    bool check_job(Vm& vm, uint32_t slot);
     void retry_deferred(Vm& vm);
 };
 

@@ -79,14 +79,10 @@ void Reactor::Impl::apply_events(Vm& vm) {
                                        counters.add(counters.removed_pages, pages);
                                    });
                 break;
-            case UFFD_EVENT_UNMAP: {
-                // The range is gone from the VM: its pages can neither fault nor be installed.
-                for (const AddressExtent& e : vm.map.unmap(msg.arg.remove.start, msg.arg.remove.end))
-                    for (uint64_t p = e.first_page; p < e.last_page(); p++)
-                        if (vm.states.get(p) == PageState::missing) vm.states.set(p, PageState::present);
+            case UFFD_EVENT_UNMAP:
+                retire_range(vm, msg.arg.remove.start, msg.arg.remove.end);
                 counters.add(counters.events_other, 1);
                 break;
-            }
             case UFFD_EVENT_REMAP:
                 vm.map.remap(msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
                 counters.add(counters.events_other, 1);
@@ -106,19 +102,46 @@ void Reactor::Impl::apply_events(Vm& vm) {
     for (const uffd_msg& msg : vm.turn_msgs) {
         if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
         faults++;
-        const AddressExtent* e = vm.map.find_addr(msg.arg.pagefault.address);
-        if (e == nullptr) {
-            RP_WARN("%s: fault at 0x%llx outside every region; not served", vm.name().c_str(),
-                    (unsigned long long)msg.arg.pagefault.address);
-            continue;
+        const uint64_t addr = msg.arg.pagefault.address;
+        const AddressExtent* e = vm.map.find_addr(addr);
+        if (e != nullptr) {
+            vm.fault_pages.push_back(e->first_page + (addr - e->addr) / e->page_size);
+        } else if (vm.map.was_retired(addr)) {
+            RP_DEBUG("%s: stale fault at 0x%llx in a range unmapped since", vm.name().c_str(), (unsigned long long)addr);
+        } else if (!vm.closing) {
+            // The VM registered memory it did not declare: nothing can serve
+            // it, and leaving it would hang that vCPU silently forever.
+            char what[96];
+            snprintf(what, sizeof what, "fault at 0x%llx outside every region it declared", (unsigned long long)addr);
+            close_vm(vm, what, true);
         }
-        vm.fault_pages.push_back(e->first_page + (msg.arg.pagefault.address - e->addr) / e->page_size);
     }
     vm.turn_msgs.clear();
     if (faults != 0) last_fault_seen = std::chrono::steady_clock::now();
     vm.report.faults += faults;
     counters.add(counters.faults, faults);
     test_hooks::at(test_hooks::Point::after_event_drain, vm.setup.id, 0);
+}
+
+// The range is gone from the VM: its pages can neither fault nor be
+// installed, so none of them is missing or in flight any more.
+void Reactor::Impl::retire_range(Vm& vm, uint64_t start, uint64_t end) {
+    for (const AddressExtent& e : vm.map.unmap(start, end))
+        for (uint64_t p = e.first_page; p < e.last_page(); p++) {
+            const PageState state = vm.states.get(p);
+            if (state == PageState::missing || state == PageState::in_flight) vm.states.set(p, PageState::present);
+        }
+}
+
+// An install met ENOENT: [start, end) is no longer registered in the VM.
+// One line for the first such range of a VM; the rest are counted and named
+// in its release line.
+void Reactor::Impl::drop_unmapped(Vm& vm, uint64_t start, uint64_t end) {
+    retire_range(vm, start, end);
+    counters.add(counters.ranges_unmapped, 1);
+    if (vm.ranges_unmapped++ == 0)
+        RP_WARN("%s: [0x%llx, 0x%llx) is no longer mapped in the VM (ENOENT); that range is not served any more, "
+                "the rest of the VM is", vm.name().c_str(), (unsigned long long)start, (unsigned long long)end);
 }
 
 bool Reactor::Impl::install_zero_source_run(Vm& vm, uint64_t first_page, uint64_t pages) {
@@ -136,7 +159,10 @@ void Reactor::Impl::serve_faults(Vm& vm) {
     std::sort(pages.begin(), pages.end());
     pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
     std::vector<uint64_t> waiting;  // no buffer free this turn
-    const uint64_t max_run_pages = vm.hugetlb() ? 1 : BufferPool::kSmallBytes / 4096;
+    // One page size per VM (the handshake refuses mixed sizes), so a run of
+    // max_run_pages always fits the slot issue_read_job takes for it.
+    const uint64_t page_size = vm.setup.handshake.regions[0].page_size_bytes;
+    const uint64_t max_run_pages = std::max<uint64_t>(1, (vm.hugetlb() ? BufferPool::kBigBytes : BufferPool::kSmallBytes) / page_size);
     size_t i = 0;
     while (i < pages.size() && !vm.closing) {
         const uint64_t page = pages[i];
@@ -186,11 +212,25 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
     if (free_list.empty() || (prefetch && pool.big_free.size() <= kBigReservedForFaults)) return false;
     if (ops.available() < 64) return false;  // keep in-flight ops within the CQ
     const auto place = vm.map.place_of(first_page);
+    // Hard bounds, checked before any byte moves: the run fits the slot it
+    // will be read into, lies in one address extent and inside the source.
+    // A violation fails this VM; it never reads outside its own slot.
+    const uint64_t run_bytes = uint64_t{pages} * (place ? place->page_size : 0);
+    const uint64_t slot_bytes = big ? BufferPool::kBigBytes : BufferPool::kSmallBytes;
+    if (!place || pages == 0 || run_bytes > slot_bytes || first_page + pages > place->extent_end_page ||
+        place->file_offset + run_bytes > vm.setup.source->size_bytes()) {
+        char what[160];
+        snprintf(what, sizeof what, "refusing a read of %u page(s) at page %llu: it does not fit its %llu-byte buffer "
+                 "or the source", pages, (unsigned long long)first_page, (unsigned long long)slot_bytes);
+        close_vm(vm, what, true);
+        return true;
+    }
     const uint32_t slot = free_list.back();
     free_list.pop_back();
     counters.buffers_busy.fetch_add(1, std::memory_order_relaxed);
     ReadJob& job = jobs[slot];
-    job = ReadJob{};
+    job.poison_pages.clear();  // keeps its capacity: no allocation per job
+    job = ReadJob{.poison_pages = std::move(job.poison_pages)};
     job.busy = true;
     job.prefetch = prefetch;
     job.vm_slot = vm.slot;
@@ -204,6 +244,12 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
     for (uint64_t p = first_page; p < first_page + pages; p++) vm.states.set(p, PageState::in_flight);
     for (uint64_t done = 0; done < total;) {
         const SourceExtent e = vm.setup.source->lookup(job.file_offset + done, total - done);
+        if (e.length_bytes == 0 || e.length_bytes > total - done || e.length_bytes > UINT32_MAX ||
+            (e.kind == SourceExtent::Kind::data && e.file_index >= vm.setup.source->file_fds().size())) {
+            job.error = EIO;  // fails the job (and so the VM) through the usual check
+            job.error_what = "the source answered an extent outside the run";
+            break;
+        }
         if (e.kind == SourceExtent::Kind::zero) {
             std::memset(buffer + done, 0, e.length_bytes);
         } else if (!prefetch && read_from_page_cache(vm, e, buffer + done)) {
@@ -231,7 +277,7 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
         // installed at once: this turn's events are applied, and the install
         // re-checks every page's state. A prefetch job goes to the next turn.
         if (!prefetch) {
-            if (!job_is_servable(vm, slot) || install_job(vm, slot)) {
+            if (!check_job(vm, slot) || install_job(vm, slot)) {
                 release_job(slot);
                 vm.outstanding--;
             } else {
@@ -285,9 +331,7 @@ void Reactor::Impl::maybe_readahead(Vm& vm, uint32_t file_index, uint64_t file_o
 }
 
 void Reactor::Impl::note_resident(Vm& vm) {
-    // Resident: every page is present or removed, so nothing can fault with snapshot bytes any more.
-    if (vm.report.seconds_to_resident >= 0 || vm.states.missing_count() != 0 || vm.states.in_flight_count() != 0)
-        return;
+    if (vm.report.seconds_to_resident >= 0 || !vm.resident()) return;
     vm.report.seconds_to_resident =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - vm.started).count();
     counters.add(counters.vms_resident, 1);

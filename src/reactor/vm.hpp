@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/reservation.hpp"
 #include "reactor/address_map.hpp"
 #include "reactor/page_states.hpp"
 #include "reactor/prefetch.hpp"
@@ -34,6 +35,9 @@ struct VmSetup {
     unsigned source_index = 0;         // which of the engine's sources (fixed-file base)
     ServeMode mode = ServeMode::lazy;
     std::string socket_path;
+    PageStates states;                 // sized at the handshake, within the memory bound
+    Reservation memory;                // this VM's share of the engine's memory bound
+    Reservation fds;                   // the fds it holds: connection, uffd, pidfd
 };
 
 // A run of pages waiting to be installed again after EAGAIN (events pending).
@@ -71,6 +75,7 @@ struct Vm {
     bool closing = false;
     bool failed = false;
     bool prefetching = false;
+    uint64_t ranges_unmapped = 0;          // installs that met ENOENT (see drop_unmapped)
     std::string end_reason;
 
     // Sequential-fault detection and the readahead already requested.
@@ -84,6 +89,8 @@ struct Vm {
     std::string name() const {
         return "vm " + std::to_string(setup.id) + " (pid " + std::to_string(setup.pid) + ")";
     }
+    // Every page present or removed: nothing can fault with snapshot bytes any more.
+    bool resident() const { return states.missing_count() == 0 && states.in_flight_count() == 0; }
     bool hugetlb() const { return !setup.handshake.regions.empty() && setup.handshake.regions[0].page_size_bytes > 4096; }
 };
 

@@ -1,6 +1,7 @@
 // Parsing and validation of the Firecracker handshake JSON (SPEC §1, §5).
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "ringpager/protocol.hpp"
@@ -12,7 +13,12 @@ ScanStatus scan_json_array(std::string_view bytes, size_t& end, std::string& err
     while (i < bytes.size() && std::isspace(static_cast<unsigned char>(bytes[i]))) i++;
     if (i == bytes.size()) return ScanStatus::incomplete;
     if (bytes[i] != '[') {
-        error = "handshake is not a JSON array (starts with '" + std::string(1, bytes[i]) + "')";
+        // The byte is the peer's: never write it to a log raw.
+        const unsigned char c = static_cast<unsigned char>(bytes[i]);
+        char shown[8];
+        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') snprintf(shown, sizeof shown, "%c", c);
+        else snprintf(shown, sizeof shown, "\\x%02x", c);
+        error = std::string("handshake is not a JSON array (starts with '") + shown + "')";
         return ScanStatus::invalid;
     }
     int depth = 0;

@@ -12,12 +12,10 @@
 #include <deque>
 
 #include "common/log.hpp"
+#include "common/pidfd.hpp"
+#include "common/rate_limit.hpp"
 #include "common/unix_socket.hpp"
 #include "ringpager/protocol.hpp"
-
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77
-#endif
 
 namespace ringpager {
 
@@ -74,83 +72,152 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// A connection holds up to three fds from accept to release: the connection,
+// the peer's pidfd and its userfaultfd.
+constexpr uint64_t kFdsPerPeer = 3;
+// Handshake fds per peer: the userfaultfd. A second one is refused as it arrives.
+constexpr size_t kHandshakeFds = 1;
+constexpr std::chrono::milliseconds kFirstBackoff{10};
+constexpr std::chrono::milliseconds kMaxBackoff{1000};
+
 // One connection between accept and a validated handshake.
 struct Pending {
     bool busy = false;
     uint32_t gen = 0;
     FileDesc conn;
+    FileDesc pidfd;        // taken at accept: the only way this peer is ever killed
     ucred cred{};
     unsigned listener = 0;
     std::string bytes;
     std::vector<FileDesc> fds;
+    Reservation fd_share;  // kFdsPerPeer of the engine's fd budget
     Clock::time_point deadline;
     __kernel_timespec timeout{};
     uint64_t poll_op = 0;
 };
 
 // Cookie layout: kind in the top byte, then generation and index.
+constexpr uint64_t kKindMask = uint64_t{0xff} << 56;
 constexpr uint64_t kAcceptCookie = uint64_t{1} << 56;
 constexpr uint64_t kPollCookie = uint64_t{2} << 56;
+constexpr uint64_t kBackoffCookie = uint64_t{3} << 56;
 
 class Acceptor final : public RingService {
 public:
     Acceptor(EngineShared& shared, std::vector<ListenerBinding>& listeners)
-        : shared_(shared), listeners_(listeners), accept_ops_(listeners.size(), 0) {}
-
-    void start(Reactor& reactor) override {
-        for (unsigned i = 0; i < listeners_.size(); i++) arm_accept(reactor, i);
+        : shared_(shared),
+          listeners_(listeners),
+          accept_ops_(listeners.size(), 0),
+          accept_shares_(listeners.size()),
+          load_(shared.reactors.size(), 0) {
+        for (const ListenerBinding& l : listeners) paths_.push_back(l.socket.path());
     }
 
+    void start(Reactor& reactor) override {
+        reactor_ = &reactor;
+        maybe_accept(reactor);
+    }
+
+    // Stops accepting for good: accepts and handshakes in progress are
+    // cancelled and the sockets closed and removed, so a VM that tries to
+    // connect now fails at once instead of waiting in a backlog nobody reads.
     void stop(Reactor& reactor) override {
         stopping_ = true;
         for (uint64_t& op : accept_ops_)
             if (op != 0) reactor.cancel_op(op);
+        if (backoff_op_ != 0) reactor.cancel_op(backoff_op_);
         for (auto& p : pending_)
             if (p.busy && p.poll_op != 0) reactor.cancel_op(p.poll_op);
+        for (ListenerBinding& l : listeners_) {
+            ListenSocket closing = std::move(l.socket);  // unlinks its path and closes it here
+        }
     }
 
     bool idle() const override {
         return std::all_of(accept_ops_.begin(), accept_ops_.end(), [](uint64_t op) { return op == 0; }) &&
-               std::none_of(pending_.begin(), pending_.end(), [](const Pending& p) { return p.busy; });
+               backoff_op_ == 0 && std::none_of(pending_.begin(), pending_.end(), [](const Pending& p) { return p.busy; });
     }
 
     void on_completion(Reactor& reactor, uint64_t cookie, const Completion& c) override {
-        if ((cookie & (uint64_t{0xff} << 56)) == kAcceptCookie)
-            on_accept(reactor, static_cast<unsigned>(cookie & 0xffffffffu), c);
-        else
-            on_readable(reactor, cookie, c);
+        switch (cookie & kKindMask) {
+            case kAcceptCookie: on_accept(reactor, static_cast<unsigned>(cookie & 0xffffffffu), c); break;
+            case kBackoffCookie: backoff_op_ = 0; break;
+            default: on_readable(cookie, c); break;
+        }
+        maybe_accept(reactor);
     }
 
 private:
-    void arm_accept(Reactor& reactor, unsigned listener) {
-        io_uring_sqe* sqe = reactor.service_sqe(kAcceptCookie | listener);
-        io_uring_prep_multishot_accept(sqe, listeners_[listener].socket.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        accept_ops_[listener] = sqe->user_data;
+    // Arms one accept per listener while the bounds allow: pending handshakes
+    // below max_pending (counting accepts already armed) and the fd budget
+    // able to hold one more peer. A single-shot accept keeps both bounds exact.
+    void maybe_accept(Reactor& reactor) {
+        if (stopping_ || backoff_op_ != 0) return;
+        for (unsigned i = 0; i < listeners_.size(); i++) {
+            if (accept_ops_[i] != 0) continue;
+            if (pending_count_ + armed_accepts() >= shared_.config.max_pending) return;
+            Reservation share = Reservation::take(shared_.peer_fds, kFdsPerPeer, shared_.fd_budget);
+            if (!share.held()) {
+                return pause(reactor, "the engine holds " + std::to_string(shared_.peer_fds.load()) +
+                                          " file descriptors for VMs, its budget under the open-files limit is " +
+                                          std::to_string(shared_.fd_budget));
+            }
+            accept_shares_[i] = std::move(share);
+            io_uring_sqe* sqe = reactor.service_sqe(kAcceptCookie | i);
+            io_uring_prep_accept(sqe, listeners_[i].socket.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            accept_ops_[i] = sqe->user_data;
+        }
+    }
+
+    unsigned armed_accepts() const {
+        return static_cast<unsigned>(std::count_if(accept_ops_.begin(), accept_ops_.end(), [](uint64_t op) { return op != 0; }));
+    }
+
+    // Accepting waits `backoff_` (doubling up to kMaxBackoff) before it tries
+    // again; connections meanwhile wait in the listen backlog. One line per
+    // ten seconds at most, however often it happens.
+    void pause(Reactor& reactor, const std::string& why) {
+        shared_.accept_pauses.fetch_add(1, std::memory_order_relaxed);
+        shared_.notify();
+        uint64_t suppressed = 0;
+        if (pause_line_.allow(Clock::now(), suppressed)) {
+            RP_WARN("accepting paused for %lld ms: %s (%llu more pauses not logged)",
+                    static_cast<long long>(backoff_.count()), why.c_str(), static_cast<unsigned long long>(suppressed));
+        }
+        backoff_ts_.tv_sec = backoff_.count() / 1000;
+        backoff_ts_.tv_nsec = (backoff_.count() % 1000) * 1000000;
+        io_uring_sqe* sqe = reactor.service_sqe(kBackoffCookie);
+        io_uring_prep_timeout(sqe, &backoff_ts_, 0, 0);
+        backoff_op_ = sqe->user_data;
+        backoff_ = std::min(backoff_ * 2, kMaxBackoff);
     }
 
     void on_accept(Reactor& reactor, unsigned listener, const Completion& c) {
-        const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
-        if (!more) accept_ops_[listener] = 0;
-        if (c.res < 0) {
-            if (c.res != -ECANCELED)
-                RP_WARN("accept on %s failed: %s", listeners_[listener].socket.path().c_str(), std::strerror(-c.res));
-        } else {
-            admit(reactor, listener, FileDesc(c.res));
+        accept_ops_[listener] = 0;
+        Reservation share = std::move(accept_shares_[listener]);
+        if (c.res >= 0) {
+            backoff_ = kFirstBackoff;
+            return admit(listener, FileDesc(c.res), std::move(share));
         }
-        if (!more && !stopping_) arm_accept(reactor, listener);
+        const int err = completion_errno(c.res);
+        if (err == ECANCELED) return;
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+            return pause(reactor, "accept on " + paths_[listener] + ": " + std::strerror(err));
+        // ECONNABORTED and the like concern one connection: accept the next.
+        RP_DEBUG("accept on %s: %s", paths_[listener].c_str(), std::strerror(err));
     }
 
-    void admit(Reactor& reactor, unsigned listener, FileDesc conn) {
+    void admit(unsigned listener, FileDesc conn, Reservation fd_share) {
         ucred cred{};
         socklen_t len = sizeof cred;
         if (getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-            RP_WARN("connection on %s refused: SO_PEERCRED: %s", listeners_[listener].socket.path().c_str(),
+            RP_WARN("connection on %s refused: SO_PEERCRED: %s", paths_[listener].c_str(),
                     std::strerror(errno));
             return;
         }
         if (!uid_allowed(cred.uid)) {
             RP_WARN("connection from pid %d on %s refused: uid %u is not allowed (see --allow-uid)", cred.pid,
-                    listeners_[listener].socket.path().c_str(), cred.uid);
+                    paths_[listener].c_str(), cred.uid);
             conn.reset();
             shared_.vms_refused.fetch_add(1);
             shared_.notify();
@@ -158,11 +225,14 @@ private:
         }
         const uint32_t index = take_slot();
         Pending& p = pending_[index];
+        p.pidfd = open_peer_pidfd(conn.get(), cred.pid);
         p.conn = std::move(conn);
         p.cred = cred;
         p.listener = listener;
+        p.fd_share = std::move(fd_share);
         p.deadline = Clock::now() + shared_.config.handshake_timeout;
-        arm_poll(reactor, index);
+        arm_poll(index);
+        shared_.notify();  // handshakes_pending changed
     }
 
     bool uid_allowed(uid_t uid) const {
@@ -172,6 +242,8 @@ private:
     }
 
     uint32_t take_slot() {
+        pending_count_++;
+        shared_.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
         for (uint32_t i = 0; i < pending_.size(); i++)
             if (!pending_[i].busy) {
                 pending_[i].busy = true;
@@ -184,21 +256,21 @@ private:
         return static_cast<uint32_t>(pending_.size() - 1);
     }
 
-    void arm_poll(Reactor& reactor, uint32_t index) {
+    void arm_poll(uint32_t index) {
         Pending& p = pending_[index];
         const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(p.deadline - Clock::now());
         if (left.count() <= 0) return refuse(index, "no complete handshake within the handshake timeout");
         p.timeout.tv_sec = left.count() / 1000000000;
         p.timeout.tv_nsec = left.count() % 1000000000;
-        io_uring_sqe* sqe = reactor.service_sqe(kPollCookie | (uint64_t{p.gen} << 32) | index);
+        io_uring_sqe* sqe = reactor_->service_sqe(kPollCookie | (uint64_t{p.gen} << 32) | index);
         io_uring_prep_poll_add(sqe, p.conn.get(), POLLIN | POLLRDHUP);
         sqe->flags |= IOSQE_IO_LINK;
         p.poll_op = sqe->user_data;
-        io_uring_sqe* timeout = reactor.plain_sqe();  // its completion carries nothing we need
+        io_uring_sqe* timeout = reactor_->plain_sqe();  // its completion carries nothing we need
         io_uring_prep_link_timeout(timeout, &p.timeout, 0);
     }
 
-    void on_readable(Reactor& reactor, uint64_t cookie, const Completion& c) {
+    void on_readable(uint64_t cookie, const Completion& c) {
         const uint32_t index = static_cast<uint32_t>(cookie & 0xffffffffu);
         const uint32_t gen = static_cast<uint32_t>((cookie >> 32) & 0xffffffu);
         if (index >= pending_.size() || !pending_[index].busy || pending_[index].gen != gen) return;
@@ -206,22 +278,27 @@ private:
         if (stopping_) return refuse(index, "engine shutting down");
         if (c.res == -ECANCELED) return refuse(index, "no complete handshake within the handshake timeout");
         if (c.res < 0) return refuse(index, std::string("poll: ") + std::strerror(-c.res));
-        receive(reactor, index);
+        receive(index);
     }
 
-    // Reads whatever the peer sent so far: bytes and fds (every fd is owned
-    // at once, so every error path closes it).
-    void receive(Reactor& reactor, uint32_t index) {
+    // Reads whatever the peer sent so far: bytes and fds. Every fd is owned
+    // at once, so every error path closes it, and counted as it arrives: a
+    // peer never holds more than kHandshakeFds + 1 of the engine's fds.
+    void receive(uint32_t index) {
         Pending& p = pending_[index];
         bool eof = false;
         for (;;) {
             char data[4096];
-            const Received r = receive_with_fds(p.conn.get(), data, sizeof data, p.fds);
+            const Received r = receive_with_fds(p.conn.get(), data, sizeof data, p.fds, kHandshakeFds + 1);
             if (r.bytes < 0) {
                 if (r.error == EAGAIN || r.error == EINTR) break;
                 return refuse(index, std::string("recvmsg: ") + std::strerror(r.error));
             }
-            if (r.fds_truncated) return refuse(index, "handshake carried more fds than the one userfaultfd");
+            if (r.fds_lost)
+                return refuse(index, "the fd it sent could not be received: the engine is out of file descriptors "
+                                     "(raise the open-files limit)");
+            if (r.fds_truncated || p.fds.size() > kHandshakeFds)
+                return refuse(index, "handshake carried more fds than the one userfaultfd");
             if (r.bytes == 0) {
                 eof = true;
                 break;
@@ -239,10 +316,13 @@ private:
                 if (eof)
                     return refuse(index, p.bytes.empty() ? "peer closed the connection without sending a handshake"
                                                          : "peer closed the connection in the middle of the handshake JSON");
-                arm_poll(reactor, index);
+                arm_poll(index);
         }
     }
 
+    // Validates the handshake as a contract (SPEC §5) before anything is
+    // sized from it, then takes the VM's share of the memory bound and
+    // allocates its page states here, where a failure refuses one VM.
     void finish(uint32_t index, std::string_view json) {
         Pending& p = pending_[index];
         const ListenerBinding& listener = listeners_[p.listener];
@@ -252,35 +332,53 @@ private:
         if (p.fds.size() != 1)
             return refuse(index, "handshake carried " + std::to_string(p.fds.size()) +
                                      " fds; expected exactly one (the userfaultfd)");
-        if (!check_regions_fit(handshake.regions, listener.source->size_bytes(), error)) return refuse(index, error);
+        const HandshakeLimits limits{listener.source->size_bytes(), shared_.config.max_vm_memory_bytes};
+        if (!check_handshake_limits(handshake, limits, error)) return refuse(index, error);
+        const uint64_t page_size = handshake.regions[0].page_size_bytes;
+        if (listener.source->verifies_reads() && listener.source->block_size_bytes() > page_size)
+            return refuse(index, "its " + std::to_string(page_size) + "-byte pages are smaller than the snapshot's " +
+                                     std::to_string(listener.source->block_size_bytes()) +
+                                     "-byte blocks, so reads cannot be verified page by page (build the snapshot "
+                                     "with that block size, or serve with --no-verify-reads)");
         auto uffd = Uffd::adopt(std::move(p.fds[0]));
         p.fds.clear();
         if (!uffd) return refuse(index, "the fd sent with the handshake is not a userfaultfd");
-        auto vm = std::make_unique<VmSetup>();
+        uint64_t pages = 0;
+        for (const Region& r : handshake.regions) pages += r.page_count();
+        const uint64_t states_bytes = PageStates::bytes_for(pages);
+        const uint64_t state_bytes = states_bytes + sizeof(Vm) + handshake.regions.size() * sizeof(AddressExtent);
+        Reservation memory = Reservation::take(shared_.vm_state_bytes, state_bytes, shared_.memory_limit_bytes);
+        if (!memory.held()) {
+            const uint64_t used = shared_.vm_state_bytes.load();
+            const uint64_t left = shared_.memory_limit_bytes > used ? shared_.memory_limit_bytes - used : 0;
+            return refuse(index, "its state would take " + std::to_string(state_bytes >> 10) + " KiB (" +
+                                     std::to_string(states_bytes >> 10) + " KiB of page states)" +
+                                     " and the engine's memory bound (--memory-limit " +
+                                     std::to_string(shared_.memory_limit_bytes >> 20) + " MiB) has " +
+                                     std::to_string(left >> 10) + " KiB left");
+        }
+        std::unique_ptr<VmSetup> vm;
+        try {
+            vm = std::make_unique<VmSetup>();
+            vm->states = PageStates(pages);
+        } catch (const std::bad_alloc&) {
+            return refuse(index, "cannot allocate its page states (" + std::to_string(state_bytes >> 10) + " KiB)");
+        }
         vm->id = shared_.next_vm_id.fetch_add(1);
         vm->pid = p.cred.pid;
         vm->uid = p.cred.uid;
         vm->conn = std::move(p.conn);
         vm->uffd = std::move(*uffd);
-        vm->pidfd = open_pidfd(vm->conn.get(), p.cred.pid);
+        vm->pidfd = std::move(p.pidfd);
         vm->handshake = std::move(handshake);
         vm->source = listener.source;
         vm->source_index = listener.source_index;
         vm->mode = listener.mode;
-        vm->socket_path = listener.socket.path();
+        vm->socket_path = paths_[p.listener];
+        vm->memory = std::move(memory);
+        vm->fds = std::move(p.fd_share);
         release(index);
         place(std::move(vm));
-    }
-
-    static FileDesc open_pidfd(int conn, pid_t pid) {
-        // SO_PEERPIDFD names the exact peer process (no pid reuse window); older
-        // kernels fall back to pidfd_open on the SO_PEERCRED pid.
-        int fd = -1;
-        socklen_t len = sizeof fd;
-        if (getsockopt(conn, SOL_SOCKET, SO_PEERPIDFD, &fd, &len) == 0 && fd >= 0) return FileDesc(fd);
-        fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-        if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
-        return FileDesc(fd);
     }
 
     void place(std::unique_ptr<VmSetup> vm) {
@@ -295,8 +393,10 @@ private:
                 (unsigned long long)(bytes >> 20), (unsigned long long)(vm->handshake.regions[0].page_size_bytes >> 10),
                 shape_name(vm->handshake.shape), vm->mode == ServeMode::lazy ? "lazy" : "prefetch", target->index());
         const uint64_t id = vm->id;
-        if (!target->hand_off(std::move(vm))) {
+        const pid_t pid = vm->pid;
+        if (auto refused = target->hand_off(std::move(vm))) {
             RP_ERROR("vm %llu refused: reactor %u's inbox is full", (unsigned long long)id, target->index());
+            kill_refused(pid, refused->pidfd);
             shared_.vms_refused.fetch_add(1);
         } else {
             shared_.vms_accepted.fetch_add(1);
@@ -306,14 +406,21 @@ private:
         if (++placed_ % 64 == 0) std::fill(load_.begin(), load_.end(), 0);
     }
 
+    // Without a pager the VM would hang forever; its operator asked for it to
+    // die instead (--kill-on-failure). Only ever through the pidfd taken at
+    // accept: the pid alone may name another process by now.
+    void kill_refused(pid_t pid, const FileDesc& pidfd) {
+        if (!shared_.config.kill_on_failure || pid == getpid()) return;
+        const std::string why_not = kill_through_pidfd(pidfd);
+        if (why_not.empty()) RP_WARN("killed pid %d through its pidfd (--kill-on-failure)", pid);
+        else RP_WARN("pid %d not killed: %s", pid, why_not.c_str());
+    }
+
     void refuse(uint32_t index, const std::string& why) {
         Pending& p = pending_[index];
-        RP_WARN("connection from pid %d on %s refused: %s", p.cred.pid, listeners_[p.listener].socket.path().c_str(),
+        RP_WARN("connection from pid %d on %s refused: %s", p.cred.pid, paths_[p.listener].c_str(),
                 why.c_str());
-        if (shared_.config.kill_on_failure && p.cred.pid > 0 && p.cred.pid != getpid()) {
-            // Without a pager the VM would hang forever; its operator asked for it to die instead.
-            if (kill(p.cred.pid, SIGKILL) == 0) RP_WARN("killed pid %d (--kill-on-failure)", p.cred.pid);
-        }
+        kill_refused(p.cred.pid, p.pidfd);
         release(index);  // close its fds before anyone can observe the refusal
         shared_.vms_refused.fetch_add(1);
         shared_.notify();
@@ -323,19 +430,31 @@ private:
         Pending& p = pending_[index];
         p.busy = false;
         p.conn.reset();
+        p.pidfd.reset();
         p.fds.clear();
+        p.fd_share.reset();
         p.bytes.clear();
         p.bytes.shrink_to_fit();
         p.poll_op = 0;
+        pending_count_--;
+        shared_.handshakes_pending.fetch_sub(1, std::memory_order_relaxed);
     }
 
     EngineShared& shared_;
     std::vector<ListenerBinding>& listeners_;
+    std::vector<std::string> paths_;  // the listeners' paths, for log lines after the sockets are closed
+    Reactor* reactor_ = nullptr;      // the reactor this service runs on (set at start)
     std::vector<uint64_t> accept_ops_;
+    std::vector<Reservation> accept_shares_;  // the fd share of each armed accept
     std::deque<Pending> pending_;  // deque: a link timeout points into its element
-    std::vector<uint64_t> load_ = std::vector<uint64_t>(256, 0);
+    unsigned pending_count_ = 0;
+    std::vector<uint64_t> load_;
     uint64_t placed_ = 0;
     bool stopping_ = false;
+    uint64_t backoff_op_ = 0;
+    std::chrono::milliseconds backoff_ = kFirstBackoff;
+    __kernel_timespec backoff_ts_{};
+    RateLimitedLine pause_line_;
 };
 
 }  // namespace

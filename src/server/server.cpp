@@ -1,4 +1,5 @@
 // Engine: binds the listeners, starts the reactors, aggregates counters.
+#include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 
 #include "common/log.hpp"
 #include "reactor/reactor.hpp"
+#include "reactor/reactor_impl.hpp"
 #include "ringpager/engine.hpp"
 #include "server/listener.hpp"
 
@@ -41,6 +43,7 @@ public:
             shared_.source_file_base.push_back(shared_.source_file_count);
             shared_.source_file_count += static_cast<unsigned>(l.source->file_fds().size());
         }
+        if (!resolve_budgets(error)) return false;
         // Reactors first: a socket must not accept connections before the
         // rings that serve them exist (Firecracker connects once, and its
         // restore waits on the first faults).
@@ -65,6 +68,11 @@ public:
 
     void request_stop() override {
         for (auto& r : reactors_) r->request_stop();
+    }
+
+    void request_drain(std::chrono::milliseconds timeout) override {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (auto& r : reactors_) r->request_drain(deadline);
     }
 
     bool wait() override {
@@ -98,7 +106,12 @@ public:
             s.page_cache_hits += c.page_cache_hits.load();
             s.busy_poll_hits += c.busy_poll_hits.load();
             s.busy_poll_misses += c.busy_poll_misses.load();
+            s.ranges_unmapped += c.ranges_unmapped.load();
+            s.pages_poisoned += c.pages_poisoned.load();
         }
+        s.handshakes_pending = shared_.handshakes_pending.load();
+        s.vm_state_bytes = shared_.vm_state_bytes.load();
+        s.accept_pauses = shared_.accept_pauses.load();
         return s;
     }
 
@@ -137,6 +150,58 @@ public:
     }
 
 private:
+    // The memory bound (default: a quarter of physical memory) and the fd
+    // budget: what RLIMIT_NOFILE leaves after the fds open now and a reserve
+    // for the engine's own (snapshot files, rings, eventfds). Each VM holds
+    // three fds (connection, uffd, pidfd) and one fixed-file slot in its
+    // reactor's ring, so the slot table is sized from the same budget.
+    bool resolve_budgets(std::string& error) {
+        const EngineConfig& c = shared_.config;
+        if (c.max_pending == 0) {
+            error = "max_pending must be at least 1";
+            return false;
+        }
+        shared_.memory_limit_bytes = c.memory_limit_bytes;
+        if (shared_.memory_limit_bytes == 0) {
+            const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+            shared_.memory_limit_bytes = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) / 4 : uint64_t{1} << 30;
+        }
+        rlimit lim{};
+        if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+            error = std::string("getrlimit(RLIMIT_NOFILE): ") + std::strerror(errno);
+            return false;
+        }
+        const uint64_t open_now = count_open_fds();
+        const uint64_t reserve = kEngineFdReserve + 4 * (c.reactors == 0 ? 64 : c.reactors);
+        const uint64_t limit = lim.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20 : uint64_t(lim.rlim_cur);
+        if (limit < open_now + reserve + 3) {
+            error = "the open-files limit (" + std::to_string(limit) + ") leaves no room to serve a VM: " +
+                    std::to_string(open_now) + " fds are open and the engine keeps " + std::to_string(reserve) +
+                    " for itself; raise it (ulimit -n, or LimitNOFILE= under systemd): each VM needs 3";
+            return false;
+        }
+        shared_.fd_budget = limit - open_now - reserve;
+        // The kernel refuses a fixed-file table larger than RLIMIT_NOFILE.
+        const uint64_t fixed_before_vms = Reactor::Impl::kFirstVmFileSlot + shared_.source_file_count;
+        const uint64_t table_room = limit > fixed_before_vms ? limit - fixed_before_vms : 1;
+        shared_.vm_file_slots = static_cast<unsigned>(
+            std::max<uint64_t>(1, std::min<uint64_t>({Reactor::Impl::kMaxVmsPerReactor, shared_.fd_budget / 3 + 1,
+                                                      table_room})));
+        return true;
+    }
+
+    static uint64_t count_open_fds() {
+        uint64_t n = 0;
+        if (DIR* dir = opendir("/proc/self/fd")) {
+            while (const dirent* d = readdir(dir))
+                if (d->d_name[0] != '.') n++;
+            closedir(dir);
+        }
+        return n;
+    }
+
+    static constexpr uint64_t kEngineFdReserve = 64;
+
     static void raise_fd_limit() {
         // Each VM holds a uffd, a connection and a pidfd; the ring's sparse
         // file table is bounded by RLIMIT_NOFILE too.

@@ -13,6 +13,18 @@
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
 #endif
 
+// UFFDIO_POISON arrived in Linux 6.6; the build machine's headers are older.
+// The layout is the kernel's uapi (include/uapi/linux/userfaultfd.h).
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+    struct uffdio_range range;
+    __u64 mode;
+    __s64 updated;
+};
+#define _UFFDIO_POISON (0x08)
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
 namespace ringpager {
 
 Result<Uffd> Uffd::create(uint64_t features, bool nonblocking) {
@@ -118,6 +130,19 @@ InstallOutcome Uffd::zeropage(uint64_t dst, uint64_t len, uint64_t page_size) co
                             req.mode = 0;
                             const int rc = ioctl(fd_.get(), UFFDIO_ZEROPAGE, &req);
                             result = req.zeropage;
+                            return rc;
+                        });
+}
+
+InstallOutcome Uffd::poison(uint64_t dst, uint64_t len, uint64_t page_size) const {
+    return install_loop(fd_.get(), dst, len, page_size,
+                        [&](uint64_t done, uint64_t left, int64_t& result) {
+                            uffdio_poison req{};
+                            req.range.start = dst + done;
+                            req.range.len = left;
+                            req.mode = 0;
+                            const int rc = ioctl(fd_.get(), UFFDIO_POISON, &req);
+                            result = req.updated;
                             return rc;
                         });
 }

@@ -43,6 +43,10 @@ public:
     // UFFDIO_ZEROPAGE over [dst, dst+len) with the same retry rules (not for hugetlb).
     InstallOutcome zeropage(uint64_t dst, uint64_t len, uint64_t page_size) const;
     Result<void> wake(uint64_t addr, uint64_t len) const;
+    // UFFDIO_POISON over [dst, dst+len) (Linux 6.6+): a later access gets a
+    // memory error (SIGBUS, or a machine check inside a KVM guest) instead of
+    // a fault that nobody can serve. EINVAL or ENOTTY: this kernel cannot.
+    InstallOutcome poison(uint64_t dst, uint64_t len, uint64_t page_size) const;
 
 private:
     explicit Uffd(FileDesc fd) : fd_(std::move(fd)) {}

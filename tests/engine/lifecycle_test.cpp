@@ -120,7 +120,7 @@ TEST_F(LifecycleTest, KillOnFailureKillsAVmWhoseSnapshotWasTruncatedAfterStart) 
     ASSERT_TRUE(WIFSIGNALED(status)) << log;
     EXPECT_EQ(WTERMSIG(status), SIGKILL);
     EXPECT_NE(log.find("short read (snapshot file truncated after start?)"), std::string::npos) << log;
-    EXPECT_NE(log.find("killed with SIGKILL (--kill-on-failure)"), std::string::npos) << log;
+    EXPECT_NE(log.find("killed with SIGKILL through its pidfd (--kill-on-failure)"), std::string::npos) << log;
     EXPECT_EQ(engine->stats().vms_failed, 1u);
 }
 
