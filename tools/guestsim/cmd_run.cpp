@@ -1,4 +1,6 @@
 // rp-guestsim run: one simulated Firecracker restore against a live handler.
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -172,11 +174,16 @@ int run(const RunArgs& args) {
     TouchReport touch = guest->touch(parsed->pattern, args.vcpus, args.fraction, args.seed, options);
     if (args.hold) {
         // A VM still restoring: it stays connected, with the rest of its
-        // memory untouched, until something kills it (the handler under
-        // --kill-on-failure, or the test that started it).
+        // memory untouched, until SIGUSR1 (then it goes on to verify) or
+        // until something kills it (the handler under --kill-on-failure).
+        sigset_t usr1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
         std::printf("holding after %llu touches\n", static_cast<unsigned long long>(touch.pages_touched));
         std::fflush(stdout);
-        for (;;) pause();
+        int signal_number = 0;
+        sigwait(&usr1, &signal_number);
     }
     auto balloon_pages = inflate_balloon(*guest, args);
     if (!balloon_pages) {
@@ -218,7 +225,7 @@ void add_run_command(CLI::App& app, Action& action) {
     sub->add_flag("--write", args->write, "Touch with writes instead of reads");
     sub->add_flag("--no-verify", args->no_verify, "Skip verification (and touching the remaining pages)");
     sub->add_flag("--hold", args->hold,
-                  "After touching, stay connected without verifying until killed (a VM mid-restore)");
+                  "After touching, hold (a VM mid-restore) until SIGUSR1, then verify; or until killed");
     sub->add_flag("--json", args->json, "Print a JSON report on stdout (the summary goes to stderr)");
     sub->callback([args, &action] { action = [args] { return run(*args); }; });
 }
