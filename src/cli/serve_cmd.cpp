@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
+#include <thread>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
@@ -25,7 +27,12 @@ struct ServeOptions {
     std::vector<uid_t> allow_uids;
     double handshake_timeout_s = 30;
     bool kill_on_failure = false;
-    bool verify_reads = false;
+    bool verify_reads = false;  // the default now; kept so existing command lines still parse
+    bool no_verify_reads = false;
+    std::string max_vm_memory;
+    std::string memory_limit;
+    unsigned max_pending = 64;
+    double stop_timeout_s = 30;
     std::string log_level = "info";
     uint64_t readahead_kib = 256;
     unsigned busy_poll_us = 50;
@@ -97,6 +104,28 @@ bool listeners_from_flags(const ServeOptions& o, std::vector<ListenerSpec>& out,
     return true;
 }
 
+// "512M", "8G", "1073741824": bytes with an optional binary suffix.
+bool parse_size(const std::string& text, uint64_t& out) {
+    size_t used = 0;
+    unsigned long long value = 0;
+    try {
+        value = std::stoull(text, &used, 10);
+    } catch (const std::exception&) {
+        return false;
+    }
+    if (text.empty() || text[0] == '-') return false;
+    const std::string suffix = text.substr(used);
+    unsigned shift = 0;
+    if (suffix == "K" || suffix == "k") shift = 10;
+    else if (suffix == "M" || suffix == "m") shift = 20;
+    else if (suffix == "G" || suffix == "g") shift = 30;
+    else if (suffix == "T" || suffix == "t") shift = 40;
+    else if (!suffix.empty()) return false;
+    if (shift != 0 && value > (UINT64_MAX >> shift)) return false;
+    out = static_cast<uint64_t>(value) << shift;
+    return true;
+}
+
 LogLevel parse_level(const std::string& s) {
     if (s == "debug") return LogLevel::debug;
     if (s == "warn") return LogLevel::warn;
@@ -124,7 +153,21 @@ int serve_main(int argc, char** argv) {
     app.add_option("--handshake-timeout", o.handshake_timeout_s, "seconds a peer has to send its handshake")
         ->check(CLI::PositiveNumber);
     app.add_flag("--kill-on-failure", o.kill_on_failure, "SIGKILL a VM that cannot be served instead of leaving it hung");
-    app.add_flag("--verify-reads", o.verify_reads, "check every block read from a layered snapshot against its checksum");
+    app.add_flag("--verify-reads", o.verify_reads, "check every block read from a layered snapshot (the default)");
+    app.add_flag("--no-verify-reads", o.no_verify_reads,
+                 "do not check blocks read from a layered snapshot against their checksums (default: every read is checked)");
+    app.add_option("--max-vm-memory", o.max_vm_memory,
+                   "largest guest memory one VM may declare, e.g. 8G (default: the size of its snapshot)");
+    app.add_option("--memory-limit", o.memory_limit,
+                   "bound on the memory the engine keeps for VMs' page states, e.g. 2G (default: a quarter of RAM); "
+                   "a VM that would pass it is refused at the handshake");
+    app.add_option("--max-pending", o.max_pending,
+                   "connections whose handshake is not complete yet; at the bound accepting waits (default 64)")
+        ->check(CLI::Range(1u, 65536u));
+    app.add_option("--stop-timeout", o.stop_timeout_s,
+                   "on SIGTERM/SIGINT, seconds to let VMs still restoring become resident before they are released "
+                   "(default 30; a second signal stops at once)")
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--readahead-kib", o.readahead_kib, "page cache readahead around sequential faults, KiB (0: off)");
     app.add_flag("--no-page-cache-fast-path", o.no_fast_path,
                  "always read fault pages through io_uring (default: try a non-blocking page cache read first)");
@@ -167,7 +210,7 @@ int serve_main(int argc, char** argv) {
         }
         auto& source = opened[(spec.layered ? "L:" : "R:") + spec.path];
         if (!source) {
-            source = spec.layered ? open_layered_source(spec.path, o.verify_reads, error)
+            source = spec.layered ? open_layered_source(spec.path, !o.no_verify_reads, error)
                                   : open_raw_source(spec.path, error);
             if (!source) {
                 fprintf(stderr, "ringpager serve: %s\n", error.c_str());
@@ -185,12 +228,23 @@ int serve_main(int argc, char** argv) {
     config.busy_poll_max = std::chrono::microseconds(o.busy_poll_us);
     config.reactor_nice = o.reactor_nice;
     config.prefetch_batch_bytes = o.prefetch_batch_kib * 1024;
+    config.max_pending = o.max_pending;
+    for (auto [text, out, name] : {std::tuple{&o.max_vm_memory, &config.max_vm_memory_bytes, "--max-vm-memory"},
+                                   std::tuple{&o.memory_limit, &config.memory_limit_bytes, "--memory-limit"}}) {
+        if (text->empty()) continue;
+        if (!parse_size(*text, *out) || *out == 0) {
+            fprintf(stderr, "ringpager serve: %s: '%s' is not a size (a number with an optional K, M, G or T suffix)\n",
+                    name, text->c_str());
+            return 2;
+        }
+    }
 
     // Signals become a sigwait in this thread; reactors inherit the mask and never see them.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGUSR2);  // only ever sent by this process to its own watcher thread
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
@@ -204,9 +258,23 @@ int serve_main(int argc, char** argv) {
     RP_INFO("serving: %s; allocator mimalloc %d", engine->setup_summary().c_str(), mi_version());
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
-    RP_INFO("%s received: releasing every VM and shutting down", strsignal(signal_number));
-    engine->request_stop();
+    const auto stop_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.stop_timeout_s * 1000));
+    RP_INFO("%s received: no new VMs; finishing restores within %.1f s, then releasing every VM (a second signal "
+            "stops at once)", strsignal(signal_number), o.stop_timeout_s);
+    engine->request_drain(stop_timeout);
+    // A second signal cuts the graceful stop short. The watcher thread waits
+    // for it; once the engine is done it is woken with a signal of its own.
+    std::thread second_signal([&] {
+        int again = 0;
+        sigwait(&stop_signals, &again);
+        if (again == SIGTERM || again == SIGINT) {
+            RP_INFO("%s received again: stopping at once", strsignal(again));
+            engine->request_stop();
+        }
+    });
     const bool clean = engine->wait();
+    pthread_kill(second_signal.native_handle(), SIGUSR2);
+    second_signal.join();
     const EngineStats s = engine->stats();
     RP_INFO("stopped: %llu VMs served (%llu refused, %llu failed), %llu faults, %llu pages copied (%llu prefetched), "
             "%llu zero-filled, %llu copy ioctls, %.1f MiB read; busy polls %llu hit, %llu missed",
