@@ -111,4 +111,16 @@ TEST_F(SpecialFilesTest, BuildRefusesAFifoBaseOrDiff) {
     EXPECT_EQ(out, "ringpager snapshot build: diff 1 " + diff_fifo + " is a FIFO, not a regular file\n");
 }
 
+TEST_F(SpecialFilesTest, GuestsimRefusesAFifoImage) {
+    const std::string guestsim = tool_path("RP_GUESTSIM");
+    ASSERT_FALSE(guestsim.empty()) << "run through meson test";
+    const std::string path = fifo("mem.fifo");
+    std::string out;
+    const int status = spawn("/usr/bin/timeout", {"--signal=KILL", "20", guestsim, "run", "--socket", dir.file("s"),
+                                                  "--mem-file", path, "--regions", "4M"}).wait(&out);
+    ASSERT_TRUE(WIFEXITED(status)) << out;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+    EXPECT_EQ(out, "rp-guestsim run: memory file " + path + " is a FIFO, not a regular file\n");
+}
+
 }  // namespace
