@@ -1,4 +1,5 @@
-// A listening Unix socket that owns its path.
+// A listening Unix socket that owns its path (SPEC §5: a socket path where a
+// live listener answers is refused; a path is connectable the moment it exists).
 #pragma once
 
 #include <sys/types.h>
@@ -9,8 +10,19 @@
 
 namespace ringpager {
 
-// A bound, listening Unix socket (mode 0600). Removes its path on destruction
-// if the path still names this socket.
+// A bound, listening Unix socket (mode 0600).
+//
+// bind() never takes a path over from a live listener: an existing socket is
+// probed with a non-blocking connect; one that answers (or whose backlog is
+// full) refuses startup, one that refuses the connection is stale and is
+// replaced, anything that is not a socket is refused. The socket is bound
+// under a temporary name in the same directory, listens, and is then renamed
+// onto the path, so the path is connectable from the moment it exists
+// (Firecracker connects once, with no retry). Remaining window: two processes
+// that probe the same path at the same moment both find it free, and the later
+// rename wins.
+//
+// The destructor removes the path only if it still names this socket.
 class ListenSocket {
 public:
     static Result<ListenSocket> bind(const std::string& path, std::string& error);
