@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/regular_file.hpp"
 #include "ringpager/file_desc.hpp"
 #include "ringpager/source.hpp"
 
@@ -94,20 +95,9 @@ bool scan_data_ranges(int fd, uint64_t size, std::vector<DataRange>& out, std::s
 }  // namespace
 
 std::unique_ptr<Source> open_raw_source(const std::string& path, std::string& error) {
-    auto fd = FileDesc::open(path.c_str(), O_RDONLY);
-    if (!fd) {
-        error = "cannot open memory file " + path + ": " + std::strerror(fd.error().code);
-        return nullptr;
-    }
     struct stat st {};
-    if (fstat(fd->get(), &st) < 0) {
-        error = "cannot stat memory file " + path + ": " + std::strerror(errno);
-        return nullptr;
-    }
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-        error = "memory file " + path + " is not a regular file";
-        return nullptr;
-    }
+    auto fd = open_regular_file(path, "memory file", error, &st);
+    if (!fd) return nullptr;
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     if (size == 0 || size % kRawBlockBytes != 0) {
         error = "memory file " + path + " has size " + std::to_string(size) +

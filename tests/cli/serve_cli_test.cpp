@@ -27,11 +27,12 @@ protected:
 
     int run(const std::vector<std::string>& args, std::string& out) { return spawn(ringpager, args).wait(&out); }
 
-    // Waits (inotify, no polling) until `path` exists in its directory.
+    // Waits (inotify, no polling) until `path` exists in its directory:
+    // created there, or renamed onto it (how `serve` publishes its socket).
     static bool wait_for_file(const std::string& path) {
         const std::string dir = std::filesystem::path(path).parent_path();
         FileDesc in(inotify_init1(IN_CLOEXEC));
-        if (inotify_add_watch(in.get(), dir.c_str(), IN_CREATE) < 0) return false;
+        if (inotify_add_watch(in.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) return false;
         const auto deadline = std::chrono::steady_clock::now() + kWait;
         while (!std::filesystem::exists(path)) {
             pollfd p{in.get(), POLLIN, 0};
@@ -72,7 +73,7 @@ TEST_F(ServeCliTest, HelpExitsZero) {
 TEST_F(ServeCliTest, MissingOrBadSnapshotIsARuntimeError) {
     std::string out;
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", dir.file("nope")}, out)), 1);
-    EXPECT_NE(out.find("cannot open memory file " + dir.file("nope")), std::string::npos) << out;
+    EXPECT_EQ(out, "ringpager serve: memory file " + dir.file("nope") + ": open: No such file or directory\n");
     const std::string odd = dir.file("odd");
     FILE* f = fopen(odd.c_str(), "w");
     fputs("not a memory image", f);
@@ -104,6 +105,25 @@ TEST_F(ServeCliTest, ServesARestoreAndShutsDownCleanlyOnSigterm) {
     EXPECT_NE(log.find("2 reactor(s) at nice -10"), std::string::npos) << log;
     EXPECT_NE(log.find("stopped: 1 VMs served (0 refused, 0 failed)"), std::string::npos) << log;
     EXPECT_NE(log.find("busy polls"), std::string::npos) << log;
+}
+
+TEST_F(ServeCliTest, ASecondServeOnALiveSocketExitsOneAndTheFirstKeepsServing) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string socket = dir.file("serve.sock");
+    Child first = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--reactors", "1"});
+    ASSERT_TRUE(wait_for_file(socket));
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", socket, "--mem-file", mem, "--reactors", "1"}, out)), 1) << out;
+    EXPECT_EQ(out, "ringpager serve: cannot listen on " + socket +
+                       ": another process is listening on it (stop it, or choose another --socket)\n");
+    std::string guest_out;
+    EXPECT_EQ(spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M"}).wait(&guest_out), 0)
+        << guest_out;
+    kill(first.pid, SIGTERM);
+    std::string log;
+    EXPECT_EQ(WEXITSTATUS(first.wait(&log)), 0) << log;
+    EXPECT_NE(log.find("stopped: 1 VMs served"), std::string::npos) << log;
+    EXPECT_FALSE(std::filesystem::exists(socket));
 }
 
 TEST_F(ServeCliTest, BusyPollingOffNeverPolls) {

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "baseline/handshake.hpp"
+#include "common/regular_file.hpp"
 #include "counters.hpp"
 #include "vm_session.hpp"
 
@@ -44,10 +45,10 @@ Result<std::unique_ptr<Server>> Server::create(const Options& options) {
     std::unique_ptr<Server> server(new Server());
     server->options_ = options;
     server->counters_ = std::make_unique<Counters>();
-    auto file = FileDesc::open(options.mem_file_path.c_str(), O_RDONLY);
-    if (!file) return Error{file.error().code, "open(--mem-file)"};
     struct stat st {};
-    if (::fstat(file->get(), &st) != 0) return errno_error("fstat(--mem-file)");
+    std::string line;  // unused: create() reports an Error, which main prints with the path
+    auto file = open_regular_file(options.mem_file_path, "--mem-file", line, &st);
+    if (!file) return file.error();
     if (st.st_size <= 0) return Error{EINVAL, "--mem-file is empty"};
     server->file_size_bytes_ = static_cast<uint64_t>(st.st_size);
     auto map = sim::Mapping::map(nullptr, server->file_size_bytes_, PROT_READ, MAP_SHARED, file->get(), 0);

@@ -6,6 +6,7 @@
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -48,20 +49,26 @@ pid_t spawn(const std::vector<std::string>& argv, int log_fd) {
     ::_exit(127);
 }
 
-// Waits for `socket_path` to be listening; false with `error` set otherwise.
+bool is_socket_file(const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// Waits for `socket_path` to exist as a socket; false with `error` set
+// otherwise. ringpager renames its socket onto the path once it listens;
+// rp-baseline binds the path and listens after, which probe_ready covers.
 bool wait_listening(const std::string& socket_path, int pidfd, Clock::time_point deadline, std::string& error) {
     const std::string dir = std::filesystem::path(socket_path).parent_path().string();
     FileDesc inotify(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (inotify.valid()) ::inotify_add_watch(inotify.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO);
     for (;;) {
-        if (unix_socket_listening(socket_path)) return true;
+        if (is_socket_file(socket_path)) return true;
         const auto now = Clock::now();
         if (now >= deadline) {
             error = "handler did not listen on " + socket_path + " in time";
             return false;
         }
-        // The socket file appears at bind(); listen() follows without any
-        // inotify event, so the wait is capped at 2 ms to re-check.
+        // Capped at 2 ms to re-check, in case the inotify watch could not be set up.
         const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
         pollfd fds[2] = {{pidfd, POLLIN, 0}, {inotify.get(), POLLIN, 0}};
         const int ready = ::poll(fds, inotify.valid() ? 2 : 1, static_cast<int>(std::min<long>(left_ms, 2)));
@@ -82,15 +89,30 @@ bool wait_listening(const std::string& socket_path, int pidfd, Clock::time_point
 // in the backlog, which would charge handler startup to the first VM's first
 // fault. An empty connection that is closed at once is taken through the
 // handler's accept and handshake path and refused; the handler closing its
-// end is the proof. (The handler logs one refused handshake for it.)
+// end is the proof. (The handler logs one refused handshake for it.) A
+// refused or vanished path (a stale socket file not yet replaced, or a
+// handler between bind() and listen()) is retried every 2 ms until `deadline`.
 bool probe_ready(const std::string& socket_path, int pidfd, Clock::time_point deadline, std::string& error) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::memcpy(addr.sun_path, socket_path.c_str(), std::min(socket_path.size() + 1, sizeof addr.sun_path - 1));
-    FileDesc sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!sock.valid() || ::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-        error = std::string("readiness probe: cannot connect to ") + socket_path + ": " + std::strerror(errno);
-        return false;
+    FileDesc sock;
+    for (;;) {
+        sock = FileDesc(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (!sock.valid()) {
+            error = std::string("readiness probe: socket: ") + std::strerror(errno);
+            return false;
+        }
+        if (::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) break;
+        if ((errno != ECONNREFUSED && errno != ENOENT) || Clock::now() >= deadline) {
+            error = std::string("readiness probe: cannot connect to ") + socket_path + ": " + std::strerror(errno);
+            return false;
+        }
+        pollfd exited{pidfd, POLLIN, 0};
+        if (::poll(&exited, 1, 2) > 0) {
+            error = "handler exited before listening on " + socket_path;
+            return false;
+        }
     }
     ::shutdown(sock.get(), SHUT_WR);
     for (;;) {
@@ -119,23 +141,6 @@ std::string describe_status(int status) {
 }
 
 }  // namespace
-
-bool unix_socket_listening(const std::string& path) {
-    // /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path";
-    // Flags has __SO_ACCEPTCON (0x10000) once listen() was called.
-    std::ifstream in("/proc/net/unix");
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-        if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0) continue;
-        if (line.size() > path.size() && line[line.size() - path.size() - 1] != ' ') continue;
-        std::istringstream fields(line);
-        std::string num, refcount, protocol, flags;
-        fields >> num >> refcount >> protocol >> flags;
-        if ((std::stoul(flags, nullptr, 16) & 0x10000) != 0) return true;
-    }
-    return false;
-}
 
 Result<HandlerProcess> HandlerProcess::start(const std::vector<std::string>& argv, const std::string& socket_path,
                                              const std::string& log_path, std::chrono::milliseconds deadline,

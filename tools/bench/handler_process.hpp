@@ -23,10 +23,10 @@ struct ProcUsage {
 class HandlerProcess {
 public:
     // Starts `argv` (argv[0] is the executable path) with stdout and stderr
-    // appended to `log_path`, and waits until `socket_path` is a listening
-    // Unix socket (inotify on its directory, then /proc/net/unix), or until
-    // the process exits or `deadline` passes; then proves it is serving with
-    // one empty connection (see probe_ready). The child gets SIGKILL if
+    // appended to `log_path`, and waits until `socket_path` is a Unix socket
+    // (inotify on its directory), or until the process exits or `deadline`
+    // passes; then proves it is serving with one empty connection, retried
+    // while the path refuses it (see probe_ready). The child gets SIGKILL if
     // rp-bench dies, so no handler outlives a crashed benchmark.
     static Result<HandlerProcess> start(const std::vector<std::string>& argv, const std::string& socket_path,
                                         const std::string& log_path, std::chrono::milliseconds deadline,
@@ -62,8 +62,5 @@ private:
     FileDesc pidfd_;
     std::string log_path_;
 };
-
-// True when `path` is bound by a socket in the listening state.
-bool unix_socket_listening(const std::string& path);
 
 }  // namespace ringpager::bench

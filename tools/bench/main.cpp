@@ -204,9 +204,10 @@ int run(BenchOptions& o) {
     }
     RunInfo info = machine_info();
     if (!prepare_image(o, work_dir, info)) return 1;
-    auto expected = sim::ExpectedImage::open(o.mem_file);
+    std::string image_error;
+    auto expected = sim::ExpectedImage::open(o.mem_file, &image_error);
     if (!expected) {
-        std::fprintf(stderr, "rp-bench: cannot map %s: %s\n", o.mem_file.c_str(), expected.error().message().c_str());
+        std::fprintf(stderr, "rp-bench: %s\n", image_error.c_str());
         return 1;
     }
     (void)expected->hash(0, expected->size_bytes());  // warms the page cache

@@ -142,10 +142,10 @@ int run(const RunArgs& args) {
     const uint64_t start = monotonic_ns();
     std::optional<ExpectedImage> expected;
     if (!args.no_verify) {
-        auto opened = ExpectedImage::open(args.mem_file);
+        std::string error;
+        auto opened = ExpectedImage::open(args.mem_file, &error);
         if (!opened) {
-            std::fprintf(stderr, "rp-guestsim run: cannot open %s: %s\n", args.mem_file.c_str(),
-                         opened.error().message().c_str());
+            std::fprintf(stderr, "rp-guestsim run: %s\n", error.c_str());
             return kExitFailure;
         }
         expected.emplace(std::move(*opened));

@@ -9,20 +9,26 @@
 
 #include <xxhash.h>
 
+#include "common/regular_file.hpp"
 #include "guestsim/file_io.hpp"
 #include "ringpager/file_desc.hpp"
 
 namespace ringpager::sim {
 
-Result<ExpectedImage> ExpectedImage::open(const std::string& path) {
-    auto fd = FileDesc::open(path.c_str(), O_RDONLY);
-    if (!fd) return fd.error();
+Result<ExpectedImage> ExpectedImage::open(const std::string& path, std::string* error) {
+    std::string message;
+    auto failed = [&](const Error& e) -> Result<ExpectedImage> {
+        if (error != nullptr) *error = message.empty() ? "memory file " + path + ": " + e.message() : message;
+        return e;
+    };
+    auto fd = open_regular_file(path, "memory file", message);
+    if (!fd) return failed(fd.error());
     auto size = file_size(fd->get());
-    if (!size) return size.error();
+    if (!size) return failed(size.error());
     Mapping map;
     if (*size > 0) {
         auto mapped = Mapping::map(nullptr, *size, PROT_READ, MAP_SHARED, fd->get(), 0);
-        if (!mapped) return mapped.error();
+        if (!mapped) return failed(mapped.error());
         map = std::move(*mapped);
     }
     // The mapping keeps the file alive; the descriptor is no longer needed.

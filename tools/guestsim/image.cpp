@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/regular_file.hpp"
 #include "guestsim/file_io.hpp"
 #include "guestsim/prng.hpp"
 #include "ringpager/file_desc.hpp"
@@ -155,7 +156,8 @@ Result<ImageStats> generate_image(const std::string& path, uint64_t size_bytes, 
 
 Result<DiffResult> generate_diff(const std::string& base_path, const std::string& out_path, const DiffOptions& options) {
     if (!is_valid_page_size(options.page_size_bytes)) return Error{EINVAL, "generate_diff: bad page size"};
-    auto base = FileDesc::open(base_path.c_str(), O_RDONLY);
+    std::string line;  // unused: this function reports an Error, not a line
+    auto base = open_regular_file(base_path, "base", line);
     if (!base) return base.error();
     auto base_size = file_size(base->get());
     if (!base_size) return base_size.error();
@@ -187,13 +189,14 @@ Result<DiffResult> generate_diff(const std::string& base_path, const std::string
 
 Result<void> flatten(const std::string& base_path, const std::vector<std::string>& diff_paths,
                      const std::string& out_path) {
-    auto base = FileDesc::open(base_path.c_str(), O_RDONLY);
+    std::string line;  // unused: this function reports an Error, not a line
+    auto base = open_regular_file(base_path, "base", line);
     if (!base) return base.error();
     auto base_size = file_size(base->get());
     if (!base_size) return base_size.error();
     std::vector<FileDesc> diffs;
     for (const std::string& diff_path : diff_paths) {
-        auto diff = FileDesc::open(diff_path.c_str(), O_RDONLY);
+        auto diff = open_regular_file(diff_path, "diff", line);
         if (!diff) return diff.error();
         auto diff_size = file_size(diff->get());
         if (!diff_size) return diff_size.error();

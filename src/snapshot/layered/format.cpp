@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/regular_file.hpp"
 #include "ringpager/file_desc.hpp"
 #include "snapshot/layered/file_io.hpp"
 
@@ -260,11 +261,10 @@ void reseal_manifest(std::span<std::byte> b) {
 
 std::string load_manifest(const std::string& path, Manifest& m) {
     auto fail = [&](const std::string& cause) { return path + ": " + cause; };
-    auto file = FileDesc::open(path.c_str(), O_RDONLY);
-    if (!file) return fail(file.error().message());
     struct stat st {};
-    if (::fstat(file->get(), &st) != 0) return fail(errno_text("fstat"));
-    if (!S_ISREG(st.st_mode)) return fail("not a regular file");
+    std::string error;
+    auto file = open_regular_file(path, "manifest", error, &st);
+    if (!file) return error;
     auto file_size = static_cast<uint64_t>(st.st_size);
     if (file_size < header_bytes) {
         return fail("truncated manifest (" + std::to_string(file_size) + " bytes; the header alone is 128)");

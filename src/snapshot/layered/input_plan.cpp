@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "common/regular_file.hpp"
 #include "snapshot/layered/file_io.hpp"
 
 namespace ringpager::layered {
@@ -51,12 +52,11 @@ void add_tasks(uint64_t first, uint64_t end, uint64_t block_size, uint64_t buffe
 std::string open_input(const std::string& path, const std::string& role, BuildInput& out) {
     out.path = path;
     out.role = role;
-    auto file = FileDesc::open(path.c_str(), O_RDONLY);
-    if (!file) return role + " " + path + ": " + file.error().message();
-    out.file = std::move(*file);
     struct stat st {};
-    if (::fstat(out.file.get(), &st) != 0) return role + " " + path + ": " + errno_text("fstat");
-    if (!S_ISREG(st.st_mode)) return role + " " + path + ": not a regular file";
+    std::string error;
+    auto file = open_regular_file(path, role, error, &st);
+    if (!file) return error;
+    out.file = std::move(*file);
     out.size_bytes = static_cast<uint64_t>(st.st_size);
     out.device = st.st_dev;
     out.inode = st.st_ino;

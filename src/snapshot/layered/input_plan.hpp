@@ -31,8 +31,9 @@ struct BuildInput {
     std::vector<ByteRange> data;     // sorted, disjoint, maximal data regions
 };
 
-// Opens `path` read-only and finds its data regions. Returns "" or one line
-// naming the file ("diff /x/d1: open: No such file or directory").
+// Opens `path` read-only (open_regular_file: a FIFO, device or directory is
+// refused without blocking) and finds its data regions. Returns "" or one line
+// naming the file ("diff 1 /x/d1: open: No such file or directory").
 std::string open_input(const std::string& path, const std::string& role, BuildInput& out);
 
 // For every guest block: 1 + the index of the last input whose data covers

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include "common/regular_file.hpp"
 #include "snapshot/layered/file_io.hpp"
 
 namespace ringpager::layered {
@@ -27,12 +28,12 @@ std::string check_header(const Manifest& m, uint32_t index, const LayerHeader& h
 std::string open_layer(const Manifest& m, uint32_t index, FileDesc& out) {
     const LayerRecord& rec = m.layers[index];
     std::string path = m.layer_path(index);
-    std::string name = "layer " + std::to_string(index) + " file " + path;
-    auto file = FileDesc::open(path.c_str(), O_RDONLY);
-    if (!file) return name + ": " + file.error().message() + " (named by manifest " + m.path + ")";
+    const std::string what = "layer " + std::to_string(index) + " file";
+    const std::string name = what + " " + path;
     struct stat st {};
-    if (::fstat(file->get(), &st) != 0) return name + ": " + errno_text("fstat");
-    if (!S_ISREG(st.st_mode)) return name + ": not a regular file";
+    std::string error;
+    auto file = open_regular_file(path, what, error, &st);
+    if (!file) return error + " (named by manifest " + m.path + ")";
     auto size = static_cast<uint64_t>(st.st_size);
     if (size != rec.file_size_bytes) {
         return name + ": size " + std::to_string(size) + " bytes, the manifest expects " +

@@ -12,8 +12,9 @@
 
 namespace ringpager::layered {
 
-// Opens layer `index` O_RDONLY|O_CLOEXEC and checks it. Returns "" or one line
-// naming the layer file and the cause.
+// Opens layer `index` read-only (open_regular_file: a FIFO, device or
+// directory is refused without blocking) and checks it. Returns "" or one
+// line naming the layer file and the cause.
 std::string open_layer(const Manifest& m, uint32_t index, FileDesc& out);
 
 // open_layer for every layer, in order; stops at the first failure.

@@ -15,8 +15,10 @@ namespace ringpager::sim {
 
 class ExpectedImage {
 public:
-    // Maps `path` read-only (shared, so it costs page cache, not copies).
-    static Result<ExpectedImage> open(const std::string& path);
+    // Maps `path` read-only (shared, so it costs page cache, not copies). A
+    // FIFO, device or directory is refused without blocking; `error`, when
+    // given, receives one line naming the file and the cause.
+    static Result<ExpectedImage> open(const std::string& path, std::string* error = nullptr);
 
     uint64_t size_bytes() const { return size_bytes_; }
     const std::string& path() const { return path_; }
