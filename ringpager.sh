@@ -3,7 +3,7 @@
 #   ./ringpager.sh demo   install what is missing, build, restore a generated snapshot into
 #                         simulated VMs with ringpager (lazy and prefetch) and a baseline handler,
 #                         and print the comparison report
-#   ./ringpager.sh test   install what is missing, build (plus an ASan/UBSan build), run every test
+#   ./ringpager.sh test   install what is missing, build (plus ASan/UBSan and TSan builds), run every test
 #   ./ringpager.sh build  install what is missing and build into ./build
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -83,6 +83,13 @@ case "${1:-}" in
         build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
             run_tests build-asan --no-suite bench-smoke || rc=$?
+        echo "== tests (TSan build)"
+        # -O0 (debug): half the compile time of -O2 and the tests stay I/O-bound; no access is
+        # optimized away. Only the `ringpager` binary links mimalloc, and libtsan comes first in
+        # its link order, so TSan's malloc interposes and mimalloc stays idle (as under ASan).
+        # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads.
+        build build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan || rc=$?
         exit $rc
         ;;
     *)
