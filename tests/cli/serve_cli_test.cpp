@@ -161,4 +161,62 @@ TEST_F(ServeCliTest, ConfigFileServesSeveralSockets) {
     EXPECT_NE(log.find("stopped: 2 VMs served"), std::string::npos) << log;
 }
 
+// Reads a child's output until `needle` appears (or it closes its output).
+bool read_until(Child& child, const std::string& needle, std::string& said) {
+    char buf[512];
+    ssize_t n;
+    while (said.find(needle) == std::string::npos && (n = read(child.stderr_fd, buf, sizeof buf)) > 0)
+        said.append(buf, static_cast<size_t>(n));
+    return said.find(needle) != std::string::npos;
+}
+
+// SIGTERM with a VM mid-restore: the engine stops accepting, makes the VM
+// resident, releases it and exits 0; the VM then reads every page right
+// with no pager left.
+TEST_F(ServeCliTest, SigtermFinishesARestoreInProgressBeforeExiting) {
+    const std::string mem = make_image(dir, "mem", 8 * MiB);
+    const std::string socket = dir.file("serve.sock");
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--reactors", "2"});
+    ASSERT_TRUE(wait_for_file(socket));
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M,4M", "--pattern",
+                                   "random", "--fraction", "0.1", "--hold"});
+    std::string said;
+    ASSERT_TRUE(read_until(guest, "holding after", said)) << said;
+    kill(server.pid, SIGTERM);
+    std::string log;
+    const int status = server.wait(&log);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
+    EXPECT_NE(log.find("Terminated received: no new VMs; finishing restores within 30.0 s"), std::string::npos) << log;
+    EXPECT_NE(log.find("released (engine stopping (restore finished))"), std::string::npos) << log;
+    EXPECT_NE(log.find("stopped: 1 VMs served (0 refused, 0 failed)"), std::string::npos) << log;
+    kill(guest.pid, SIGUSR1);
+    std::string guest_out;
+    EXPECT_EQ(guest.wait(&guest_out), 0) << said << guest_out;
+}
+
+// With --stop-timeout 0 a VM mid-restore is left at once: named in one line
+// and, under --kill-on-failure, killed through its pidfd.
+TEST_F(ServeCliTest, AVmLeftAtStopIsNamedAndKilledUnderKillOnFailure) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string socket = dir.file("serve.sock");
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--stop-timeout", "0",
+                                     "--kill-on-failure"});
+    ASSERT_TRUE(wait_for_file(socket));
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M", "--pattern",
+                                   "sequential", "--fraction", "0.5", "--hold"});
+    std::string said;
+    ASSERT_TRUE(read_until(guest, "holding after 512 touches", said)) << said;
+    kill(server.pid, SIGTERM);
+    std::string log;
+    const int status = server.wait(&log);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
+    EXPECT_NE(log.find("released before it was resident: the stop timeout passed; 512 of 1024 pages were never "
+                       "served and it hangs on its next fault there"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("killed with SIGKILL through its pidfd (--kill-on-failure)"), std::string::npos) << log;
+    const int guest_status = guest.wait();
+    EXPECT_TRUE(WIFSIGNALED(guest_status) && WTERMSIG(guest_status) == SIGKILL);
+}
+
 }  // namespace

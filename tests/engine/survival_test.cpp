@@ -9,11 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <future>
 
 #include "common/engine_fixture.hpp"
 #include "common/process.hpp"
 #include "common/socket.hpp"
+#include "reactor/test_hooks.hpp"
 #include "ringpager/snapshot.hpp"
 #include "uffd/uffd.hpp"
 
@@ -280,6 +283,36 @@ TEST_F(SurvivalTest, ACorruptBlockIsPoisonedNotServed) {
     const EngineStats s = e.engine->stats();
     EXPECT_EQ(s.pages_poisoned, 1u);
     EXPECT_EQ(s.vms_failed, 0u);
+}
+
+// A second stop request cuts a graceful stop short: the reactor is parked
+// on the drain's first prefetch install until request_stop() has been made,
+// so the VM is certainly not resident yet, and it is released loudly.
+TEST_F(SurvivalTest, RequestStopCutsAGracefulStopShort) {
+    start();
+    sim::Guest guest = make_guest(e.socket, {4 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    guest.touch(sim::Pattern::random, 1, 0.1, 3);
+    std::promise<void> stop_requested;
+    std::shared_future<void> go_on = stop_requested.get_future().share();
+    std::atomic<bool> parked{false};
+    struct Disarm {
+        ~Disarm() { test_hooks::disarm(test_hooks::Point::before_copy); }
+    } disarm;
+    test_hooks::arm(test_hooks::Point::before_copy, [&](uint64_t, uint64_t) {
+        parked.store(true);
+        parked.notify_all();
+        go_on.wait();
+    });
+    ::testing::internal::CaptureStderr();
+    e.engine->request_drain(std::chrono::seconds(60));
+    parked.wait(false);
+    e.engine->request_stop();
+    stop_requested.set_value();
+    ASSERT_TRUE(e.engine->wait());
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("released before it was resident: the engine stopped at once; "), std::string::npos) << log;
+    EXPECT_EQ(e.engine->stats().vms_failed, 1u);
 }
 
 }  // namespace
