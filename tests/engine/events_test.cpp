@@ -3,6 +3,7 @@
 // EAGAIN is retried not dropped, and randomized fault/prefetch/REMOVE
 // interleavings always leave every page as the model says.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 
@@ -212,8 +213,14 @@ TEST_F(EventsTest, HugePageBalloonReadsZeros) {
 TEST_F(EventsTest, PrefetcherSkipsRemovedPages) {
     start(ServeMode::prefetch, 16 * MiB);
     sim::Guest guest = make_guest(e.socket, {16 * MiB});
+    // The REMOVE is queued in the uffd before the engine has it, so the engine
+    // reads it in its first turns, long before its ascending walk reaches the
+    // second half (discarding after the handshake raced the prefetcher).
+    std::thread balloon([&] { EXPECT_TRUE(guest.discard(8 * MiB, 8 * MiB).ok()); });
+    pollfd queued{guest.uffd(), POLLIN, 0};
+    ASSERT_EQ(poll(&queued, 1, 30000), 1);
     ASSERT_TRUE(guest.connect_and_send().ok());
-    ASSERT_TRUE(guest.discard(8 * MiB, 8 * MiB).ok());
+    balloon.join();
     // No vCPU touches anything: the prefetcher alone makes the VM resident.
     ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
     const EngineStats s = e.engine->stats();
