@@ -95,6 +95,12 @@ protected:
         fds_before = open_fd_count();
     }
 
+    // Every test ends with the engine gone and every fd it held closed.
+    void TearDown() override {
+        engine.reset();
+        EXPECT_EQ(open_fd_count(), fds_before) << "an fd leaked";
+    }
+
     // One engine serving tenant A on a.sock and tenant B on b.sock.
     void start(const std::function<void(EngineConfig&)>& tweak = {}, unsigned reactors = 1) {
         std::string error;

@@ -48,6 +48,12 @@ protected:
         fds_before = open_fd_count();
     }
 
+    // Every test ends with the engine gone and every fd it held closed.
+    void TearDown() override {
+        e.engine.reset();
+        EXPECT_EQ(open_fd_count(), fds_before) << "an fd leaked";
+    }
+
     void start(const std::function<void(EngineConfig&)>& tweak = {}) {
         e = start_engine(dir, mem, ServeMode::lazy, 2, std::chrono::milliseconds(500), nullptr, tweak);
         ASSERT_TRUE(e.engine);
