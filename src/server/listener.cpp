@@ -55,13 +55,13 @@ constexpr uint64_t kBackoffCookie = uint64_t{3} << 56;
 
 class Acceptor final : public RingService {
 public:
-    Acceptor(EngineShared& shared, std::vector<ListenerBinding>& listeners)
+    Acceptor(EngineShared& shared, std::vector<ListenerBinding> listeners)
         : shared_(shared),
-          listeners_(listeners),
-          accept_ops_(listeners.size(), 0),
-          accept_shares_(listeners.size()),
+          listeners_(std::move(listeners)),
+          accept_ops_(listeners_.size(), 0),
+          accept_shares_(listeners_.size()),
           load_(shared.reactors.size(), 0) {
-        for (const ListenerBinding& l : listeners) paths_.push_back(l.socket.path());
+        for (const ListenerBinding& l : listeners_) paths_.push_back(l.socket.path());
     }
 
     void start(Reactor& reactor) override {
@@ -392,7 +392,7 @@ private:
     }
 
     EngineShared& shared_;
-    std::vector<ListenerBinding>& listeners_;
+    std::vector<ListenerBinding> listeners_;
     std::vector<std::string> paths_;  // the listeners' paths, for log lines after the sockets are closed
     Reactor* reactor_ = nullptr;      // the reactor this service runs on (set at start)
     std::vector<uint64_t> accept_ops_;
@@ -410,8 +410,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<RingService> make_acceptor(EngineShared& shared, std::vector<ListenerBinding>& listeners) {
-    return std::make_unique<Acceptor>(shared, listeners);
+std::unique_ptr<RingService> make_acceptor(EngineShared& shared, std::vector<ListenerBinding> listeners) {
+    return std::make_unique<Acceptor>(shared, std::move(listeners));
 }
 
 }  // namespace ringpager

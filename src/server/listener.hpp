@@ -22,6 +22,7 @@ struct ListenerBinding {
     ServeMode mode = ServeMode::lazy;
 };
 
-std::unique_ptr<RingService> make_acceptor(EngineShared& shared, std::vector<ListenerBinding>& listeners);
+// The acceptor takes the listening sockets over.
+std::unique_ptr<RingService> make_acceptor(EngineShared& shared, std::vector<ListenerBinding> listeners);
 
 }  // namespace ringpager

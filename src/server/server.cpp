@@ -57,12 +57,15 @@ public:
                 return false;  // the destructor stops the reactors already running
             }
         }
+        std::vector<ListenerBinding> bound;  // closed and removed again if a later one fails
         for (const ListenerConfig& l : shared_.config.listeners) {
             auto socket = ListenSocket::bind(l.socket_path, error);
             if (!socket) return false;
-            listeners_.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode});
+            bound.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode});
         }
-        reactors_[0]->attach_service(make_acceptor(shared_, listeners_));
+        // The acceptor owns the sockets from here: it closes and removes them
+        // when the engine stops accepting, on its reactor's thread.
+        reactors_[0]->attach_service(make_acceptor(shared_, std::move(bound)));
         return true;
     }
 
@@ -78,7 +81,6 @@ public:
     bool wait() override {
         bool ok = true;
         for (auto& r : reactors_) ok = r->join() && ok;
-        listeners_.clear();  // removes the socket files
         return ok;
     }
 
@@ -143,8 +145,8 @@ public:
                      " refused: " + std::strerror(reactors_[0]->nice_error()) + ")";
         }
         s += ", io_uring " + (reactors_.empty() ? std::string("?") : reactors_[0]->setup_mode());
-        for (const ListenerBinding& l : listeners_)
-            s += "; " + l.socket.path() + " <- " + l.source->describe() +
+        for (const ListenerConfig& l : shared_.config.listeners)
+            s += "; " + l.socket_path + " <- " + l.source->describe() +
                  (l.mode == ServeMode::lazy ? " (lazy)" : " (prefetch)");
         return s;
     }
@@ -213,7 +215,6 @@ private:
     }
 
     EngineShared shared_;
-    std::vector<ListenerBinding> listeners_;
     std::vector<std::unique_ptr<Reactor>> reactors_;
 };
 
