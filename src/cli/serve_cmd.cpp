@@ -6,9 +6,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "cli/serve_config.hpp"
 #include "common/log.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/snapshot.hpp"
@@ -34,39 +33,24 @@ struct ServeOptions {
     uint64_t prefetch_batch_kib = 512;
 };
 
-// One listener as the operator described it, before its source is opened.
-struct ListenerSpec {
-    std::string socket;
-    std::string path;
-    bool layered = false;
-    std::string mode = "lazy";
-};
-
-bool load_config_file(const std::string& path, std::vector<ListenerSpec>& out, std::string& error) {
-    std::ifstream in(path);
-    if (!in) {
-        error = "cannot read config file " + path;
-        return false;
-    }
-    auto doc = nlohmann::json::parse(in, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object() || !doc.contains("listeners") || !doc["listeners"].is_array()) {
-        error = "config file " + path + " is not {\"listeners\": [...]} JSON";
-        return false;
-    }
-    for (const auto& l : doc["listeners"]) {
-        ListenerSpec spec;
-        if (!l.is_object() || !l.contains("socket") || !l["socket"].is_string() ||
-            (l.contains("mem_file") == l.contains("snapshot"))) {
-            error = "config file " + path + ": every listener needs \"socket\" and one of \"mem_file\" or \"snapshot\"";
+// A config file names every listener: a listener flag beside it would be ignored.
+bool flags_fit_config(const ServeOptions& o, std::string& error) {
+    const std::pair<const char*, bool> listener_flags[] = {{"--socket", !o.sockets.empty()},
+                                                           {"--mem-file", !o.mem_files.empty()},
+                                                           {"--snapshot", !o.snapshots.empty()},
+                                                           {"--mode", !o.modes.empty()}};
+    for (const auto& [flag, given] : listener_flags) {
+        if (given) {
+            error = std::string(flag) + " cannot be given with --config: the config file names every listener";
             return false;
         }
-        spec.socket = l["socket"].get<std::string>();
-        spec.layered = l.contains("snapshot");
-        spec.path = l[spec.layered ? "snapshot" : "mem_file"].get<std::string>();
-        if (l.contains("mode")) spec.mode = l["mode"].get<std::string>();
-        out.push_back(spec);
     }
     return true;
+}
+
+bool listeners_from_config_file(const std::string& path, std::vector<ListenerSpec>& out, std::string& error) {
+    std::string text;
+    return read_config_file(path, text, error) && parse_serve_config(text, path, out, error);
 }
 
 // Pairs sockets with sources: the i-th socket serves the i-th source, or all
@@ -93,7 +77,8 @@ bool listeners_from_flags(const ServeOptions& o, std::vector<ListenerSpec>& out,
     }
     for (size_t i = 0; i < o.sockets.size(); i++)
         out.push_back({o.sockets[i], sources[sources.size() == 1 ? 0 : i], layered,
-                       o.modes.empty() ? "lazy" : o.modes[o.modes.size() == 1 ? 0 : i]});
+                       !o.modes.empty() && o.modes[o.modes.size() == 1 ? 0 : i] == "prefetch" ? ServeMode::prefetch
+                                                                                              : ServeMode::lazy});
     return true;
 }
 
@@ -141,17 +126,20 @@ int serve_main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        const int rc = app.exit(e);
-        return rc == 0 ? 0 : 2;
+        if (e.get_exit_code() == 0) return app.exit(e);  // --help
+        fprintf(stderr, "ringpager serve: %s (see --help)\n", e.what());
+        return 2;
     }
     set_log_level(parse_level(o.log_level));
 
     std::vector<ListenerSpec> specs;
     std::string error;
-    const bool ok = o.config_file.empty() ? listeners_from_flags(o, specs, error)
-                                          : load_config_file(o.config_file, specs, error);
-    if (!ok) {
+    if (o.config_file.empty() ? !listeners_from_flags(o, specs, error) : !flags_fit_config(o, error)) {
         fprintf(stderr, "ringpager serve: %s (see --help)\n", error.c_str());
+        return 2;
+    }
+    if (!o.config_file.empty() && !listeners_from_config_file(o.config_file, specs, error)) {
+        fprintf(stderr, "ringpager serve: %s\n", error.c_str());
         return 2;
     }
     if (std::string why = userfaultfd_unavailable_reason(); !why.empty()) {
@@ -161,10 +149,6 @@ int serve_main(int argc, char** argv) {
     EngineConfig config;
     std::map<std::string, std::shared_ptr<const Source>> opened;  // one Source per distinct file
     for (const ListenerSpec& spec : specs) {
-        if (spec.mode != "lazy" && spec.mode != "prefetch") {
-            fprintf(stderr, "ringpager serve: unknown mode '%s' (lazy or prefetch)\n", spec.mode.c_str());
-            return 2;
-        }
         auto& source = opened[(spec.layered ? "L:" : "R:") + spec.path];
         if (!source) {
             source = spec.layered ? open_layered_source(spec.path, o.verify_reads, error)
@@ -174,7 +158,7 @@ int serve_main(int argc, char** argv) {
                 return 1;
             }
         }
-        config.listeners.push_back({spec.socket, source, spec.mode == "lazy" ? ServeMode::lazy : ServeMode::prefetch});
+        config.listeners.push_back({spec.socket, source, spec.mode});
     }
     config.reactors = o.reactors;
     config.allowed_uids = o.allow_uids;
