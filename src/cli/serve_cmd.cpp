@@ -33,6 +33,9 @@ struct ServeOptions {
     uint64_t prefetch_batch_kib = 512;
 };
 
+// The acceptor keeps a per-reactor table of this size (src/server/listener.cpp).
+constexpr unsigned kMaxReactors = 256;
+
 // A config file names every listener: a listener flag beside it would be ignored.
 bool flags_fit_config(const ServeOptions& o, std::string& error) {
     const std::pair<const char*, bool> listener_flags[] = {{"--socket", !o.sockets.empty()},
@@ -104,7 +107,8 @@ int serve_main(int argc, char** argv) {
     app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")
         ->check(CLI::IsMember({"lazy", "prefetch"}));
     app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..}]}");
-    app.add_option("--reactors", o.reactors, "reactor threads (default: one per online core)");
+    app.add_option("--reactors", o.reactors, "reactor threads, at most 256 (default, 0: one per online core)")
+        ->check(CLI::Range(0u, kMaxReactors));
     app.add_option("--allow-uid", o.allow_uids, "uid allowed to connect (repeatable; default: this process's uid)");
     app.add_option("--handshake-timeout", o.handshake_timeout_s, "seconds a peer has to send its handshake")
         ->check(CLI::PositiveNumber);

@@ -115,6 +115,14 @@ TEST_F(ServeCliTest, ConfigFileExcludesListenerFlags) {
                    "(see --help)\n");
 }
 
+TEST_F(ServeCliTest, ReactorsAreBoundedByTheAcceptorTable) {
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", "m", "--reactors", "257"}, out)), 2);
+    EXPECT_EQ(out, "ringpager serve: --reactors: Value 257 not in range 0 to 256 (see --help)\n");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", "m", "--reactors", "-1"}, out)), 2);
+    EXPECT_EQ(out, "ringpager serve: --reactors: Value -1 not in range 0 to 256 (see --help)\n");
+}
+
 TEST_F(ServeCliTest, HelpExitsZero) {
     std::string out;
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--help"}, out)), 0);
