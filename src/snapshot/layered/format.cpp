@@ -184,6 +184,62 @@ std::string check_extents(const Manifest& m) {
     return {};
 }
 
+std::string truncated_header(uint64_t size_bytes) {
+    return "truncated manifest (" + std::to_string(size_bytes) + " bytes; the header alone is 128)";
+}
+
+// Everything a reader checks on the 128 header bytes of a manifest of
+// `file_size` bytes, in the format document's order; "" or the cause.
+std::string check_header(std::span<const std::byte> header, uint64_t file_size, ManifestHeader& h) {
+    if (std::memcmp(header.data(), manifest_magic.data(), manifest_magic.size()) != 0) {
+        return "not a ringpager snapshot manifest (wrong magic)";
+    }
+    h = decode_manifest_header(header);
+    if (h.version != format_version) {
+        return "unsupported manifest version " + std::to_string(h.version) + " (this ringpager reads version " +
+               std::to_string(format_version) + ")";
+    }
+    uint64_t header_hash = hash64(header.first(header_checksum_offset));
+    if (header_hash != h.header_checksum) {
+        return "header checksum mismatch (stored " + hex64(h.header_checksum) + ", computed " + hex64(header_hash) +
+               "): the manifest is corrupt";
+    }
+    if (auto e = check_header_fields(h); !e.empty()) return "invalid header: " + e;
+    if (file_size < header_bytes + h.table_bytes) {
+        return "truncated manifest (" + std::to_string(file_size) + " bytes, the header says " +
+               std::to_string(header_bytes + h.table_bytes) + ")";
+    }
+    if (file_size > header_bytes + h.table_bytes) {
+        return "manifest has " + std::to_string(file_size - header_bytes - h.table_bytes) +
+               " trailing bytes after its tables";
+    }
+    return {};
+}
+
+// The checks after the tables are read (m.extents and m.checksums filled,
+// `records` the raw layer records, `table_hash` the hash of all three tables):
+// "" or the cause, and on success `m` is complete.
+std::string finish_manifest(const ManifestHeader& h, std::span<const std::byte> records, uint64_t table_hash,
+                            const std::string& path, Manifest& m) {
+    if (table_hash != h.table_checksum) {
+        return "block table checksum mismatch (stored " + hex64(h.table_checksum) + ", computed " +
+               hex64(table_hash) + "): the manifest is corrupt";
+    }
+    m.path = path;
+    m.directory = parent_directory(path);
+    m.version = h.version;
+    m.block_size_bytes = h.block_size_bytes;
+    m.guest_size_bytes = h.guest_size_bytes;
+    m.block_count = h.block_count;
+    m.snapshot_id = h.snapshot_id;
+    m.layers.assign(h.layer_count, LayerRecord{});
+    if (auto e = decode_layer_records(records, h.block_size_bytes, m); !e.empty()) return e;
+    if (auto e = check_checksum_slices(m); !e.empty()) return e;
+    if (auto e = check_extents(m); !e.empty()) return e;
+    m.build_bucket_index();
+    return {};
+}
+
 }  // namespace
 
 size_t Manifest::find_extent(uint64_t block) const {
@@ -266,33 +322,13 @@ std::string load_manifest(const std::string& path, Manifest& m) {
     if (::fstat(file->get(), &st) != 0) return fail(errno_text("fstat"));
     if (!S_ISREG(st.st_mode)) return fail("not a regular file");
     auto file_size = static_cast<uint64_t>(st.st_size);
-    if (file_size < header_bytes) {
-        return fail("truncated manifest (" + std::to_string(file_size) + " bytes; the header alone is 128)");
-    }
+    if (file_size < header_bytes) return fail(truncated_header(file_size));
+    // The header is checked before the tables are read: a file that is not a
+    // manifest (a memory image given by mistake) is refused after 128 bytes.
     std::array<std::byte, header_bytes> header_buf;
     if (auto e = pread_exact(file->get(), header_buf, 0, path); !e.empty()) return e;
-    if (std::memcmp(header_buf.data(), manifest_magic.data(), manifest_magic.size()) != 0) {
-        return fail("not a ringpager snapshot manifest (wrong magic)");
-    }
-    ManifestHeader h = decode_manifest_header(header_buf);
-    if (h.version != format_version) {
-        return fail("unsupported manifest version " + std::to_string(h.version) + " (this ringpager reads version " +
-                    std::to_string(format_version) + ")");
-    }
-    uint64_t header_hash = hash64(std::span(header_buf).first(header_checksum_offset));
-    if (header_hash != h.header_checksum) {
-        return fail("header checksum mismatch (stored " + hex64(h.header_checksum) + ", computed " +
-                    hex64(header_hash) + "): the manifest is corrupt");
-    }
-    if (auto e = check_header_fields(h); !e.empty()) return fail("invalid header: " + e);
-    if (file_size < header_bytes + h.table_bytes) {
-        return fail("truncated manifest (" + std::to_string(file_size) + " bytes, the header says " +
-                    std::to_string(header_bytes + h.table_bytes) + ")");
-    }
-    if (file_size > header_bytes + h.table_bytes) {
-        return fail("manifest has " + std::to_string(file_size - header_bytes - h.table_bytes) +
-                    " trailing bytes after its tables");
-    }
+    ManifestHeader h;
+    if (auto e = check_header(header_buf, file_size, h); !e.empty()) return fail(e);
 
     // Read each table straight into its final home; hash them as one stream.
     std::vector<std::byte> records(h.layer_count * layer_record_bytes);
@@ -310,24 +346,24 @@ std::string load_manifest(const std::string& path, Manifest& m) {
         XXH3_64bits_update(state.get(), part.data(), part.size());
         at += part.size();
     }
-    uint64_t table_hash = XXH3_64bits_digest(state.get());
-    if (table_hash != h.table_checksum) {
-        return fail("block table checksum mismatch (stored " + hex64(h.table_checksum) + ", computed " +
-                    hex64(table_hash) + "): the manifest is corrupt");
-    }
+    if (auto e = finish_manifest(h, records, XXH3_64bits_digest(state.get()), path, m); !e.empty()) return fail(e);
+    return {};
+}
 
-    m.path = path;
-    m.directory = parent_directory(path);
-    m.version = h.version;
-    m.block_size_bytes = h.block_size_bytes;
-    m.guest_size_bytes = h.guest_size_bytes;
-    m.block_count = h.block_count;
-    m.snapshot_id = h.snapshot_id;
-    m.layers.assign(h.layer_count, LayerRecord{});
-    if (auto e = decode_layer_records(records, h.block_size_bytes, m); !e.empty()) return fail(e);
-    if (auto e = check_checksum_slices(m); !e.empty()) return fail(e);
-    if (auto e = check_extents(m); !e.empty()) return fail(e);
-    m.build_bucket_index();
+std::string decode_manifest(std::span<const std::byte> bytes, const std::string& path, Manifest& m) {
+    auto fail = [&](const std::string& cause) { return path + ": " + cause; };
+    if (bytes.size() < header_bytes) return fail(truncated_header(bytes.size()));
+    ManifestHeader h;
+    if (auto e = check_header(bytes.first(header_bytes), bytes.size(), h); !e.empty()) return fail(e);
+    // check_header made the size exactly header + tables, each table's size from its count.
+    auto records = bytes.subspan(header_bytes, h.layer_count * layer_record_bytes);
+    auto extent_bytes = bytes.subspan(header_bytes + records.size(), h.extent_count * extent_record_bytes);
+    auto checksum_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size());
+    m.extents.resize(h.extent_count);
+    m.checksums.resize(h.stored_block_count);
+    std::memcpy(m.extents.data(), extent_bytes.data(), extent_bytes.size());
+    if (!checksum_bytes.empty()) std::memcpy(m.checksums.data(), checksum_bytes.data(), checksum_bytes.size());
+    if (auto e = finish_manifest(h, records, hash64(bytes.subspan(header_bytes)), path, m); !e.empty()) return fail(e);
     return {};
 }
 

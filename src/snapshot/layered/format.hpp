@@ -125,6 +125,12 @@ void reseal_manifest(std::span<std::byte> manifest_bytes);
 // extent lies inside its layer). Returns "" or a one-line error naming the file.
 std::string load_manifest(const std::string& path, Manifest& out);
 
+// The same checks on a manifest already in memory (`bytes` is the whole file;
+// `path` names it in errors and is where layer paths start from). load_manifest
+// reads the header first and the tables only once it passed; both share every
+// check, so they refuse and accept the same bytes with the same message.
+std::string decode_manifest(std::span<const std::byte> bytes, const std::string& path, Manifest& out);
+
 // Layer header: 128 bytes at offset 0 of a layer file.
 std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h);
 // Decodes a layer header; returns "" or the cause (without the file name).
