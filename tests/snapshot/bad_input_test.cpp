@@ -226,6 +226,15 @@ TEST_F(BadInput, ExtentPointingPastItsLayersEndIsRefusedEvenWhenSealed) {
     expect_refused(manifest(), "points past the end of layer " + std::to_string(layer_index));
 }
 
+TEST_F(BadInput, LayerPathBytesAreEscapedInTheRefusal) {
+    Bytes bytes = manifest_bytes();
+    const char path[] = "/x\n\x1b[2J";   // absolute, with a newline and a terminal escape
+    std::memcpy(bytes.data() + layered::header_bytes + 64, path, sizeof path);
+    layered::reseal_manifest(bytes);
+    rewrite_manifest(bytes);
+    expect_refused(manifest(), "layer 0 record: path '/x\\x0a\\x1b[2J' is not relative");
+}
+
 TEST_F(BadInput, ExtentNamingAMissingLayerIsRefusedEvenWhenSealed) {
     layered::Manifest m;
     ASSERT_EQ(layered::load_manifest(manifest(), m), "");

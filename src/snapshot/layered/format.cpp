@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/log.hpp"
 #include "ringpager/file_desc.hpp"
 #include "snapshot/layered/file_io.hpp"
 
@@ -40,6 +41,9 @@ void put_id(std::span<std::byte> out, uint64_t offset, const LayerId& id) {
 }
 
 uint64_t hash64(std::span<const std::byte> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+// A layer path is file bytes: escaped before it enters an error line.
+std::string quote_path(const std::string& path) { return escape_for_log(path, layer_path_bytes); }
 
 bool valid_block_size(uint64_t bytes) {
     return std::has_single_bit(bytes) && bytes >= min_block_size_bytes && bytes <= max_block_size_bytes;
@@ -122,7 +126,7 @@ std::string decode_layer_records(std::span<const std::byte> table, uint64_t bloc
         std::string where = "layer " + std::to_string(i) + " record: ";
         if (length == 0 || length == layer_path_bytes) return where + "path is empty or not NUL-terminated";
         rec.path.assign(text, length);
-        if (rec.path.front() == '/') return where + "path '" + rec.path + "' is not relative";
+        if (rec.path.front() == '/') return where + "path '" + quote_path(rec.path) + "' is not relative";
         if (rec.block_count > slot_mask - slots) return where + "block count is too large";
         slots += rec.block_count;
         if (rec.data_offset_bytes < header_bytes || rec.data_offset_bytes % 4096 != 0 ||
@@ -176,7 +180,7 @@ std::string check_extents(const Manifest& m) {
         uint64_t count = end - e.first_block;
         const LayerRecord& rec = m.layers[layer];
         if (first > rec.block_count || count > rec.block_count - first) {
-            return where(i) + " points past the end of layer " + std::to_string(layer) + " (" + rec.path +
+            return where(i) + " points past the end of layer " + std::to_string(layer) + " (" + quote_path(rec.path) +
                    "): slots " + std::to_string(first) + ".." + std::to_string(first + count - 1) +
                    ", the layer holds " + std::to_string(rec.block_count) + " blocks";
         }
