@@ -235,6 +235,22 @@ TEST_F(BadInput, LayerPathBytesAreEscapedInTheRefusal) {
     expect_refused(manifest(), "layer 0 record: path '/x\\x0a\\x1b[2J' is not relative");
 }
 
+TEST_F(BadInput, LayerClaimingMoreBlocksThanTheChecksumTableIsRefusedEvenWhenSealed) {
+    // Its checksum slice would run past the table: refused before it is hashed.
+    Bytes bytes = manifest_bytes();
+    uint64_t stored = 0, data_offset = 0;
+    std::memcpy(&stored, bytes.data() + 56, 8);
+    std::memcpy(&data_offset, bytes.data() + layered::header_bytes + 32, 8);
+    const uint64_t claimed = stored + (uint64_t{1} << 30);
+    const uint64_t file_size = data_offset + claimed * P;
+    std::memcpy(bytes.data() + layered::header_bytes + 24, &claimed, 8);
+    std::memcpy(bytes.data() + layered::header_bytes + 16, &file_size, 8);
+    layered::reseal_manifest(bytes);
+    rewrite_manifest(bytes);
+    expect_refused(manifest(), "layer 0 record: " + std::to_string(claimed) + " blocks, but the checksum table has " +
+                                   std::to_string(stored) + " left");
+}
+
 TEST_F(BadInput, ExtentNamingAMissingLayerIsRefusedEvenWhenSealed) {
     layered::Manifest m;
     ASSERT_EQ(layered::load_manifest(manifest(), m), "");

@@ -146,6 +146,11 @@ std::string check_checksum_slices(Manifest& m) {
     for (uint32_t i = 0; i < m.layers.size(); ++i) {
         m.checksum_base[i] = base;
         const LayerRecord& rec = m.layers[i];
+        // The slice is hashed in place: it must lie inside the table first.
+        if (rec.block_count > m.checksums.size() - base) {
+            return "layer " + std::to_string(i) + " record: " + std::to_string(rec.block_count) +
+                   " blocks, but the checksum table has " + std::to_string(m.checksums.size() - base) + " left";
+        }
         uint64_t hash = XXH3_64bits(m.checksums.data() + base, rec.block_count * checksum_record_bytes);
         if (hash != rec.checksums_xxh3) {
             return "layer " + std::to_string(i) + " record: its checksum list hashes to " + hex64(hash) +
