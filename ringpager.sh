@@ -3,17 +3,19 @@
 #   ./ringpager.sh demo   install what is missing, build, restore a generated snapshot into
 #                         simulated VMs with ringpager (lazy and prefetch) and a baseline handler,
 #                         and print the comparison report
-#   ./ringpager.sh test   install what is missing, build (plus an ASan/UBSan build), run every test
+#   ./ringpager.sh test   install what is missing, build (plus an ASan/UBSan build), run every test,
+#                         then fuzz each parser of hostile bytes for a minute (fuzz/run.sh)
 #   ./ringpager.sh build  install what is missing and build into ./build
 set -euo pipefail
 cd "$(dirname "$0")"
 
 packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev)
+fuzz_packages=(clang-19 libfuzzer-19-dev libclang-rt-19-dev)   # fuzz/run.sh, in `test` only
 
-install_deps() {
+install_deps() {  # install_deps PACKAGE...
     local missing=()
-    for p in "${packages[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if ((${#missing[@]})); then
@@ -63,18 +65,18 @@ PY
 
 case "${1:-}" in
     build)
-        install_deps
+        install_deps "${packages[@]}"
         build build
         echo "built: build/src/cli/ringpager, build/tools/guestsim/rp-guestsim, build/tools/bench/rp-bench"
         ;;
     demo)
-        install_deps
+        install_deps "${packages[@]}"
         build build
         shift
         exec build/tools/bench/rp-bench "$@"
         ;;
     test)
-        install_deps
+        install_deps "${packages[@]}" "${fuzz_packages[@]}"
         build build
         echo "== tests (debugoptimized build)"
         rc=0
@@ -83,10 +85,12 @@ case "${1:-}" in
         build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
             run_tests build-asan --no-suite bench-smoke || rc=$?
+        echo "== fuzzing (libFuzzer + ASan/UBSan, 60 s per target)"
+        fuzz/run.sh 60 || rc=$?
         exit $rc
         ;;
     *)
-        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
