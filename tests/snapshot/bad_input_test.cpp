@@ -235,6 +235,27 @@ TEST_F(BadInput, LayerPathBytesAreEscapedInTheRefusal) {
     expect_refused(manifest(), "layer 0 record: path '/x\\x0a\\x1b[2J' is not relative");
 }
 
+TEST_F(BadInput, LayerPathWithAControlCharacterIsRefusedEvenWhenSealed) {
+    // Every message naming the layer file would carry the newline and forge a log line.
+    Bytes bytes = manifest_bytes();
+    const char path[] = "a\nringpager error: forged";
+    std::memcpy(bytes.data() + layered::header_bytes + 64, path, sizeof path);
+    layered::reseal_manifest(bytes);
+    rewrite_manifest(bytes);
+    expect_refused(manifest(), "layer 0 record: path 'a\\x0aringpager error: forged' holds a control character");
+}
+
+TEST_F(BadInput, ManifestNameWithAControlCharacterIsRefusedByTheBuilder) {
+    ringpager::SnapshotBuildOptions options;
+    options.base_path = dir_.file("base");
+    options.manifest_path = dir_.file("snap\x1b.rpm");
+    options.sync = false;
+    ringpager::SnapshotBuildReport report;
+    std::string error;
+    EXPECT_FALSE(ringpager::build_layered_snapshot(options, report, error));
+    EXPECT_EQ(error, dir_.file("snap\\x1b.rpm") + ": file name holds a control character");
+}
+
 TEST_F(BadInput, LayerClaimingMoreBlocksThanTheChecksumTableIsRefusedEvenWhenSealed) {
     // Its checksum slice would run past the table: refused before it is hashed.
     Bytes bytes = manifest_bytes();

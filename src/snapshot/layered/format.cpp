@@ -42,7 +42,9 @@ void put_id(std::span<std::byte> out, uint64_t offset, const LayerId& id) {
 
 uint64_t hash64(std::span<const std::byte> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
-// A layer path is file bytes: escaped before it enters an error line.
+// A layer path is file bytes: escaped before it enters an error line of ours.
+// Other code names layer files in its messages as they are, which is safe
+// because the decoder refuses control characters in them (valid_layer_name).
 std::string quote_path(const std::string& path) { return escape_for_log(path, layer_path_bytes); }
 
 bool valid_block_size(uint64_t bytes) {
@@ -127,6 +129,9 @@ std::string decode_layer_records(std::span<const std::byte> table, uint64_t bloc
         if (length == 0 || length == layer_path_bytes) return where + "path is empty or not NUL-terminated";
         rec.path.assign(text, length);
         if (rec.path.front() == '/') return where + "path '" + quote_path(rec.path) + "' is not relative";
+        if (!valid_layer_name(rec.path)) {
+            return where + "path '" + quote_path(rec.path) + "' holds a control character";
+        }
         if (rec.block_count > slot_mask - slots) return where + "block count is too large";
         slots += rec.block_count;
         if (rec.data_offset_bytes < header_bytes || rec.data_offset_bytes % 4096 != 0 ||
@@ -412,6 +417,13 @@ std::string decode_layer_header(std::span<const std::byte, header_bytes> b, Laye
     h.checksums_xxh3 = get<uint64_t>(b, 72);
     h.layer_index = get<uint32_t>(b, 80);
     return {};
+}
+
+bool valid_layer_name(std::string_view name) {
+    return std::none_of(name.begin(), name.end(), [](char c) {
+        const auto byte = static_cast<unsigned char>(c);
+        return byte < 0x20 || byte == 0x7f;
+    });
 }
 
 std::string hex_id(const LayerId& id) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ringpager::layered {
@@ -142,6 +143,12 @@ std::string decode_layer_header(std::span<const std::byte, header_bytes> bytes, 
 inline constexpr uint64_t layer_data_offset(uint64_t block_size_bytes) {
     return block_size_bytes < 4096 ? 4096 : block_size_bytes;
 }
+
+// A layer path may hold any byte but ASCII control characters (0x00-0x1f,
+// 0x7f): it is printed in messages and logs, where a newline or an escape
+// sequence would forge or hide lines. The builder refuses such names, the
+// decoder such manifests.
+bool valid_layer_name(std::string_view name);
 
 std::string hex_id(const LayerId& id);
 std::string hex64(uint64_t value);   // "0x1f2e..."
