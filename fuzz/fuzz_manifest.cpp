@@ -90,7 +90,7 @@ void check_manifest(const Manifest& m) {
     for (size_t i = 0; i < m.layers.size(); i++) {
         const LayerRecord& rec = m.layers[i];
         FUZZ_REQUIRE(!rec.path.empty() && rec.path.size() < layer_path_bytes && rec.path.front() != '/');
-        FUZZ_REQUIRE(rec.path.find('\0') == std::string::npos);
+        FUZZ_REQUIRE(rec.path.find('\0') == std::string::npos && valid_layer_name(rec.path));
         FUZZ_REQUIRE(rec.data_offset_bytes >= header_bytes && rec.data_offset_bytes % 4096 == 0);
         FUZZ_REQUIRE(rec.file_size_bytes - rec.data_offset_bytes == rec.block_count * m.block_size_bytes);
         FUZZ_REQUIRE(m.checksum_base[i] == slots);
