@@ -3,17 +3,19 @@
 #   ./ringpager.sh demo   install what is missing, build, restore a generated snapshot into
 #                         simulated VMs with ringpager (lazy and prefetch) and a baseline handler,
 #                         and print the comparison report
-#   ./ringpager.sh test   install what is missing, build (plus ASan/UBSan and TSan builds), run every test
+#   ./ringpager.sh test   install what is missing, build (plus ASan/UBSan and TSan builds), run every
+#                         test, then fuzz each parser of hostile bytes for a minute (fuzz/run.sh)
 #   ./ringpager.sh build  install what is missing and build into ./build
 set -euo pipefail
 cd "$(dirname "$0")"
 
 packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev)
+fuzz_packages=(clang-19 libfuzzer-19-dev libclang-rt-19-dev)   # fuzz/run.sh, in `test` only
 
-install_deps() {
+install_deps() {  # install_deps PACKAGE...
     local missing=()
-    for p in "${packages[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if ((${#missing[@]})); then
@@ -63,18 +65,18 @@ PY
 
 case "${1:-}" in
     build)
-        install_deps
+        install_deps "${packages[@]}"
         build build
         echo "built: build/src/cli/ringpager, build/tools/guestsim/rp-guestsim, build/tools/bench/rp-bench"
         ;;
     demo)
-        install_deps
+        install_deps "${packages[@]}"
         build build
         shift
         exec build/tools/bench/rp-bench "$@"
         ;;
     test)
-        install_deps
+        install_deps "${packages[@]}" "${fuzz_packages[@]}"
         build build
         echo "== tests (debugoptimized build)"
         rc=0
@@ -90,10 +92,12 @@ case "${1:-}" in
         # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads.
         build build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan || rc=$?
+        echo "== fuzzing (libFuzzer + ASan/UBSan, 60 s per target)"
+        fuzz/run.sh 60 || rc=$?
         exit $rc
         ;;
     *)
-        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

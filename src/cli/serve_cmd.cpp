@@ -6,11 +6,10 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fstream>
 #include <thread>
 #include <tuple>
-#include <nlohmann/json.hpp>
 
+#include "cli/serve_config.hpp"
 #include "common/log.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/snapshot.hpp"
@@ -41,39 +40,27 @@ struct ServeOptions {
     uint64_t prefetch_batch_kib = 512;
 };
 
-// One listener as the operator described it, before its source is opened.
-struct ListenerSpec {
-    std::string socket;
-    std::string path;
-    bool layered = false;
-    std::string mode = "lazy";
-};
+// The acceptor keeps a per-reactor table of this size (src/server/listener.cpp).
+constexpr unsigned kMaxReactors = 256;
 
-bool load_config_file(const std::string& path, std::vector<ListenerSpec>& out, std::string& error) {
-    std::ifstream in(path);
-    if (!in) {
-        error = "cannot read config file " + path;
-        return false;
-    }
-    auto doc = nlohmann::json::parse(in, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object() || !doc.contains("listeners") || !doc["listeners"].is_array()) {
-        error = "config file " + path + " is not {\"listeners\": [...]} JSON";
-        return false;
-    }
-    for (const auto& l : doc["listeners"]) {
-        ListenerSpec spec;
-        if (!l.is_object() || !l.contains("socket") || !l["socket"].is_string() ||
-            (l.contains("mem_file") == l.contains("snapshot"))) {
-            error = "config file " + path + ": every listener needs \"socket\" and one of \"mem_file\" or \"snapshot\"";
+// A config file names every listener: a listener flag beside it would be ignored.
+bool flags_fit_config(const ServeOptions& o, std::string& error) {
+    const std::pair<const char*, bool> listener_flags[] = {{"--socket", !o.sockets.empty()},
+                                                           {"--mem-file", !o.mem_files.empty()},
+                                                           {"--snapshot", !o.snapshots.empty()},
+                                                           {"--mode", !o.modes.empty()}};
+    for (const auto& [flag, given] : listener_flags) {
+        if (given) {
+            error = std::string(flag) + " cannot be given with --config: the config file names every listener";
             return false;
         }
-        spec.socket = l["socket"].get<std::string>();
-        spec.layered = l.contains("snapshot");
-        spec.path = l[spec.layered ? "snapshot" : "mem_file"].get<std::string>();
-        if (l.contains("mode")) spec.mode = l["mode"].get<std::string>();
-        out.push_back(spec);
     }
     return true;
+}
+
+bool listeners_from_config_file(const std::string& path, std::vector<ListenerSpec>& out, std::string& error) {
+    std::string text;
+    return read_config_file(path, text, error) && parse_serve_config(text, path, out, error);
 }
 
 // Pairs sockets with sources: the i-th socket serves the i-th source, or all
@@ -100,7 +87,8 @@ bool listeners_from_flags(const ServeOptions& o, std::vector<ListenerSpec>& out,
     }
     for (size_t i = 0; i < o.sockets.size(); i++)
         out.push_back({o.sockets[i], sources[sources.size() == 1 ? 0 : i], layered,
-                       o.modes.empty() ? "lazy" : o.modes[o.modes.size() == 1 ? 0 : i]});
+                       !o.modes.empty() && o.modes[o.modes.size() == 1 ? 0 : i] == "prefetch" ? ServeMode::prefetch
+                                                                                              : ServeMode::lazy});
     return true;
 }
 
@@ -148,7 +136,8 @@ int serve_main(int argc, char** argv) {
     app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")
         ->check(CLI::IsMember({"lazy", "prefetch"}));
     app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..}]}");
-    app.add_option("--reactors", o.reactors, "reactor threads (default: one per online core)");
+    app.add_option("--reactors", o.reactors, "reactor threads, at most 256 (default, 0: one per online core)")
+        ->check(CLI::Range(0u, kMaxReactors));
     app.add_option("--allow-uid", o.allow_uids, "uid allowed to connect (repeatable; default: this process's uid)");
     app.add_option("--handshake-timeout", o.handshake_timeout_s, "seconds a peer has to send its handshake")
         ->check(CLI::PositiveNumber);
@@ -184,17 +173,20 @@ int serve_main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        const int rc = app.exit(e);
-        return rc == 0 ? 0 : 2;
+        if (e.get_exit_code() == 0) return app.exit(e);  // --help
+        fprintf(stderr, "ringpager serve: %s (see --help)\n", e.what());
+        return 2;
     }
     set_log_level(parse_level(o.log_level));
 
     std::vector<ListenerSpec> specs;
     std::string error;
-    const bool ok = o.config_file.empty() ? listeners_from_flags(o, specs, error)
-                                          : load_config_file(o.config_file, specs, error);
-    if (!ok) {
+    if (o.config_file.empty() ? !listeners_from_flags(o, specs, error) : !flags_fit_config(o, error)) {
         fprintf(stderr, "ringpager serve: %s (see --help)\n", error.c_str());
+        return 2;
+    }
+    if (!o.config_file.empty() && !listeners_from_config_file(o.config_file, specs, error)) {
+        fprintf(stderr, "ringpager serve: %s\n", error.c_str());
         return 2;
     }
     if (std::string why = userfaultfd_unavailable_reason(); !why.empty()) {
@@ -204,10 +196,6 @@ int serve_main(int argc, char** argv) {
     EngineConfig config;
     std::map<std::string, std::shared_ptr<const Source>> opened;  // one Source per distinct file
     for (const ListenerSpec& spec : specs) {
-        if (spec.mode != "lazy" && spec.mode != "prefetch") {
-            fprintf(stderr, "ringpager serve: unknown mode '%s' (lazy or prefetch)\n", spec.mode.c_str());
-            return 2;
-        }
         auto& source = opened[(spec.layered ? "L:" : "R:") + spec.path];
         if (!source) {
             source = spec.layered ? open_layered_source(spec.path, !o.no_verify_reads, error)
@@ -217,7 +205,7 @@ int serve_main(int argc, char** argv) {
                 return 1;
             }
         }
-        config.listeners.push_back({spec.socket, source, spec.mode == "lazy" ? ServeMode::lazy : ServeMode::prefetch});
+        config.listeners.push_back({spec.socket, source, spec.mode});
     }
     config.reactors = o.reactors;
     config.allowed_uids = o.allow_uids;

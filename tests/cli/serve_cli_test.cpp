@@ -1,9 +1,10 @@
 // Pins the `ringpager serve` command line (SPEC §4): exit codes, one-line
-// errors, a full restore served by the real binary, and clean shutdown on
-// SIGTERM with the socket removed.
+// errors (config file refusals included), a full restore served by the real
+// binary, and clean shutdown on SIGTERM with the socket removed.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -44,6 +45,15 @@ protected:
         return true;
     }
 
+    // Writes `text` to a file in the temp dir and returns its path.
+    std::string write_config(const std::string& name, const std::string& text) const {
+        const std::string path = dir.file(name);
+        FILE* f = fopen(path.c_str(), "w");
+        fputs(text.c_str(), f);
+        fclose(f);
+        return path;
+    }
+
     TempDir dir;
     std::string ringpager, guestsim;
 };
@@ -61,6 +71,57 @@ TEST_F(ServeCliTest, UsageErrorsExitTwoWithOneLine) {
     EXPECT_NE(out.find("--reactor-nice"), std::string::npos) << out;
     EXPECT_EQ(WEXITSTATUS(run({"frobnicate"}, out)), 2);
     EXPECT_NE(out.find("unknown command 'frobnicate'"), std::string::npos);
+}
+
+TEST_F(ServeCliTest, BadConfigFilesExitTwoWithOneExactLine) {
+    const std::string prefix = "ringpager serve: config file ";
+    std::string out;
+    const std::string mistyped = write_config("mistyped.json", R"({"listeners":[{"socket":"a.sock","mem_file":"m","mode":3}]})");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--config", mistyped}, out)), 2);
+    EXPECT_EQ(out, prefix + mistyped + ": listener 0: \"mode\" is not a string\n");
+    const std::string socket_number = write_config("socket.json", R"({"listeners":[{"socket":1,"mem_file":"m"}]})");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--config", socket_number}, out)), 2);
+    EXPECT_EQ(out, prefix + socket_number + ": listener 0: \"socket\" is not a string\n");
+    const std::string unknown = write_config("unknown.json", R"({"listeners":[{"socket":"a.sock","mem_file":"m","mdoe":"lazy"}]})");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--config", unknown}, out)), 2);
+    EXPECT_EQ(out, prefix + unknown + ": listener 0: unknown key \"mdoe\" (expected socket, mem_file, snapshot, mode)\n");
+    const std::string duplicate = write_config("dup.json", R"({"listeners":[{"socket":"a.sock","mem_file":"m","mode":"lazy","mode":"prefetch"}]})");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--config", duplicate}, out)), 2);
+    EXPECT_EQ(out, prefix + duplicate + ": duplicate key \"mode\" in object at depth 3\n");
+}
+
+TEST_F(ServeCliTest, ConfigFileThatIsAFifoIsRefusedWithoutBlocking) {
+    const std::string fifo = dir.file("config.fifo");
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    Child server = spawn(ringpager, {"serve", "--config", fifo});
+    // No writer ever opens the FIFO: a reader that blocked would never exit.
+    pollfd p{server.stderr_fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(std::chrono::milliseconds(kWait).count())) <= 0) {
+        kill(server.pid, SIGKILL);
+        ADD_FAILURE() << "ringpager serve blocked on a FIFO config file";
+    }
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(server.wait(&out)), 2);
+    EXPECT_EQ(out, "ringpager serve: config file " + fifo + " is a FIFO, not a regular file\n");
+}
+
+TEST_F(ServeCliTest, ConfigFileExcludesListenerFlags) {
+    const std::string config = write_config("c.json", R"({"listeners":[{"socket":"a.sock","mem_file":"m"}]})");
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--config", config, "--socket", dir.file("s")}, out)), 2);
+    EXPECT_EQ(out, "ringpager serve: --socket cannot be given with --config: the config file names every listener "
+                   "(see --help)\n");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--mode", "prefetch", "--config", config}, out)), 2);
+    EXPECT_EQ(out, "ringpager serve: --mode cannot be given with --config: the config file names every listener "
+                   "(see --help)\n");
+}
+
+TEST_F(ServeCliTest, ReactorsAreBoundedByTheAcceptorTable) {
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", "m", "--reactors", "257"}, out)), 2);
+    EXPECT_EQ(out, "ringpager serve: --reactors: Value 257 not in range 0 to 256 (see --help)\n");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", "m", "--reactors", "-1"}, out)), 2);
+    EXPECT_EQ(out, "ringpager serve: --reactors: Value -1 not in range 0 to 256 (see --help)\n");
 }
 
 TEST_F(ServeCliTest, HelpExitsZero) {

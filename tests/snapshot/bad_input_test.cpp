@@ -1,6 +1,7 @@
 // Pins every bad-input row of the layered format: each truncated, corrupt,
 // missing, resized, swapped or inconsistent file is refused with one line
-// naming the file (and the block, where there is one), never served.
+// naming the file (and the block, where there is one), never served; and
+// decode_manifest (from bytes) answers exactly as load_manifest (from the file).
 #include <xxhash.h>
 
 #include <cinttypes>
@@ -49,6 +50,14 @@ protected:
         EXPECT_FALSE(ringpager::verify_layered_snapshot(manifest(), report, error));
         expect_line(error, file, cause);
         EXPECT_EQ(report.bad_blocks, 0u);
+        expect_decode_agrees();
+    }
+
+    // decode_manifest on the manifest's bytes says what load_manifest says.
+    void expect_decode_agrees() const {
+        layered::Manifest loaded, decoded;
+        EXPECT_EQ(layered::decode_manifest(manifest_bytes(), manifest(), decoded),
+                  layered::load_manifest(manifest(), loaded));
     }
 
     static void expect_line(const std::string& error, const std::string& file, const std::string& cause) {
@@ -69,6 +78,30 @@ protected:
 
     TempDir dir_;
 };
+
+TEST_F(BadInput, DecodeManifestGivesWhatLoadManifestGives) {
+    layered::Manifest loaded, decoded;
+    ASSERT_EQ(layered::load_manifest(manifest(), loaded), "");
+    ASSERT_EQ(layered::decode_manifest(manifest_bytes(), manifest(), decoded), "");
+    EXPECT_EQ(decoded.path, loaded.path);
+    EXPECT_EQ(decoded.directory, loaded.directory);
+    EXPECT_EQ(decoded.block_count, loaded.block_count);
+    EXPECT_EQ(decoded.guest_size_bytes, loaded.guest_size_bytes);
+    EXPECT_EQ(decoded.snapshot_id, loaded.snapshot_id);
+    ASSERT_EQ(decoded.layers.size(), 2u);
+    for (size_t i = 0; i < decoded.layers.size(); i++) {
+        EXPECT_EQ(decoded.layers[i].path, loaded.layers[i].path);
+        EXPECT_EQ(decoded.layers[i].block_count, loaded.layers[i].block_count);
+    }
+    ASSERT_EQ(decoded.extents.size(), loaded.extents.size());
+    for (size_t i = 0; i < decoded.extents.size(); i++) {
+        EXPECT_EQ(decoded.extents[i].first_block, loaded.extents[i].first_block);
+        EXPECT_EQ(decoded.extents[i].location, loaded.extents[i].location);
+    }
+    EXPECT_EQ(decoded.checksums, loaded.checksums);
+    EXPECT_EQ(decoded.checksum_base, loaded.checksum_base);
+    EXPECT_EQ(decoded.bucket_first_extent, loaded.bucket_first_extent);
+}
 
 TEST_F(BadInput, TruncatedManifestIsRefused) {
     Bytes m = manifest_bytes();
@@ -191,6 +224,52 @@ TEST_F(BadInput, ExtentPointingPastItsLayersEndIsRefusedEvenWhenSealed) {
     layered::reseal_manifest(bytes);
     rewrite_manifest(bytes);
     expect_refused(manifest(), "points past the end of layer " + std::to_string(layer_index));
+}
+
+TEST_F(BadInput, LayerPathBytesAreEscapedInTheRefusal) {
+    Bytes bytes = manifest_bytes();
+    const char path[] = "/x\n\x1b[2J";   // absolute, with a newline and a terminal escape
+    std::memcpy(bytes.data() + layered::header_bytes + 64, path, sizeof path);
+    layered::reseal_manifest(bytes);
+    rewrite_manifest(bytes);
+    expect_refused(manifest(), "layer 0 record: path '/x\\x0a\\x1b[2J' is not relative");
+}
+
+TEST_F(BadInput, LayerPathWithAControlCharacterIsRefusedEvenWhenSealed) {
+    // Every message naming the layer file would carry the newline and forge a log line.
+    Bytes bytes = manifest_bytes();
+    const char path[] = "a\nringpager error: forged";
+    std::memcpy(bytes.data() + layered::header_bytes + 64, path, sizeof path);
+    layered::reseal_manifest(bytes);
+    rewrite_manifest(bytes);
+    expect_refused(manifest(), "layer 0 record: path 'a\\x0aringpager error: forged' holds a control character");
+}
+
+TEST_F(BadInput, ManifestNameWithAControlCharacterIsRefusedByTheBuilder) {
+    ringpager::SnapshotBuildOptions options;
+    options.base_path = dir_.file("base");
+    options.manifest_path = dir_.file("snap\x1b.rpm");
+    options.sync = false;
+    ringpager::SnapshotBuildReport report;
+    std::string error;
+    EXPECT_FALSE(ringpager::build_layered_snapshot(options, report, error));
+    EXPECT_EQ(error, dir_.file("snap\\x1b.rpm") + ": file name holds a control character");
+}
+
+TEST_F(BadInput, LayerClaimingMoreBlocksThanTheChecksumTableIsRefusedEvenWhenSealed) {
+    // Its checksum slice would run past the table: refused before it is hashed.
+    Bytes bytes = manifest_bytes();
+    uint64_t stored = 0, data_offset = 0;
+    std::memcpy(&stored, bytes.data() + 56, 8);
+    std::memcpy(&data_offset, bytes.data() + layered::header_bytes + 32, 8);
+    const uint64_t claimed = stored + (uint64_t{1} << 30);
+    const uint64_t file_size = data_offset + claimed * P;
+    std::memcpy(bytes.data() + layered::header_bytes + 24, &claimed, 8);
+    std::memcpy(bytes.data() + layered::header_bytes + 16, &file_size, 8);
+    layered::reseal_manifest(bytes);
+    rewrite_manifest(bytes);
+    expect_refused(manifest(), "layer 0 record: " + std::to_string(claimed) + " blocks, but the checksum table has " +
+                                   std::to_string(stored) + " left");
 }
 
 TEST_F(BadInput, ExtentNamingAMissingLayerIsRefusedEvenWhenSealed) {

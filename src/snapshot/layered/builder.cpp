@@ -19,6 +19,7 @@
 #include <optional>
 #include <cstring>
 
+#include "common/log.hpp"
 #include "ringpager/snapshot.hpp"
 #include "snapshot/layered/dedup_index.hpp"
 #include "snapshot/layered/file_io.hpp"
@@ -108,6 +109,9 @@ std::string Builder::check_outputs() {
     size_t slash = outputs.back().find_last_of('/');
     std::string name = slash == std::string::npos ? outputs.back() : outputs.back().substr(slash + 1);
     if (name.size() >= layer_path_bytes) return options_.manifest_path + ": file name is too long for a layer name";
+    if (!valid_layer_name(name)) {
+        return escape_for_log(options_.manifest_path, layer_path_bytes) + ": file name holds a control character";
+    }
     return {};
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/log.hpp"
 #include "common/regular_file.hpp"
 #include "ringpager/file_desc.hpp"
 #include "snapshot/layered/file_io.hpp"
@@ -41,6 +42,11 @@ void put_id(std::span<std::byte> out, uint64_t offset, const LayerId& id) {
 }
 
 uint64_t hash64(std::span<const std::byte> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+// A layer path is file bytes: escaped before it enters an error line of ours.
+// Other code names layer files in its messages as they are, which is safe
+// because the decoder refuses control characters in them (valid_layer_name).
+std::string quote_path(const std::string& path) { return escape_for_log(path, layer_path_bytes); }
 
 bool valid_block_size(uint64_t bytes) {
     return std::has_single_bit(bytes) && bytes >= min_block_size_bytes && bytes <= max_block_size_bytes;
@@ -123,7 +129,10 @@ std::string decode_layer_records(std::span<const std::byte> table, uint64_t bloc
         std::string where = "layer " + std::to_string(i) + " record: ";
         if (length == 0 || length == layer_path_bytes) return where + "path is empty or not NUL-terminated";
         rec.path.assign(text, length);
-        if (rec.path.front() == '/') return where + "path '" + rec.path + "' is not relative";
+        if (rec.path.front() == '/') return where + "path '" + quote_path(rec.path) + "' is not relative";
+        if (!valid_layer_name(rec.path)) {
+            return where + "path '" + quote_path(rec.path) + "' holds a control character";
+        }
         if (rec.block_count > slot_mask - slots) return where + "block count is too large";
         slots += rec.block_count;
         if (rec.data_offset_bytes < header_bytes || rec.data_offset_bytes % 4096 != 0 ||
@@ -143,6 +152,11 @@ std::string check_checksum_slices(Manifest& m) {
     for (uint32_t i = 0; i < m.layers.size(); ++i) {
         m.checksum_base[i] = base;
         const LayerRecord& rec = m.layers[i];
+        // The slice is hashed in place: it must lie inside the table first.
+        if (rec.block_count > m.checksums.size() - base) {
+            return "layer " + std::to_string(i) + " record: " + std::to_string(rec.block_count) +
+                   " blocks, but the checksum table has " + std::to_string(m.checksums.size() - base) + " left";
+        }
         uint64_t hash = XXH3_64bits(m.checksums.data() + base, rec.block_count * checksum_record_bytes);
         if (hash != rec.checksums_xxh3) {
             return "layer " + std::to_string(i) + " record: its checksum list hashes to " + hex64(hash) +
@@ -177,11 +191,67 @@ std::string check_extents(const Manifest& m) {
         uint64_t count = end - e.first_block;
         const LayerRecord& rec = m.layers[layer];
         if (first > rec.block_count || count > rec.block_count - first) {
-            return where(i) + " points past the end of layer " + std::to_string(layer) + " (" + rec.path +
+            return where(i) + " points past the end of layer " + std::to_string(layer) + " (" + quote_path(rec.path) +
                    "): slots " + std::to_string(first) + ".." + std::to_string(first + count - 1) +
                    ", the layer holds " + std::to_string(rec.block_count) + " blocks";
         }
     }
+    return {};
+}
+
+std::string truncated_header(uint64_t size_bytes) {
+    return "truncated manifest (" + std::to_string(size_bytes) + " bytes; the header alone is 128)";
+}
+
+// Everything a reader checks on the 128 header bytes of a manifest of
+// `file_size` bytes, in the format document's order; "" or the cause.
+std::string check_header(std::span<const std::byte> header, uint64_t file_size, ManifestHeader& h) {
+    if (std::memcmp(header.data(), manifest_magic.data(), manifest_magic.size()) != 0) {
+        return "not a ringpager snapshot manifest (wrong magic)";
+    }
+    h = decode_manifest_header(header);
+    if (h.version != format_version) {
+        return "unsupported manifest version " + std::to_string(h.version) + " (this ringpager reads version " +
+               std::to_string(format_version) + ")";
+    }
+    uint64_t header_hash = hash64(header.first(header_checksum_offset));
+    if (header_hash != h.header_checksum) {
+        return "header checksum mismatch (stored " + hex64(h.header_checksum) + ", computed " + hex64(header_hash) +
+               "): the manifest is corrupt";
+    }
+    if (auto e = check_header_fields(h); !e.empty()) return "invalid header: " + e;
+    if (file_size < header_bytes + h.table_bytes) {
+        return "truncated manifest (" + std::to_string(file_size) + " bytes, the header says " +
+               std::to_string(header_bytes + h.table_bytes) + ")";
+    }
+    if (file_size > header_bytes + h.table_bytes) {
+        return "manifest has " + std::to_string(file_size - header_bytes - h.table_bytes) +
+               " trailing bytes after its tables";
+    }
+    return {};
+}
+
+// The checks after the tables are read (m.extents and m.checksums filled,
+// `records` the raw layer records, `table_hash` the hash of all three tables):
+// "" or the cause, and on success `m` is complete.
+std::string finish_manifest(const ManifestHeader& h, std::span<const std::byte> records, uint64_t table_hash,
+                            const std::string& path, Manifest& m) {
+    if (table_hash != h.table_checksum) {
+        return "block table checksum mismatch (stored " + hex64(h.table_checksum) + ", computed " +
+               hex64(table_hash) + "): the manifest is corrupt";
+    }
+    m.path = path;
+    m.directory = parent_directory(path);
+    m.version = h.version;
+    m.block_size_bytes = h.block_size_bytes;
+    m.guest_size_bytes = h.guest_size_bytes;
+    m.block_count = h.block_count;
+    m.snapshot_id = h.snapshot_id;
+    m.layers.assign(h.layer_count, LayerRecord{});
+    if (auto e = decode_layer_records(records, h.block_size_bytes, m); !e.empty()) return e;
+    if (auto e = check_checksum_slices(m); !e.empty()) return e;
+    if (auto e = check_extents(m); !e.empty()) return e;
+    m.build_bucket_index();
     return {};
 }
 
@@ -266,33 +336,13 @@ std::string load_manifest(const std::string& path, Manifest& m) {
     auto file = open_regular_file(path, "manifest", error, &st);
     if (!file) return error;
     auto file_size = static_cast<uint64_t>(st.st_size);
-    if (file_size < header_bytes) {
-        return fail("truncated manifest (" + std::to_string(file_size) + " bytes; the header alone is 128)");
-    }
+    if (file_size < header_bytes) return fail(truncated_header(file_size));
+    // The header is checked before the tables are read: a file that is not a
+    // manifest (a memory image given by mistake) is refused after 128 bytes.
     std::array<std::byte, header_bytes> header_buf;
     if (auto e = pread_exact(file->get(), header_buf, 0, path); !e.empty()) return e;
-    if (std::memcmp(header_buf.data(), manifest_magic.data(), manifest_magic.size()) != 0) {
-        return fail("not a ringpager snapshot manifest (wrong magic)");
-    }
-    ManifestHeader h = decode_manifest_header(header_buf);
-    if (h.version != format_version) {
-        return fail("unsupported manifest version " + std::to_string(h.version) + " (this ringpager reads version " +
-                    std::to_string(format_version) + ")");
-    }
-    uint64_t header_hash = hash64(std::span(header_buf).first(header_checksum_offset));
-    if (header_hash != h.header_checksum) {
-        return fail("header checksum mismatch (stored " + hex64(h.header_checksum) + ", computed " +
-                    hex64(header_hash) + "): the manifest is corrupt");
-    }
-    if (auto e = check_header_fields(h); !e.empty()) return fail("invalid header: " + e);
-    if (file_size < header_bytes + h.table_bytes) {
-        return fail("truncated manifest (" + std::to_string(file_size) + " bytes, the header says " +
-                    std::to_string(header_bytes + h.table_bytes) + ")");
-    }
-    if (file_size > header_bytes + h.table_bytes) {
-        return fail("manifest has " + std::to_string(file_size - header_bytes - h.table_bytes) +
-                    " trailing bytes after its tables");
-    }
+    ManifestHeader h;
+    if (auto e = check_header(header_buf, file_size, h); !e.empty()) return fail(e);
 
     // Read each table straight into its final home; hash them as one stream.
     std::vector<std::byte> records(h.layer_count * layer_record_bytes);
@@ -310,24 +360,24 @@ std::string load_manifest(const std::string& path, Manifest& m) {
         XXH3_64bits_update(state.get(), part.data(), part.size());
         at += part.size();
     }
-    uint64_t table_hash = XXH3_64bits_digest(state.get());
-    if (table_hash != h.table_checksum) {
-        return fail("block table checksum mismatch (stored " + hex64(h.table_checksum) + ", computed " +
-                    hex64(table_hash) + "): the manifest is corrupt");
-    }
+    if (auto e = finish_manifest(h, records, XXH3_64bits_digest(state.get()), path, m); !e.empty()) return fail(e);
+    return {};
+}
 
-    m.path = path;
-    m.directory = parent_directory(path);
-    m.version = h.version;
-    m.block_size_bytes = h.block_size_bytes;
-    m.guest_size_bytes = h.guest_size_bytes;
-    m.block_count = h.block_count;
-    m.snapshot_id = h.snapshot_id;
-    m.layers.assign(h.layer_count, LayerRecord{});
-    if (auto e = decode_layer_records(records, h.block_size_bytes, m); !e.empty()) return fail(e);
-    if (auto e = check_checksum_slices(m); !e.empty()) return fail(e);
-    if (auto e = check_extents(m); !e.empty()) return fail(e);
-    m.build_bucket_index();
+std::string decode_manifest(std::span<const std::byte> bytes, const std::string& path, Manifest& m) {
+    auto fail = [&](const std::string& cause) { return path + ": " + cause; };
+    if (bytes.size() < header_bytes) return fail(truncated_header(bytes.size()));
+    ManifestHeader h;
+    if (auto e = check_header(bytes.first(header_bytes), bytes.size(), h); !e.empty()) return fail(e);
+    // check_header made the size exactly header + tables, each table's size from its count.
+    auto records = bytes.subspan(header_bytes, h.layer_count * layer_record_bytes);
+    auto extent_bytes = bytes.subspan(header_bytes + records.size(), h.extent_count * extent_record_bytes);
+    auto checksum_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size());
+    m.extents.resize(h.extent_count);
+    m.checksums.resize(h.stored_block_count);
+    std::memcpy(m.extents.data(), extent_bytes.data(), extent_bytes.size());
+    if (!checksum_bytes.empty()) std::memcpy(m.checksums.data(), checksum_bytes.data(), checksum_bytes.size());
+    if (auto e = finish_manifest(h, records, hash64(bytes.subspan(header_bytes)), path, m); !e.empty()) return fail(e);
     return {};
 }
 
@@ -367,6 +417,13 @@ std::string decode_layer_header(std::span<const std::byte, header_bytes> b, Laye
     h.checksums_xxh3 = get<uint64_t>(b, 72);
     h.layer_index = get<uint32_t>(b, 80);
     return {};
+}
+
+bool valid_layer_name(std::string_view name) {
+    return std::none_of(name.begin(), name.end(), [](char c) {
+        const auto byte = static_cast<unsigned char>(c);
+        return byte < 0x20 || byte == 0x7f;
+    });
 }
 
 std::string hex_id(const LayerId& id) {

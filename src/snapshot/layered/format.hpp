@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ringpager::layered {
@@ -125,6 +126,12 @@ void reseal_manifest(std::span<std::byte> manifest_bytes);
 // extent lies inside its layer). Returns "" or a one-line error naming the file.
 std::string load_manifest(const std::string& path, Manifest& out);
 
+// The same checks on a manifest already in memory (`bytes` is the whole file;
+// `path` names it in errors and is where layer paths start from). load_manifest
+// reads the header first and the tables only once it passed; both share every
+// check, so they refuse and accept the same bytes with the same message.
+std::string decode_manifest(std::span<const std::byte> bytes, const std::string& path, Manifest& out);
+
 // Layer header: 128 bytes at offset 0 of a layer file.
 std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h);
 // Decodes a layer header; returns "" or the cause (without the file name).
@@ -136,6 +143,12 @@ std::string decode_layer_header(std::span<const std::byte, header_bytes> bytes, 
 inline constexpr uint64_t layer_data_offset(uint64_t block_size_bytes) {
     return block_size_bytes < 4096 ? 4096 : block_size_bytes;
 }
+
+// A layer path may hold any byte but ASCII control characters (0x00-0x1f,
+// 0x7f): it is printed in messages and logs, where a newline or an escape
+// sequence would forge or hide lines. The builder refuses such names, the
+// decoder such manifests.
+bool valid_layer_name(std::string_view name);
 
 std::string hex_id(const LayerId& id);
 std::string hex64(uint64_t value);   // "0x1f2e..."

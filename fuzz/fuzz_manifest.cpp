@@ -1,0 +1,170 @@
+// libFuzzer target: the layered snapshot decoders (src/snapshot/layered/
+// format.cpp): decode_manifest on the whole input, decode_layer_header on its
+// first 128 bytes. Each runs twice: on the input as it is, and on a copy whose
+// checksums were recomputed ("sealed"), so that mutations also reach the
+// checks behind the checksums (layer records, extents) instead of stopping at
+// a checksum mismatch every time.
+#include <xxhash.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "fuzz_check.hpp"
+#include "snapshot/layered/format.hpp"
+
+namespace {
+
+using namespace ringpager::layered;
+using ringpager::fuzz::printable_line;
+
+const std::string kPath = "/snapshots/fuzz.rpm";
+
+template <typename T>
+T load(const std::vector<std::byte>& bytes, uint64_t offset) {
+    T value{};
+    std::memcpy(&value, bytes.data() + offset, sizeof value);
+    return value;
+}
+
+// Recomputes, where the bytes allow it, each layer record's checksum-slice hash
+// and then the table and header checksums, as the builder would have.
+void seal_manifest(std::vector<std::byte>& bytes) {
+    if (bytes.size() < header_bytes) return;
+    const uint64_t layers = load<uint32_t>(bytes, 40);
+    const uint64_t extents = load<uint64_t>(bytes, 48);
+    const uint64_t records_end = header_bytes + layers * layer_record_bytes;
+    if (extents <= bytes.size() / extent_record_bytes && records_end + extents * extent_record_bytes <= bytes.size()) {
+        const uint64_t checksums_at = records_end + extents * extent_record_bytes;
+        const uint64_t checksums_available = (bytes.size() - checksums_at) / checksum_record_bytes;
+        uint64_t slot = 0;
+        for (uint64_t i = 0; i < layers; i++) {
+            const uint64_t record = header_bytes + i * layer_record_bytes;
+            const uint64_t count = load<uint64_t>(bytes, record + 24);
+            if (count > checksums_available - slot) break;
+            const uint64_t hash = XXH3_64bits(bytes.data() + checksums_at + slot * checksum_record_bytes,
+                                              count * checksum_record_bytes);
+            std::memcpy(bytes.data() + record + 40, &hash, sizeof hash);
+            slot += count;
+        }
+    }
+    reseal_manifest(bytes);
+}
+
+bool same_extents(const Manifest& a, const Manifest& b) {
+    if (a.extents.size() != b.extents.size()) return false;
+    for (size_t i = 0; i < a.extents.size(); i++)
+        if (a.extents[i].first_block != b.extents[i].first_block || a.extents[i].location != b.extents[i].location)
+            return false;
+    return true;
+}
+
+// find_extent (bucket index plus binary search) agrees with a plain binary
+// search over all extents.
+void check_lookup(const Manifest& m, uint64_t block) {
+    if (block >= m.block_count) return;
+    const auto it = std::upper_bound(m.extents.begin(), m.extents.end(), block,
+                                     [](uint64_t b, const Extent& e) { return b < e.first_block; });
+    const size_t expected = static_cast<size_t>(it - m.extents.begin()) - 1;
+    FUZZ_REQUIRE(m.find_extent(block) == expected);
+    FUZZ_REQUIRE(m.extents[expected].first_block <= block && block < m.extent_end_block(expected));
+}
+
+// Every manifest decode_manifest accepts (docs/snapshot-format.md): a sane
+// geometry, extents tiling the guest in order, every data extent inside its
+// layer, one checksum per stored block, and layer records that describe their
+// files. The engine indexes layers, slots and checksums by these values
+// without further checks.
+void check_manifest(const Manifest& m) {
+    FUZZ_REQUIRE(std::has_single_bit(m.block_size_bytes) && m.block_size_bytes >= min_block_size_bytes &&
+                 m.block_size_bytes <= max_block_size_bytes);
+    FUZZ_REQUIRE(m.block_count > 0 && m.block_count * m.block_size_bytes == m.guest_size_bytes &&
+                 m.guest_size_bytes / m.block_size_bytes == m.block_count);
+    FUZZ_REQUIRE(m.path == kPath && m.directory == "/snapshots");
+    FUZZ_REQUIRE(m.layers.size() <= max_layer_count && m.checksum_base.size() == m.layers.size());
+    uint64_t slots = 0;
+    for (size_t i = 0; i < m.layers.size(); i++) {
+        const LayerRecord& rec = m.layers[i];
+        FUZZ_REQUIRE(!rec.path.empty() && rec.path.size() < layer_path_bytes && rec.path.front() != '/');
+        FUZZ_REQUIRE(rec.path.find('\0') == std::string::npos && valid_layer_name(rec.path));
+        FUZZ_REQUIRE(rec.data_offset_bytes >= header_bytes && rec.data_offset_bytes % 4096 == 0);
+        FUZZ_REQUIRE(rec.file_size_bytes - rec.data_offset_bytes == rec.block_count * m.block_size_bytes);
+        FUZZ_REQUIRE(m.checksum_base[i] == slots);
+        slots += rec.block_count;
+    }
+    FUZZ_REQUIRE(slots == m.checksums.size());
+    FUZZ_REQUIRE(!m.extents.empty() && m.extents.front().first_block == 0);
+    for (size_t i = 0; i < m.extents.size(); i++) {
+        const Extent& e = m.extents[i];
+        const uint64_t end = m.extent_end_block(i);
+        FUZZ_REQUIRE(e.first_block < end && end <= m.block_count);
+        if (is_zero_location(e.location)) {
+            FUZZ_REQUIRE(location_slot(e.location) == 0);
+            continue;
+        }
+        const uint32_t layer = location_layer(e.location);
+        FUZZ_REQUIRE(layer < m.layers.size());
+        const uint64_t last_slot = location_slot(e.location) + (end - e.first_block) - 1;
+        FUZZ_REQUIRE(last_slot < m.layers[layer].block_count);
+        FUZZ_REQUIRE(m.checksum_base[layer] + last_slot < m.checksums.size());
+        check_lookup(m, e.first_block);
+        check_lookup(m, end - 1);
+    }
+    check_lookup(m, m.block_count - 1);
+    check_lookup(m, m.block_count / 2);
+
+    // What was accepted survives a round trip through the encoder.
+    Manifest again;
+    const std::vector<std::byte> encoded = encode_manifest(m);
+    FUZZ_REQUIRE(decode_manifest(encoded, kPath, again).empty());
+    FUZZ_REQUIRE(again.block_size_bytes == m.block_size_bytes && again.block_count == m.block_count &&
+                 again.snapshot_id == m.snapshot_id && same_extents(again, m) && again.checksums == m.checksums);
+    for (size_t i = 0; i < m.layers.size(); i++) FUZZ_REQUIRE(again.layers[i].path == m.layers[i].path);
+}
+
+void decode_and_check_manifest(const std::vector<std::byte>& bytes) {
+    Manifest m;
+    const std::string error = decode_manifest(bytes, kPath, m);
+    if (error.empty()) {
+        check_manifest(m);
+        return;
+    }
+    FUZZ_REQUIRE_ERROR(printable_line(error) && error.rfind(kPath + ": ", 0) == 0, error);
+}
+
+void decode_and_check_layer_header(std::span<const std::byte, header_bytes> bytes) {
+    LayerHeader h;
+    const std::string error = decode_layer_header(bytes, h);
+    if (!error.empty()) {
+        FUZZ_REQUIRE_ERROR(printable_line(error), error);
+        return;
+    }
+    LayerHeader again;
+    FUZZ_REQUIRE(decode_layer_header(encode_layer_header(h), again).empty());
+    FUZZ_REQUIRE(again.id == h.id && again.snapshot_id == h.snapshot_id && again.layer_index == h.layer_index &&
+                 again.block_size_bytes == h.block_size_bytes && again.block_count == h.block_count &&
+                 again.data_offset_bytes == h.data_offset_bytes && again.checksums_xxh3 == h.checksums_xxh3);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    std::vector<std::byte> bytes(reinterpret_cast<const std::byte*>(data), reinterpret_cast<const std::byte*>(data) + size);
+    decode_and_check_manifest(bytes);
+    std::vector<std::byte> sealed = bytes;
+    seal_manifest(sealed);
+    decode_and_check_manifest(sealed);
+
+    if (size < header_bytes) return 0;
+    std::array<std::byte, header_bytes> header;
+    std::memcpy(header.data(), data, header_bytes);
+    decode_and_check_layer_header(header);
+    const uint64_t hash = XXH3_64bits(header.data(), header_checksum_offset);
+    std::memcpy(header.data() + header_checksum_offset, &hash, sizeof hash);
+    decode_and_check_layer_header(header);
+    return 0;
+}
