@@ -1,9 +1,10 @@
 // Parsing and validation of the Firecracker handshake JSON (SPEC §1, §5).
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "common/log.hpp"
+#include "common/strict_json.hpp"
 #include "ringpager/protocol.hpp"
 
 namespace ringpager {
@@ -14,11 +15,7 @@ ScanStatus scan_json_array(std::string_view bytes, size_t& end, std::string& err
     if (i == bytes.size()) return ScanStatus::incomplete;
     if (bytes[i] != '[') {
         // The byte is the peer's: never write it to a log raw.
-        const unsigned char c = static_cast<unsigned char>(bytes[i]);
-        char shown[8];
-        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') snprintf(shown, sizeof shown, "%c", c);
-        else snprintf(shown, sizeof shown, "\\x%02x", c);
-        error = std::string("handshake is not a JSON array (starts with '") + shown + "')";
+        error = "handshake is not a JSON array (starts with '" + escape_for_log(bytes.substr(i, 1)) + "')";
         return ScanStatus::invalid;
     }
     int depth = 0;
@@ -120,9 +117,13 @@ bool parse_region(const nlohmann::json& obj, size_t index, Region& region, int& 
 }  // namespace
 
 bool parse_handshake(std::string_view json, Handshake& out, std::string& error) {
-    nlohmann::json doc = nlohmann::json::parse(json.begin(), json.end(), nullptr, false);
-    if (doc.is_discarded()) {
-        error = "handshake is not valid JSON";
+    // Strict: a key given twice (Firecracker's own parser refuses it) would
+    // otherwise silently take its last value.
+    nlohmann::json doc;
+    std::string why;
+    if (!parse_strict_json(json, doc, why)) {
+        // A syntax error is named as such; what strictness adds is spelled out.
+        error = why.rfind("invalid JSON", 0) == 0 ? "handshake is not valid JSON" : "handshake is not valid JSON: " + why;
         return false;
     }
     if (!doc.is_array()) {

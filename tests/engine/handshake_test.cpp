@@ -169,4 +169,17 @@ TEST(HandshakeLimitsTest, GuestSizeIsBoundedBySourceAndMaxVmMemory) {
     EXPECT_EQ(error, "region 1 (offset 8192, size 8192) ends past the snapshot (12288 bytes)");
 }
 
+TEST(HandshakeParse, DuplicateKeysAreRefused) {
+    // Last value wins in a lenient parser: "size" would silently be 8192.
+    EXPECT_EQ(parse_error(R"([{"base_host_virt_addr":0,"size":4096,"size":8192,"offset":0}])"),
+              "handshake is not valid JSON: duplicate key \"size\" in object at depth 2");
+}
+
+TEST(HandshakeScan, PeerBytesInTheErrorAreEscaped) {
+    size_t end = 0;
+    std::string error;
+    EXPECT_EQ(scan_json_array("\x1b[2J", end, error), ScanStatus::invalid);
+    EXPECT_EQ(error, "handshake is not a JSON array (starts with '\\x1b')");
+}
+
 }  // namespace
