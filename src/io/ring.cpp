@@ -4,7 +4,7 @@
 
 #include <cerrno>
 
-namespace ringpager {
+namespace ringpager::io {
 namespace {
 
 inline void cpu_relax() {
@@ -55,15 +55,15 @@ Ring::~Ring() {
     if (cq_entries_ != 0) io_uring_queue_exit(&ring_);
 }
 
-io_uring_sqe* Ring::sqe() {
+io_uring_sqe* Ring::try_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    while (sqe == nullptr) {
-        // The SQ is full: hand it to the kernel now. This is the only place a
-        // turn may submit more than once, and only under a burst.
-        io_uring_submit(&ring_);
-        sqe = io_uring_get_sqe(&ring_);
-    }
-    return sqe;
+    if (sqe != nullptr) return sqe;
+    // The SQ is full: hand it to the kernel now. This is the only place a
+    // turn may submit more than once, and only under a burst. EBUSY/EAGAIN:
+    // the CQ is overcommitted and nothing was taken; no SQE this time.
+    const int rc = io_uring_submit(&ring_);
+    if (rc < 0 && rc != -EINTR) return nullptr;
+    return io_uring_get_sqe(&ring_);
 }
 
 Result<void> Ring::submit_and_wait(unsigned wait_nr) {
@@ -111,12 +111,12 @@ bool Ring::submit_and_poll(std::chrono::nanoseconds max) {
     }
 }
 
-size_t Ring::reap(std::vector<Completion>& out) {
+size_t Ring::reap(std::vector<RawCompletion>& out) {
     io_uring_cqe* cqe = nullptr;
     unsigned head = 0;
     size_t count = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-        out.push_back(Completion{cqe->user_data, cqe->res, cqe->flags});
+        out.push_back(RawCompletion{cqe->user_data, cqe->res, cqe->flags});
         count++;
     }
     io_uring_cq_advance(&ring_, static_cast<unsigned>(count));
@@ -148,4 +148,4 @@ Result<void> Ring::register_buffers(std::span<const iovec> buffers) {
     return {};
 }
 
-}  // namespace ringpager
+}  // namespace ringpager::io

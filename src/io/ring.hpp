@@ -1,6 +1,7 @@
-// Ring: one io_uring owned by one thread. The narrow interface the reactor
-// uses: get an SQE (never null), submit once per turn, reap every completion
-// into a local batch, and the registrations (sparse fixed files, buffers).
+// Ring: one io_uring owned by one thread, private to src/io (IoLoop is the
+// interface the rest of the engine uses): get an SQE (null when the queue is
+// full), submit once per turn, reap every completion into a local batch, and
+// the registrations (sparse fixed files, buffers).
 #pragma once
 
 #include <liburing.h>
@@ -15,9 +16,9 @@
 
 #include "ringpager/result.hpp"
 
-namespace ringpager {
+namespace ringpager::io {
 
-struct Completion {
+struct RawCompletion {
     uint64_t user_data;
     int32_t res;
     uint32_t flags;
@@ -32,8 +33,10 @@ public:
     Ring(const Ring&) = delete;
     Ring& operator=(const Ring&) = delete;
 
-    // An SQE to fill; flushes the SQ to the kernel when it is full.
-    io_uring_sqe* sqe();
+    // An SQE to fill. When the SQ is full it is flushed to the kernel once
+    // (its result checked); nullptr when that made no room (the CQ is
+    // overcommitted): the caller parks the operation.
+    io_uring_sqe* try_sqe();
     // Submits everything prepared and waits for at least `wait_nr` completions.
     Result<void> submit_and_wait(unsigned wait_nr);
     // Flushes deferred task work so completions become visible without waiting.
@@ -45,7 +48,7 @@ public:
     bool submit_and_poll(std::chrono::nanoseconds max);
     bool can_busy_poll() const { return taskrun_flag_; }
     // Moves every available completion into `out` (appended); returns how many.
-    size_t reap(std::vector<Completion>& out);
+    size_t reap(std::vector<RawCompletion>& out);
     // True when some completion already in the CQ satisfies `match(user_data)`;
     // consumes nothing.
     template <typename Match>
@@ -76,8 +79,4 @@ private:
     std::string setup_mode_;
 };
 
-// Errors the reactor expects from completions, named in one place. `res` is
-// the raw CQE result; a negative value is -errno.
-inline int completion_errno(int32_t res) { return res < 0 ? -res : 0; }
-
-}  // namespace ringpager
+}  // namespace ringpager::io

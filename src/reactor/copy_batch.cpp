@@ -34,7 +34,7 @@ void Reactor::Impl::on_page_read(uint32_t slot, int32_t res, uint64_t expected) 
     ReadJob& job = jobs[slot];
     Vm* vm = vm_at(job.vm_slot, job.vm_gen);
     if (res < 0 && job.error == 0) {
-        job.error = completion_errno(res);
+        job.error = io::error_of(res);
         job.error_what = "read";
     } else if (res >= 0 && static_cast<uint64_t>(res) < expected && job.error == 0) {
         job.error = EIO;
@@ -256,12 +256,11 @@ bool Reactor::Impl::check_job(Vm& vm, uint32_t slot) {
 }
 
 bool Reactor::Impl::fault_work_pending() {
-    ring->flush_completions();
-    return ring->any_completion([&](uint64_t user_data) {
-        const Op* op = ops.find(user_data);
-        if (op == nullptr) return false;
-        if (op->kind == OpKind::uffd_read || op->kind == OpKind::exit_read || op->kind == OpKind::wake_read) return true;
-        return op->kind == OpKind::page_read && !jobs[static_cast<uint32_t>(op->arg)].prefetch;
+    io->flush_completions();
+    return io->any_completion([&](const io::OpData& op) {
+        const OpKind kind = kind_of(op);
+        if (kind == OpKind::uffd_read || kind == OpKind::exit_read || kind == OpKind::wake_read) return true;
+        return kind == OpKind::page_read && !jobs[static_cast<uint32_t>(op.arg)].prefetch;
     });
 }
 

@@ -19,7 +19,7 @@ namespace ringpager {
 
 void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     const std::string who = "vm " + std::to_string(setup->id) + " (pid " + std::to_string(setup->pid) + ")";
-    if (stopping || draining || free_file_slots.empty() || ops.available() < 64) {
+    if (stopping || draining || vms.size() - free_vm_slots.size() >= shared.vm_file_slots || io->ops_free() < 64) {
         RP_WARN("%s: refused: reactor %u is %s", who.c_str(), self.index_,
                 stopping || draining ? "shutting down" : "at its VM limit");
         kill_if_asked(*setup, who);
@@ -45,17 +45,17 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     vm->report.vm_id = vm->setup.id;
     vm->report.pid = vm->setup.pid;
     vm->report.pages_total = vm->map.total_pages();
-    vm->uffd_file_slot = free_file_slots.back();
-    free_file_slots.pop_back();
-    if (auto r = ring->update_file(vm->uffd_file_slot, vm->setup.uffd.fd()); !r) {
-        RP_ERROR("%s: cannot register its userfaultfd with the ring: %s", who.c_str(), r.error().message().c_str());
+    auto file_slot = io->add_file(vm->setup.uffd.fd());
+    if (!file_slot) {
+        RP_ERROR("%s: cannot register its userfaultfd with the ring: %s", who.c_str(),
+                 file_slot.error().message().c_str());
         kill_if_asked(vm->setup, who);
-        free_file_slots.push_back(vm->uffd_file_slot);
         free_vm_slots.push_back(slot);
         shared.vms_released.fetch_add(1);
         shared.notify();
         return;
     }
+    vm->uffd_file_slot = *file_slot;
     Vm& v = *vm;
     vms[slot] = std::move(vm);
     counters.vms_active.fetch_add(1, std::memory_order_relaxed);
@@ -103,12 +103,7 @@ void Reactor::Impl::begin_drain() {
     if (left.count() <= 0) return end_drain();
     RP_INFO("reactor %u: stopping: finishing %zu restore(s) within %lld ms", self.index_,
             prefetch_rr.size(), static_cast<long long>(left.count() / 1000000));
-    drain_ts.tv_sec = left.count() / 1000000000;
-    drain_ts.tv_nsec = left.count() % 1000000000;
-    io_uring_sqe* sqe = ring->sqe();
-    io_uring_prep_timeout(sqe, &drain_ts, 0, 0);
-    drain_timer_op = ops.alloc(OpKind::drain_timer);
-    io_uring_sqe_set_data64(sqe, drain_timer_op);
+    drain_timer_op = arm_timeout(OpKind::drain_timer, drain_ts, left);
     drain_step();
 }
 
@@ -144,20 +139,12 @@ void Reactor::Impl::release_at_stop(Vm& vm, const std::string& why) {
 
 void Reactor::Impl::arm_uffd_read(Vm& vm) {
     if (vm.closing || vm.uffd_read_op != 0) return;
-    io_uring_sqe* sqe = ring->sqe();
-    io_uring_prep_read(sqe, static_cast<int>(vm.uffd_file_slot), vm.msgs, sizeof vm.msgs, 0);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    vm.uffd_read_op = ops.alloc(OpKind::uffd_read, vm.slot, vm.gen);
-    io_uring_sqe_set_data64(sqe, vm.uffd_read_op);
+    vm.uffd_read_op = io->read(op_data(OpKind::uffd_read, vm.slot, vm.gen), vm.uffd_file_slot, vm.msgs, sizeof vm.msgs);
     vm.outstanding++;
 }
 
 void Reactor::Impl::arm_poll(Vm& vm, OpKind kind, int fd, unsigned events) {
-    io_uring_sqe* sqe = ring->sqe();
-    io_uring_prep_poll_add(sqe, fd, events);
-    const uint64_t user_data = ops.alloc(kind, vm.slot, vm.gen);
-    io_uring_sqe_set_data64(sqe, user_data);
-    (kind == OpKind::pid_poll ? vm.pid_poll_op : vm.conn_poll_op) = user_data;
+    (kind == OpKind::pid_poll ? vm.pid_poll_op : vm.conn_poll_op) = io->poll(op_data(kind, vm.slot, vm.gen), fd, events);
     vm.outstanding++;
 }
 
@@ -231,8 +218,7 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
             vm.name().c_str(), vm.end_reason.c_str(), (unsigned long long)vm.report.faults,
             (unsigned long long)vm.report.pages_copied_on_fault, (unsigned long long)vm.report.pages_prefetched,
             (unsigned long long)vm.report.pages_zeroed, vm.report.bytes_read / 1048576.0, extra.c_str());
-    (void)ring->update_file(vm.uffd_file_slot, -1);
-    free_file_slots.push_back(vm.uffd_file_slot);
+    io->remove_file(vm.uffd_file_slot);
     if (vm.prefetching) prefetch_rr.erase(std::find(prefetch_rr.begin(), prefetch_rr.end(), vm.slot));
     const uint32_t slot = vm.slot;
     {

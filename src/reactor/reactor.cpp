@@ -123,23 +123,11 @@ void Reactor::request_drain(std::chrono::steady_clock::time_point deadline) {
     (void)!write(wake_efd_, &one, sizeof one);
 }
 
-io_uring_sqe* Reactor::service_sqe(uint64_t cookie) {
-    io_uring_sqe* sqe = impl_->ring->sqe();
-    io_uring_sqe_set_data64(sqe, impl_->ops.alloc(OpKind::service, 0, 0, cookie));
-    return sqe;
-}
+io::IoLoop& Reactor::io() { return *impl_->io; }
 
-io_uring_sqe* Reactor::plain_sqe() {
-    io_uring_sqe* sqe = impl_->ring->sqe();
-    io_uring_sqe_set_data64(sqe, 0);
-    return sqe;
-}
+io::OpData Reactor::service_op(uint64_t cookie) { return op_data(OpKind::service, 0, 0, cookie); }
 
-void Reactor::cancel_op(uint64_t user_data) {
-    io_uring_sqe* sqe = impl_->ring->sqe();
-    io_uring_prep_cancel64(sqe, user_data, 0);
-    io_uring_sqe_set_data64(sqe, 0);
-}
+void Reactor::cancel_op(io::Tag tag) { impl_->io->cancel(tag); }
 
 // A reactor serves every vCPU of its VMs, so under fair scheduling at the
 // vCPUs' own priority it gets one thread's share of a core crowded with them
@@ -161,44 +149,48 @@ void Reactor::thread_main() {
 }
 
 Reactor::Impl::~Impl() {
-    ring.reset();  // cancels whatever is still queued before the buffers go away
+    io.reset();  // cancels whatever is still queued before the buffers go away
     if (pool.small_base) munmap(pool.small_base, pool.small_count * BufferPool::kSmallBytes);
     if (pool.big_base) munmap(pool.big_base, pool.big_count * BufferPool::kBigBytes);
     if (zero_buffer) munmap(zero_buffer, BufferPool::kBigBytes);
 }
 
 bool Reactor::Impl::setup(std::string& error) {
-    auto created = Ring::create(1024, static_cast<unsigned>(kOps));
-    if (!created) {
-        error = "cannot create io_uring: " + created.error().message();
-        return false;
-    }
-    ring = std::move(*created);
-    self.setup_mode_ = ring->setup_mode();
-    // A ring without the task-run flag cannot be polled: such a reactor always sleeps.
-    busy_poll = BusyPollWindow(ring->can_busy_poll() ? std::chrono::nanoseconds(shared.config.busy_poll_max)
-                                                     : std::chrono::nanoseconds(0));
     const unsigned file_slots = kFirstVmFileSlot + shared.source_file_count + shared.vm_file_slots;
-    if (auto r = ring->register_files_sparse(file_slots); !r) {
-        error = "cannot register " + std::to_string(file_slots) + " fixed files: " + r.error().message();
+    auto created = io::IoLoop::create({1024, static_cast<unsigned>(kOps), file_slots});
+    if (!created) {
+        error = "cannot create io_uring with " + std::to_string(file_slots) +
+                " fixed files: " + created.error().message();
         return false;
     }
-    const int fixed[] = {self.exit_efd_, self.wake_efd_};
-    for (unsigned i = 0; i < 2; i++)
-        if (auto r = ring->update_file(i, fixed[i]); !r) {
-            error = "cannot register eventfd: " + r.error().message();
+    io = std::move(*created);
+    self.setup_mode_ = io->setup_mode();
+    // A ring without the task-run flag cannot be polled: such a reactor always sleeps.
+    busy_poll = BusyPollWindow(io->can_busy_poll() ? std::chrono::nanoseconds(shared.config.busy_poll_max)
+                                                   : std::chrono::nanoseconds(0));
+    unsigned efd_slots[2];
+    const int efds[] = {self.exit_efd_, self.wake_efd_};
+    for (unsigned i = 0; i < 2; i++) {
+        auto slot = io->add_file(efds[i]);
+        if (!slot) {
+            error = "cannot register eventfd: " + slot.error().message();
             return false;
         }
-    for (size_t s = 0; s < shared.sources.size(); s++) {
-        auto fds = shared.sources[s]->file_fds();
-        for (size_t f = 0; f < fds.size(); f++)
-            if (auto r = ring->update_file(kFirstVmFileSlot + shared.source_file_base[s] + f, fds[f]); !r) {
-                error = "cannot register snapshot file: " + r.error().message();
+        efd_slots[i] = *slot;
+    }
+    exit_file_slot = efd_slots[0];
+    wake_file_slot = efd_slots[1];
+    for (const Source* source : shared.sources) {
+        source_file_slots.emplace_back();
+        for (int fd : source->file_fds()) {
+            auto slot = io->add_file(fd);
+            if (!slot) {
+                error = "cannot register snapshot file: " + slot.error().message();
                 return false;
             }
+            source_file_slots.back().push_back(*slot);
+        }
     }
-    const unsigned first_vm_slot = kFirstVmFileSlot + shared.source_file_count;
-    for (unsigned i = file_slots; i-- > first_vm_slot;) free_file_slots.push_back(i);
 
     pool.small_count = kSmallSlots;
     pool.big_count = kBigSlots;
@@ -218,7 +210,7 @@ bool Reactor::Impl::setup(std::string& error) {
     pool.big_base = static_cast<uint8_t*>(big);
     const iovec iovs[2] = {{small, pool.small_count * BufferPool::kSmallBytes},
                            {big, pool.big_count * BufferPool::kBigBytes}};
-    if (auto r = ring->register_buffers(iovs); !r) {
+    if (auto r = io->register_buffers(iovs); !r) {
         error = "cannot register read buffers: " + r.error().message();
         return false;
     }
@@ -228,43 +220,43 @@ bool Reactor::Impl::setup(std::string& error) {
     batch.reserve(kOps);
     // One worker per ring copies punted prefetch reads: enough to overlap the
     // reads with this thread's installs without crowding out vCPU threads.
-    if (auto r = ring->limit_workers(1, 1); !r)
+    if (auto r = io->limit_workers(1, 1); !r)
         RP_DEBUG("reactor %u: io-wq worker limit not set: %s", self.index_, r.error().message().c_str());
-    arm_fixed_read(OpKind::exit_read, 0, &exit_value);
-    arm_fixed_read(OpKind::wake_read, 1, &wake_value);
+    arm_fixed_read(OpKind::exit_read, exit_file_slot, &exit_value);
+    arm_fixed_read(OpKind::wake_read, wake_file_slot, &wake_value);
     return true;
 }
 
 void Reactor::Impl::arm_fixed_read(OpKind kind, unsigned file_slot, uint64_t* value) {
-    io_uring_sqe* sqe = ring->sqe();
-    io_uring_prep_read(sqe, static_cast<int>(file_slot), value, sizeof *value, 0);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, ops.alloc(kind));
+    io->read(op_data(kind), file_slot, value, sizeof *value);
+}
+
+io::Tag Reactor::Impl::arm_timeout(OpKind kind, __kernel_timespec& ts, std::chrono::nanoseconds after) {
+    ts.tv_sec = after.count() / 1000000000;
+    ts.tv_nsec = after.count() % 1000000000;
+    return io->timeout(op_data(kind), &ts);
 }
 
 void Reactor::Impl::arm_timer() {
     if (timer_armed) return;
     timer_armed = true;
-    timer_ts.tv_sec = 0;
-    timer_ts.tv_nsec = 50 * 1000;  // retry installs that met EAGAIN within 50 µs, without spinning
-    io_uring_sqe* sqe = ring->sqe();
-    io_uring_prep_timeout(sqe, &timer_ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, ops.alloc(OpKind::timer));
+    // Retry installs that met EAGAIN within 50 µs, without spinning.
+    arm_timeout(OpKind::timer, timer_ts, std::chrono::microseconds(50));
 }
 
 void Reactor::Impl::loop() {
     for (;;) {
         const bool work_waiting = more_work;
         more_work = false;
-        if (auto r = work_waiting ? ring->submit_and_wait(0) : wait_for_completion(); !r) {
+        if (auto r = work_waiting ? io->submit_and_wait(0) : wait_for_completion(); !r) {
             RP_ERROR("reactor %u: %s; stopping this reactor", self.index_, r.error().message().c_str());
             self.failed_ = true;
             return;
         }
-        if (work_waiting) ring->flush_completions();
+        if (work_waiting) io->flush_completions();
         batch.clear();
-        ring->reap(batch);
-        for (const Completion& c : batch) dispatch(c);
+        io->reap(batch);
+        for (const io::Completion& c : batch) dispatch(c);
         process_turn();
         if (stopping && vms.size() == free_vm_slots.size() && (!service || service->idle())) return;
     }
@@ -277,16 +269,16 @@ Result<void> Reactor::Impl::wait_for_completion() {
     using clock = std::chrono::steady_clock;
     auto slept_from = clock::now();
     if (busy_poll.max().count() == 0 || slept_from - last_fault_seen > kBusyPollAfterFault)
-        return ring->submit_and_wait(1);
+        return io->submit_and_wait(1);
     if (busy_poll.window().count() != 0) {
-        if (ring->submit_and_poll(busy_poll.window())) {
+        if (io->submit_and_poll(busy_poll.window())) {
             counters.add(counters.busy_poll_hits, 1);
             return {};
         }
         counters.add(counters.busy_poll_misses, 1);
         slept_from = clock::now();
     }
-    auto r = ring->submit_and_wait(1);
+    auto r = io->submit_and_wait(1);
     busy_poll.woke_after(clock::now() - slept_from);
     return r;
 }
@@ -302,14 +294,11 @@ void Reactor::Impl::mark_turn(Vm& vm) {
     turn_vms.push_back(vm.slot);
 }
 
-void Reactor::Impl::dispatch(const Completion& c) {
-    Op* found = ops.find(c.user_data);
-    if (found == nullptr) return;  // user_data 0 (cancels, link timeouts)
-    const Op op = *found;
-    const bool more = (c.flags & IORING_CQE_F_MORE) != 0;
-    if (!more) ops.release(c.user_data);
-    Vm* vm = vm_at(op.vm_slot, op.vm_gen);
-    switch (op.kind) {
+void Reactor::Impl::dispatch(const io::Completion& c) {
+    const io::OpData& op = c.data;
+    Vm* vm = vm_at(op.slot, op.gen);
+    const OpKind kind = kind_of(op);
+    switch (kind) {
         case OpKind::exit_read:
             if (!stopping) {
                 RP_DEBUG("reactor %u: stopping", self.index_);
@@ -322,7 +311,7 @@ void Reactor::Impl::dispatch(const Completion& c) {
         case OpKind::wake_read:
             adopt_inbox();
             if (!draining && self.drain_requested_.load()) begin_drain();
-            arm_fixed_read(OpKind::wake_read, 1, &wake_value);
+            arm_fixed_read(OpKind::wake_read, wake_file_slot, &wake_value);
             break;
         case OpKind::timer:
             timer_armed = false;
@@ -358,7 +347,7 @@ void Reactor::Impl::dispatch(const Completion& c) {
         case OpKind::free:
             break;
     }
-    if (vm != nullptr && (vm->closing || op.kind == OpKind::page_read)) mark_turn(*vm);
+    if (vm != nullptr && (vm->closing || kind == OpKind::page_read)) mark_turn(*vm);
 }
 
 void Reactor::Impl::adopt_inbox() {
@@ -378,7 +367,7 @@ void Reactor::Impl::adopt_inbox() {
 }
 
 unsigned Reactor::Impl::file_slot_of(const Vm& vm, uint32_t file_index) const {
-    return kFirstVmFileSlot + shared.source_file_base[vm.setup.source_index] + file_index;
+    return source_file_slots[vm.setup.source_index][file_index];
 }
 
 void Reactor::Impl::process_turn() {

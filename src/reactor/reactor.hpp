@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "io/ring.hpp"
+#include "io/io_loop.hpp"
 #include "reactor/vm.hpp"
 #include "ringpager/engine.hpp"
 
@@ -64,7 +64,7 @@ class RingService {
 public:
     virtual ~RingService() = default;
     virtual void start(Reactor& reactor) = 0;
-    virtual void on_completion(Reactor& reactor, uint64_t cookie, const Completion& c) = 0;
+    virtual void on_completion(Reactor& reactor, uint64_t cookie, const io::Completion& c) = 0;
     virtual void stop(Reactor& reactor) = 0;
     virtual bool idle() const = 0;
 };
@@ -94,10 +94,11 @@ public:
     int nice() const { return nice_; }
     int nice_error() const { return nice_error_; }
 
-    // For services, on this reactor's thread only.
-    io_uring_sqe* service_sqe(uint64_t cookie);
-    io_uring_sqe* plain_sqe();  // user_data 0: its completion is ignored
-    void cancel_op(uint64_t user_data);
+    // For services, on this reactor's thread only: their operations carry
+    // service_op(cookie) and complete through on_completion(cookie).
+    io::IoLoop& io();
+    static io::OpData service_op(uint64_t cookie);
+    void cancel_op(io::Tag tag);
 
     struct Impl;  // reactor_impl.hpp; public so the reactor's own files can name it
 

@@ -13,54 +13,16 @@
 
 namespace ringpager {
 
-enum class OpKind : uint8_t {
+// What each of the reactor's io operations is for (io::OpData::kind).
+enum class OpKind : uint16_t {
     free, exit_read, wake_read, timer, drain_timer, uffd_read, pid_poll, conn_poll, page_read, readahead, service
 };
 
-struct Op {
-    OpKind kind = OpKind::free;
-    uint32_t gen = 0;
-    uint32_t vm_slot = 0;
-    uint32_t vm_gen = 0;
-    uint64_t arg = 0;  // job index for page reads; cookie for services
-};
-
-// Index+generation slab: user_data = gen << 32 | (index + 1); 0 means "ignore".
-class OpSlab {
-public:
-    explicit OpSlab(size_t capacity) : ops_(capacity) {
-        for (size_t i = capacity; i-- > 0;) free_.push_back(static_cast<uint32_t>(i));
-    }
-    size_t available() const { return free_.size(); }
-    uint64_t alloc(OpKind kind, uint32_t vm_slot = 0, uint32_t vm_gen = 0, uint64_t arg = 0) {
-        assert(!free_.empty());
-        const uint32_t index = free_.back();
-        free_.pop_back();
-        Op& op = ops_[index];
-        op.kind = kind;
-        op.gen++;
-        op.vm_slot = vm_slot;
-        op.vm_gen = vm_gen;
-        op.arg = arg;
-        return (uint64_t{op.gen} << 32) | (index + 1);
-    }
-    Op* find(uint64_t user_data) {
-        const uint64_t index = (user_data & 0xffffffffu) - 1;
-        if (user_data == 0 || index >= ops_.size()) return nullptr;
-        Op& op = ops_[index];
-        return op.kind != OpKind::free && op.gen == (user_data >> 32) ? &op : nullptr;
-    }
-    void release(uint64_t user_data) {
-        Op* op = find(user_data);
-        if (op == nullptr) return;
-        op->kind = OpKind::free;
-        free_.push_back(static_cast<uint32_t>((user_data & 0xffffffffu) - 1));
-    }
-
-private:
-    std::vector<Op> ops_;
-    std::vector<uint32_t> free_;
-};
+// The io payload of an operation of `kind` for VM (slot, gen).
+inline io::OpData op_data(OpKind kind, uint32_t slot = 0, uint32_t gen = 0, uint64_t arg = 0) {
+    return io::OpData{static_cast<uint16_t>(kind), slot, gen, arg};
+}
+inline OpKind kind_of(const io::OpData& data) { return static_cast<OpKind>(data.kind); }
 
 // One read-then-install unit: contiguous guest pages read into one buffer
 // slot. Job index == buffer slot index.
@@ -105,7 +67,7 @@ struct BufferPool {
 
 struct Reactor::Impl {
     Impl(Reactor& reactor, EngineShared& engine, ReactorCounters& stats)
-        : self(reactor), shared(engine), counters(stats), ops(kOps) {}
+        : self(reactor), shared(engine), counters(stats) {}
     ~Impl();
 
     static constexpr size_t kOps = 8192;
@@ -124,8 +86,8 @@ struct Reactor::Impl {
     Reactor& self;
     EngineShared& shared;
     ReactorCounters& counters;
-    std::unique_ptr<Ring> ring;
-    OpSlab ops;
+    std::unique_ptr<io::IoLoop> io;
+    std::vector<std::vector<unsigned>> source_file_slots;  // per engine source, per file
     BufferPool pool;
     std::vector<ReadJob> jobs;
     void* zero_buffer = nullptr;  // 2 MiB of zeros (never written), for hugetlb zero fills
@@ -134,7 +96,6 @@ struct Reactor::Impl {
     std::vector<std::unique_ptr<Vm>> vms;
     std::vector<uint32_t> free_vm_slots;
     uint32_t vm_generation = 0;
-    std::vector<unsigned> free_file_slots;
     std::vector<uint32_t> turn_vms;   // VMs with work next turn
     std::vector<uint32_t> this_turn;  // the list being processed
     std::vector<uint32_t> prefetch_rr;
@@ -143,7 +104,9 @@ struct Reactor::Impl {
     std::chrono::steady_clock::time_point last_fault_seen{};
     BusyPollWindow busy_poll{std::chrono::nanoseconds(0)};
 
-    std::vector<Completion> batch;
+    std::vector<io::Completion> batch;
+    unsigned exit_file_slot = 0;  // the eventfds' fixed-file slots
+    unsigned wake_file_slot = 0;
     uint64_t exit_value = 0;
     uint64_t wake_value = 0;
     bool stopping = false;
@@ -158,13 +121,14 @@ struct Reactor::Impl {
     bool setup(std::string& error);
     void loop();
     Result<void> wait_for_completion();
-    void dispatch(const Completion& c);
+    void dispatch(const io::Completion& c);
     void process_turn();
     void adopt_inbox();
     void adopt(std::unique_ptr<VmSetup> setup);
     void arm_uffd_read(Vm& vm);
     void arm_poll(Vm& vm, OpKind kind, int fd, unsigned events);
     void arm_fixed_read(OpKind kind, unsigned file_slot, uint64_t* value);
+    io::Tag arm_timeout(OpKind kind, __kernel_timespec& ts, std::chrono::nanoseconds after);
     void arm_timer();
     void on_conn_ready(Vm& vm, int32_t res);
     void close_vm(Vm& vm, const std::string& reason, bool failure);

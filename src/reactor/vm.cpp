@@ -17,7 +17,7 @@ namespace ringpager {
 void Reactor::Impl::on_uffd_read(Vm& vm, int32_t res) {
     if (vm.closing) return;
     if (res < 0) {
-        const int err = completion_errno(res);
+        const int err = io::error_of(res);
         if (err == EAGAIN || err == EINTR) {
             mark_turn(vm);  // re-armed at the end of the turn
             return;
@@ -210,7 +210,7 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
     auto& free_list = big ? pool.big_free : pool.small_free;
     // Faults on huge pages keep a few big slots the prefetcher may not take.
     if (free_list.empty() || (prefetch && pool.big_free.size() <= kBigReservedForFaults)) return false;
-    if (ops.available() < 64) return false;  // keep in-flight ops within the CQ
+    if (io->ops_free() < 64) return false;  // keep in-flight ops within the CQ
     const auto place = vm.map.place_of(first_page);
     // Hard bounds, checked before any byte moves: the run fits the slot it
     // will be read into, lies in one address extent and inside the source.
@@ -255,16 +255,13 @@ bool Reactor::Impl::issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, 
         } else if (!prefetch && read_from_page_cache(vm, e, buffer + done)) {
             // Served from the page cache without blocking: no ring round trip.
         } else {
-            io_uring_sqe* sqe = ring->sqe();
-            io_uring_prep_read_fixed(sqe, static_cast<int>(file_slot_of(vm, e.file_index)), buffer + done,
-                                     static_cast<unsigned>(e.length_bytes), e.file_offset,
-                                     static_cast<int>(pool.iovec_index(slot)));
             // Prefetch reads go to io-wq workers: a page cache hit would
             // otherwise be copied inline inside io_uring_enter, holding up this
             // turn's faults, and the worker runs on another core meanwhile.
-            sqe->flags |= IOSQE_FIXED_FILE | (prefetch ? IOSQE_ASYNC : 0);
-            io_uring_sqe_set_data64(sqe, ops.alloc(OpKind::page_read, vm.slot, vm.gen,
-                                                   (uint64_t{static_cast<uint32_t>(e.length_bytes)} << 32) | slot));
+            io->read_fixed(op_data(OpKind::page_read, vm.slot, vm.gen,
+                                   (uint64_t{static_cast<uint32_t>(e.length_bytes)} << 32) | slot),
+                           file_slot_of(vm, e.file_index), buffer + done, static_cast<uint32_t>(e.length_bytes),
+                           e.file_offset, static_cast<uint16_t>(pool.iovec_index(slot)), prefetch);
             job.pending_reads++;
             if (!prefetch) maybe_readahead(vm, e.file_index, e.file_offset);
         }
@@ -318,15 +315,12 @@ void Reactor::Impl::maybe_readahead(Vm& vm, uint32_t file_index, uint64_t file_o
     if (vm.readahead_file != file_index) vm.readahead_end = 0;
     vm.readahead_file = file_index;
     vm.last_fault_offset = file_offset;
-    if (window == 0 || !forward || ops.available() < 256) return;
+    if (window == 0 || !forward || io->ops_free() < 256) return;
     if (file_offset + window <= vm.readahead_end) return;  // the current window still covers it
     const uint64_t start = std::max(file_offset, vm.readahead_end);
     vm.readahead_end = file_offset + 2 * window;
-    io_uring_sqe* sqe = ring->sqe();
-    io_uring_prep_fadvise(sqe, static_cast<int>(file_slot_of(vm, file_index)), start,
-                          static_cast<off_t>(vm.readahead_end - start), POSIX_FADV_WILLNEED);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, ops.alloc(OpKind::readahead, vm.slot, vm.gen));
+    io->fadvise(op_data(OpKind::readahead, vm.slot, vm.gen), file_slot_of(vm, file_index), start,
+                vm.readahead_end - start, POSIX_FADV_WILLNEED);
     vm.outstanding++;
 }
 

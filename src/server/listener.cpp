@@ -89,7 +89,7 @@ public:
                backoff_op_ == 0 && std::none_of(pending_.begin(), pending_.end(), [](const Pending& p) { return p.busy; });
     }
 
-    void on_completion(Reactor& reactor, uint64_t cookie, const Completion& c) override {
+    void on_completion(Reactor& reactor, uint64_t cookie, const io::Completion& c) override {
         switch (cookie & kKindMask) {
             case kAcceptCookie: on_accept(reactor, static_cast<unsigned>(cookie & 0xffffffffu), c); break;
             case kBackoffCookie: backoff_op_ = 0; break;
@@ -114,9 +114,7 @@ private:
                                           std::to_string(shared_.fd_budget));
             }
             accept_shares_[i] = std::move(share);
-            io_uring_sqe* sqe = reactor.service_sqe(kAcceptCookie | i);
-            io_uring_prep_accept(sqe, listeners_[i].socket.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-            accept_ops_[i] = sqe->user_data;
+            accept_ops_[i] = reactor.io().accept(Reactor::service_op(kAcceptCookie | i), listeners_[i].socket.fd());
         }
     }
 
@@ -137,22 +135,20 @@ private:
         }
         backoff_ts_.tv_sec = backoff_.count() / 1000;
         backoff_ts_.tv_nsec = (backoff_.count() % 1000) * 1000000;
-        io_uring_sqe* sqe = reactor.service_sqe(kBackoffCookie);
-        io_uring_prep_timeout(sqe, &backoff_ts_, 0, 0);
-        backoff_op_ = sqe->user_data;
+        backoff_op_ = reactor.io().timeout(Reactor::service_op(kBackoffCookie), &backoff_ts_);
         backoff_ = std::min(backoff_ * 2, kMaxBackoff);
     }
 
-    void on_accept(Reactor& reactor, unsigned listener, const Completion& c) {
+    void on_accept(Reactor& reactor, unsigned listener, const io::Completion& c) {
         accept_ops_[listener] = 0;
         Reservation share = std::move(accept_shares_[listener]);
-        if (c.res >= 0) {
+        if (c.outcome == io::Outcome::ok) {
             backoff_ = kFirstBackoff;
             return admit(listener, FileDesc(c.res), std::move(share));
         }
-        const int err = completion_errno(c.res);
-        if (err == ECANCELED) return;
-        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+        const int err = io::error_of(c.res);
+        if (c.outcome == io::Outcome::cancelled) return;
+        if (c.outcome == io::Outcome::no_fds)
             return pause(reactor, "accept on " + paths_[listener] + ": " + std::strerror(err));
         // ECONNABORTED and the like concern one connection: accept the next.
         RP_DEBUG("accept on %s: %s", paths_[listener].c_str(), std::strerror(err));
@@ -213,21 +209,17 @@ private:
         if (left.count() <= 0) return refuse(index, "no complete handshake within the handshake timeout");
         p.timeout.tv_sec = left.count() / 1000000000;
         p.timeout.tv_nsec = left.count() % 1000000000;
-        io_uring_sqe* sqe = reactor_->service_sqe(kPollCookie | (uint64_t{p.gen} << 32) | index);
-        io_uring_prep_poll_add(sqe, p.conn.get(), POLLIN | POLLRDHUP);
-        sqe->flags |= IOSQE_IO_LINK;
-        p.poll_op = sqe->user_data;
-        io_uring_sqe* timeout = reactor_->plain_sqe();  // its completion carries nothing we need
-        io_uring_prep_link_timeout(timeout, &p.timeout, 0);
+        p.poll_op = reactor_->io().poll_until(Reactor::service_op(kPollCookie | (uint64_t{p.gen} << 32) | index),
+                                              p.conn.get(), POLLIN | POLLRDHUP, &p.timeout);
     }
 
-    void on_readable(uint64_t cookie, const Completion& c) {
+    void on_readable(uint64_t cookie, const io::Completion& c) {
         const uint32_t index = static_cast<uint32_t>(cookie & 0xffffffffu);
         const uint32_t gen = static_cast<uint32_t>((cookie >> 32) & 0xffffffu);
         if (index >= pending_.size() || !pending_[index].busy || pending_[index].gen != gen) return;
         pending_[index].poll_op = 0;
         if (stopping_) return refuse(index, "engine shutting down");
-        if (c.res == -ECANCELED) return refuse(index, "no complete handshake within the handshake timeout");
+        if (c.outcome == io::Outcome::cancelled) return refuse(index, "no complete handshake within the handshake timeout");
         if (c.res < 0) return refuse(index, std::string("poll: ") + std::strerror(-c.res));
         receive(index);
     }

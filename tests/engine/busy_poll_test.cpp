@@ -66,11 +66,11 @@ namespace {
 struct EventfdRead {
     int fd = -1;
     uint64_t value = 0;
-    std::unique_ptr<Ring> ring;
+    std::unique_ptr<io::Ring> ring;
 
     EventfdRead() {
         fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        auto created = Ring::create(8, 16);
+        auto created = io::Ring::create(8, 16);
         if (created) ring = std::move(*created);
     }
     ~EventfdRead() {
@@ -79,7 +79,7 @@ struct EventfdRead {
     }
     // A read that cannot complete until someone writes: io_uring arms a poll on it.
     void arm() {
-        io_uring_sqe* sqe = ring->sqe();
+        io_uring_sqe* sqe = ring->try_sqe();
         io_uring_prep_read(sqe, fd, &value, sizeof value, 0);
         io_uring_sqe_set_data64(sqe, 42);
     }
@@ -106,7 +106,7 @@ TEST(RingBusyPoll, SeesACompletionThatArrivesWhilePolling) {
     const bool found = e.ring->submit_and_poll(30s);
     writer.join();
     ASSERT_TRUE(found);
-    std::vector<Completion> out;
+    std::vector<io::RawCompletion> out;
     ASSERT_EQ(e.ring->reap(out), 1u);
     EXPECT_EQ(out[0].user_data, 42u);
     EXPECT_EQ(out[0].res, static_cast<int32_t>(sizeof(uint64_t)));
@@ -120,7 +120,7 @@ TEST(RingBusyPoll, GivesUpAfterTheWindowWhenNothingCompletes) {
     const auto start = std::chrono::steady_clock::now();
     EXPECT_FALSE(e.ring->submit_and_poll(2ms));
     EXPECT_GE(std::chrono::steady_clock::now() - start, 2ms);
-    std::vector<Completion> out;
+    std::vector<io::RawCompletion> out;
     EXPECT_EQ(e.ring->reap(out), 0u);
 }
 
@@ -131,7 +131,7 @@ TEST(RingBusyPoll, ReturnsAtOnceWhenACompletionIsAlreadyThere) {
     ASSERT_EQ(write(e.fd, &one, sizeof one), static_cast<ssize_t>(sizeof one));
     e.arm();  // completes inline at submit
     EXPECT_TRUE(e.ring->submit_and_poll(0ns));
-    std::vector<Completion> out;
+    std::vector<io::RawCompletion> out;
     ASSERT_EQ(e.ring->reap(out), 1u);
     EXPECT_EQ(out[0].user_data, 42u);
 }
