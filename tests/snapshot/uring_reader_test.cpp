@@ -2,7 +2,7 @@
 // however many reads are in flight, and every failure (end of file, a
 // consumer's error, a bad task) is returned after all reads have drained, so
 // the reader stays usable.
-#include "snapshot/layered/uring_reader.hpp"
+#include "io/uring_reader.hpp"
 
 #include "snapshot_test_util.hpp"
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "ringpager/file_desc.hpp"
-#include "snapshot/layered/uring_reader.hpp"
+#include "io/uring_reader.hpp"
 
 namespace ringpager::layered {
 

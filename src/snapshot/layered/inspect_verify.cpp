@@ -10,7 +10,7 @@
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/format.hpp"
 #include "snapshot/layered/layer_files.hpp"
-#include "snapshot/layered/uring_reader.hpp"
+#include "io/uring_reader.hpp"
 
 namespace ringpager {
 namespace layered {

@@ -1,7 +1,7 @@
 // Ordered bulk reads through io_uring. Slot k of the ring's buffers holds task
 // i with i % depth == k, so tasks complete into distinct buffers while they are
 // consumed strictly in order.
-#include "snapshot/layered/uring_reader.hpp"
+#include "io/uring_reader.hpp"
 
 #include <sys/mman.h>
 
@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace ringpager::layered {
+namespace ringpager::io {
 
 void UringReader::FreeDeleter::operator()(std::byte* p) const { std::free(p); }
 
@@ -162,4 +162,4 @@ std::string UringReader::read_all(int fd, const std::string& path, std::span<con
     return error;
 }
 
-}  // namespace ringpager::layered
+}  // namespace ringpager::io

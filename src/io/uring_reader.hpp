@@ -16,7 +16,7 @@
 
 #include "ringpager/result.hpp"
 
-namespace ringpager::layered {
+namespace ringpager::io {
 
 struct ReadTask {
     uint64_t offset = 0;
@@ -68,4 +68,10 @@ private:
     bool broken_ = false;        // a drain failed; buffers were leaked on purpose
 };
 
+}  // namespace ringpager::io
+
+namespace ringpager::layered {
+// The snapshot builder and verifier read their inputs through it.
+using io::ReadTask;
+using io::UringReader;
 }  // namespace ringpager::layered
