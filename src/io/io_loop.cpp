@@ -24,6 +24,17 @@ void IoFaults::fail_file_registration(int error, unsigned times) {
     armed_ = true;
 }
 
+void IoFaults::fill_sq(unsigned times) {
+    sq_full_times_ = times;
+    armed_ = true;
+}
+
+bool IoFaults::take_sq_full() {
+    if (sq_full_times_ == 0) return false;
+    sq_full_times_--;
+    return true;
+}
+
 bool IoFaults::take(OpType type, int32_t& result) {
     for (auto it = injections_.begin(); it != injections_.end(); ++it) {
         if (it->type != type) continue;
@@ -97,6 +108,7 @@ Tag IoLoop::start(OpType type, const OpData& data, Request request) {
 }
 
 bool IoLoop::prepare(const Request& r) {
+    if (faults_.armed() && faults_.take_sq_full()) return false;
     io_uring_sqe* sqe = ring_->try_sqe();
     if (sqe == nullptr) return false;
     switch (r.type) {
@@ -228,13 +240,14 @@ Result<void> IoLoop::submit_and_wait(unsigned wait_nr) {
     flush_parked();
     int injected_error = 0;
     if (faults_.armed() && faults_.take_submit_failure(injected_error)) return Error{injected_error, "io_uring_enter"};
-    // Injected results are already complete: nothing to wait for.
-    return ring_->submit_and_wait(synthetic_.empty() ? wait_nr : 0);
+    // Injected results are already complete, and parked operations must be
+    // retried after this submit made room: nothing to wait for then.
+    return ring_->submit_and_wait(synthetic_.empty() && parked_.empty() ? wait_nr : 0);
 }
 
 bool IoLoop::submit_and_poll(std::chrono::nanoseconds max) {
     flush_parked();
-    if (!synthetic_.empty()) return true;
+    if (!synthetic_.empty() || !parked_.empty()) return true;
     return ring_->submit_and_poll(max);
 }
 

@@ -54,8 +54,15 @@ public:
     void fail_submit(int error, unsigned times = 1);
     // The next `times` file registrations fail with `error`.
     void fail_file_registration(int error, unsigned times = 1);
+    // The next `times` operations find the submission queue full (they park).
+    void fill_sq(unsigned times);
 
     bool armed() const { return armed_; }
+    // True while some armed fault has not happened yet.
+    bool pending() const {
+        return !injections_.empty() || submit_times_ != 0 || registration_times_ != 0 || sq_full_times_ != 0;
+    }
+    bool take_sq_full();
     bool take(OpType type, int32_t& result);
     bool take_submit_failure(int& error);
     bool take_registration_failure(int& error);
@@ -71,6 +78,7 @@ private:
     unsigned submit_times_ = 0;
     int registration_error_ = 0;
     unsigned registration_times_ = 0;
+    unsigned sq_full_times_ = 0;
     bool armed_ = false;
 };
 

@@ -15,33 +15,6 @@
 
 namespace ringpager {
 
-#ifdef RINGPAGER_TEST_HOOKS
-namespace test_hooks {
-std::atomic<bool> g_armed[static_cast<unsigned>(Point::count)];
-namespace {
-std::mutex g_hooks_mu;
-Hook g_hooks[static_cast<unsigned>(Point::count)];
-}  // namespace
-void arm(Point point, Hook hook) {
-    std::lock_guard lock(g_hooks_mu);
-    g_hooks[static_cast<unsigned>(point)] = std::move(hook);
-    g_armed[static_cast<unsigned>(point)].store(true);
-}
-void disarm(Point point) {
-    std::lock_guard lock(g_hooks_mu);
-    g_armed[static_cast<unsigned>(point)].store(false);
-    g_hooks[static_cast<unsigned>(point)] = nullptr;
-}
-void fire(Point point, uint64_t vm_id, uint64_t page) {
-    Hook hook;
-    {
-        std::lock_guard lock(g_hooks_mu);
-        hook = g_hooks[static_cast<unsigned>(point)];
-    }
-    if (hook) hook(vm_id, page);
-}
-}  // namespace test_hooks
-#endif
 
 Reactor::Reactor(unsigned index, EngineShared& shared) : index_(index), shared_(shared) {}
 
@@ -246,6 +219,7 @@ void Reactor::Impl::arm_timer() {
 
 void Reactor::Impl::loop() {
     for (;;) {
+        test_hooks::at_turn(self.index_, io->faults());
         const bool work_waiting = more_work;
         more_work = false;
         if (auto r = work_waiting ? io->submit_and_wait(0) : wait_for_completion(); !r) {

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <functional>
 
+#include "io/io_loop.hpp"
+
 namespace ringpager::test_hooks {
 
 enum class Point : unsigned {
@@ -17,6 +19,9 @@ enum class Point : unsigned {
 };
 
 using Hook = std::function<void(uint64_t vm_id, uint64_t page)>;
+// Called at the start of every loop turn of every reactor, on its thread:
+// the fake io backend's seam (tests arm injected results there).
+using IoHook = std::function<void(unsigned reactor, io::IoFaults& faults)>;
 
 #ifdef RINGPAGER_TEST_HOOKS
 extern std::atomic<bool> g_armed[static_cast<unsigned>(Point::count)];
@@ -26,8 +31,16 @@ void fire(Point point, uint64_t vm_id, uint64_t page);
 inline void at(Point point, uint64_t vm_id, uint64_t page) {
     if (g_armed[static_cast<unsigned>(point)].load(std::memory_order_relaxed)) fire(point, vm_id, page);
 }
+extern std::atomic<bool> g_io_armed;
+void arm_io(IoHook hook);
+void disarm_io();
+void fire_io(unsigned reactor, io::IoFaults& faults);
+inline void at_turn(unsigned reactor, io::IoFaults& faults) {
+    if (g_io_armed.load(std::memory_order_relaxed)) fire_io(reactor, faults);
+}
 #else
 inline void at(Point, uint64_t, uint64_t) {}
+inline void at_turn(unsigned, io::IoFaults&) {}
 #endif
 
 }  // namespace ringpager::test_hooks
