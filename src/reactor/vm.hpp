@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "common/reservation.hpp"
-#include "reactor/address_map.hpp"
-#include "reactor/page_states.hpp"
-#include "reactor/prefetch.hpp"
+#include "pager/address_map.hpp"
+#include "pager/page_states.hpp"
+#include "pager/prefetch_order.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/file_desc.hpp"
 #include "ringpager/protocol.hpp"

@@ -21,7 +21,7 @@
 #include "common/engine_fixture.hpp"
 #include "common/socket.hpp"
 #include "common/unix_socket.hpp"
-#include "reactor/page_states.hpp"
+#include "pager/page_states.hpp"
 #include "uffd/uffd.hpp"
 
 using namespace ringpager;

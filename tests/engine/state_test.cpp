@@ -2,9 +2,9 @@
 // address map's behaviour under UNMAP and REMAP.
 #include <gtest/gtest.h>
 
-#include "reactor/address_map.hpp"
-#include "reactor/page_states.hpp"
-#include "reactor/prefetch.hpp"
+#include "pager/address_map.hpp"
+#include "pager/page_states.hpp"
+#include "pager/prefetch_order.hpp"
 
 using namespace ringpager;
 

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "reactor/page_states.hpp"
+#include "pager/page_states.hpp"
 
 namespace ringpager {
 

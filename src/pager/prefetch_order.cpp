@@ -1,4 +1,4 @@
-#include "reactor/prefetch.hpp"
+#include "pager/prefetch_order.hpp"
 
 namespace ringpager {
 namespace {
