@@ -8,6 +8,7 @@
 #include <cassert>
 #include <vector>
 
+#include "pager/install.hpp"
 #include "reactor/busy_poll.hpp"
 #include "reactor/reactor.hpp"
 
@@ -147,8 +148,7 @@ struct Reactor::Impl {
     // vm.cpp
     void on_uffd_read(Vm& vm, int32_t res);
     void apply_events(Vm& vm);
-    void retire_range(Vm& vm, uint64_t start, uint64_t end);
-    void drop_unmapped(Vm& vm, uint64_t start, uint64_t end);
+    void note_unmapped(Vm& vm, const InstallResult& r);
     void serve_faults(Vm& vm);
     bool issue_read_job(Vm& vm, uint64_t first_page, uint32_t pages, bool prefetch);
     bool install_zero_source_run(Vm& vm, uint64_t first_page, uint64_t pages);
@@ -162,6 +162,8 @@ struct Reactor::Impl {
     // Installs what it can; returns false when the VM must retry later (EAGAIN).
     bool install_job(Vm& vm, uint32_t job_index);
     bool install_zero_pages(Vm& vm, DeferredZero run);
+    InstallTarget install_target(Vm& vm);
+    bool apply_install(Vm& vm, const InstallResult& r, bool prefetch);
     void release_job(uint32_t job_index);
     void install_completed(Vm& vm);
     bool fault_work_pending();

@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 
 #include "common/log.hpp"
+#include "pager/install.hpp"
 #include "reactor/reactor_impl.hpp"
 #include "reactor/test_hooks.hpp"
 
@@ -80,7 +81,7 @@ void Reactor::Impl::apply_events(Vm& vm) {
                                    });
                 break;
             case UFFD_EVENT_UNMAP:
-                retire_range(vm, msg.arg.remove.start, msg.arg.remove.end);
+                retire_range(vm.map, vm.states, msg.arg.remove.start, msg.arg.remove.end);
                 counters.add(counters.events_other, 1);
                 break;
             case UFFD_EVENT_REMAP:
@@ -123,25 +124,16 @@ void Reactor::Impl::apply_events(Vm& vm) {
     test_hooks::at(test_hooks::Point::after_event_drain, vm.setup.id, 0);
 }
 
-// The range is gone from the VM: its pages can neither fault nor be
-// installed, so none of them is missing or in flight any more.
-void Reactor::Impl::retire_range(Vm& vm, uint64_t start, uint64_t end) {
-    for (const AddressExtent& e : vm.map.unmap(start, end))
-        for (uint64_t p = e.first_page; p < e.last_page(); p++) {
-            const PageState state = vm.states.get(p);
-            if (state == PageState::missing || state == PageState::in_flight) vm.states.set(p, PageState::present);
-        }
-}
-
-// An install met ENOENT: [start, end) is no longer registered in the VM.
+// Installs met ENOENT: ranges no longer registered in the VM were retired.
 // One line for the first such range of a VM; the rest are counted and named
 // in its release line.
-void Reactor::Impl::drop_unmapped(Vm& vm, uint64_t start, uint64_t end) {
-    retire_range(vm, start, end);
-    counters.add(counters.ranges_unmapped, 1);
-    if (vm.ranges_unmapped++ == 0)
+void Reactor::Impl::note_unmapped(Vm& vm, const InstallResult& r) {
+    counters.add(counters.ranges_unmapped, r.ranges_unmapped);
+    if (vm.ranges_unmapped == 0)
         RP_WARN("%s: [0x%llx, 0x%llx) is no longer mapped in the VM (ENOENT); that range is not served any more, "
-                "the rest of the VM is", vm.name().c_str(), (unsigned long long)start, (unsigned long long)end);
+                "the rest of the VM is", vm.name().c_str(), (unsigned long long)r.first_unmapped_start,
+                (unsigned long long)r.first_unmapped_end);
+    vm.ranges_unmapped += r.ranges_unmapped;
 }
 
 bool Reactor::Impl::install_zero_source_run(Vm& vm, uint64_t first_page, uint64_t pages) {

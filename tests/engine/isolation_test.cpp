@@ -313,7 +313,7 @@ TEST_F(IsolationTest, ARefusedPeerWhosePidWasReusedIsNotKilledByPid) {
     int hold[2];
     ASSERT_EQ(pipe2(hold, O_CLOEXEC), 0);
     FileDesc hold_read(hold[0]), hold_write(hold[1]);
-    for (int attempt = 0; attempt < 50 && innocent != peer; attempt++) {
+    for (int attempt = 0; attempt < 2000 && innocent != peer; attempt++) {  // other processes may take pids too
         if (innocent > 0) {
             kill(innocent, SIGKILL);
             waitpid(innocent, nullptr, 0);
