@@ -39,12 +39,13 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     vm->setup = std::move(*setup);
     vm->slot = slot;
     vm->gen = ++vm_generation;
-    vm->map = AddressMap(vm->setup.handshake.regions);
-    vm->states = std::move(vm->setup.states);  // sized by the acceptor, within the memory bound
     vm->started = std::chrono::steady_clock::now();
-    vm->report.vm_id = vm->setup.id;
-    vm->report.pid = vm->setup.pid;
-    vm->report.pages_total = vm->map.total_pages();
+    // The pager refers to the setup's uffd and source: the Vm never moves.
+    vm->pager = std::make_unique<VmPager>(*pager_context, PagerIdentity{vm->setup.id, slot, vm->gen, who},
+                                          vm->setup.uffd, *vm->setup.source, vm->setup.source_index,
+                                          vm->setup.handshake.regions,
+                                          std::move(vm->setup.states));  // sized by the acceptor, within the memory bound
+    vm->pager->report().pid = vm->setup.pid;
     auto file_slot = io->add_file(vm->setup.uffd.fd());
     if (!file_slot) {
         RP_ERROR("%s: cannot register its userfaultfd with the ring: %s", who.c_str(),
@@ -69,13 +70,7 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     RP_DEBUG("%s: served by reactor %u", v.name().c_str(), self.index_);
 }
 
-void Reactor::Impl::start_prefetch(Vm& vm) {
-    if (vm.prefetching) return;
-    vm.prefetching = true;
-    vm.prefetch_order = make_ascending_order();
-    prefetch_rr.push_back(vm.slot);
-    more_work = true;
-}
+void Reactor::Impl::start_prefetch(Vm& vm) { prefetcher.add(*vm.pager); }
 
 // A VM that cannot be served hangs on its next fault; its operator asked for
 // it to be killed instead (--kill-on-failure). Only ever through its pidfd.
@@ -102,7 +97,7 @@ void Reactor::Impl::begin_drain() {
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return end_drain();
     RP_INFO("reactor %u: stopping: finishing %zu restore(s) within %lld ms", self.index_,
-            prefetch_rr.size(), static_cast<long long>(left.count() / 1000000));
+            prefetcher.size(), static_cast<long long>(left.count() / 1000000));
     drain_timer_op = arm_timeout(OpKind::drain_timer, drain_ts, left);
     drain_step();
 }
@@ -131,21 +126,22 @@ void Reactor::Impl::end_drain() {
 // --kill-on-failure.
 void Reactor::Impl::release_at_stop(Vm& vm, const std::string& why) {
     if (vm.resident()) return close_vm(vm, "engine stopping (the VM was resident)", false);
-    close_vm(vm, "released before it was resident: " + why + "; " + std::to_string(vm.states.missing_count()) +
-                     " of " + std::to_string(vm.states.size()) + " pages were never served and it hangs on its next "
+    close_vm(vm, "released before it was resident: " + why + "; " + std::to_string(vm.pager->states().missing_count()) +
+                     " of " + std::to_string(vm.pager->states().size()) + " pages were never served and it hangs on its next "
                      "fault there",
              true);
 }
 
 void Reactor::Impl::arm_uffd_read(Vm& vm) {
     if (vm.closing || vm.uffd_read_op != 0) return;
-    vm.uffd_read_op = io->read(op_data(OpKind::uffd_read, vm.slot, vm.gen), vm.uffd_file_slot, vm.msgs, sizeof vm.msgs);
-    vm.outstanding++;
+    vm.uffd_read_op = io->read(op_data(OpKind::uffd_read, vm.slot, vm.gen), vm.uffd_file_slot, vm.pager->msg_buffer(),
+                               VmPager::msg_buffer_bytes());
+    vm.ops_outstanding++;
 }
 
 void Reactor::Impl::arm_poll(Vm& vm, OpKind kind, int fd, unsigned events) {
     (kind == OpKind::pid_poll ? vm.pid_poll_op : vm.conn_poll_op) = io->poll(op_data(kind, vm.slot, vm.gen), fd, events);
-    vm.outstanding++;
+    vm.ops_outstanding++;
 }
 
 // The connection stays open for the VM's life (Firecracker >= 1.12). Later
@@ -191,39 +187,33 @@ void Reactor::Impl::close_vm(Vm& vm, const std::string& reason, bool failure) {
     }
     for (uint64_t op : {vm.uffd_read_op, vm.pid_poll_op, vm.conn_poll_op})
         if (op != 0) self.cancel_op(op);
-    // Job lists are released at the end of the turn (release_vm_jobs): the
-    // caller may be iterating them right now.
+    vm.pager->mark_closing();
+    // Its jobs are released at the end of the turn (VmPager::release_jobs):
+    // the pager may be iterating them right now.
     mark_turn(vm);
-}
-
-void Reactor::Impl::release_vm_jobs(Vm& vm) {
-    for (uint32_t job : vm.completed_jobs) release_job(job), vm.outstanding--;
-    for (uint32_t job : vm.deferred_jobs) release_job(job), vm.outstanding--;
-    vm.completed_jobs.clear();
-    vm.deferred_jobs.clear();
-    vm.deferred_zero.clear();
-    vm.fault_pages.clear();
 }
 
 void Reactor::Impl::destroy_vm(Vm& vm) {
     const auto now = std::chrono::steady_clock::now();
-    vm.report.seconds_served = std::chrono::duration<double>(now - vm.started).count();
-    vm.report.end_reason = vm.end_reason;
+    VmReport& report = vm.pager->report();
+    report.seconds_served = std::chrono::duration<double>(now - vm.started).count();
+    report.end_reason = vm.end_reason;
     std::string extra;
-    if (vm.report.seconds_to_resident >= 0)
-        extra += ", resident after " + std::to_string(static_cast<int>(vm.report.seconds_to_resident * 1000)) + " ms";
-    if (vm.ranges_unmapped != 0) extra += ", " + std::to_string(vm.ranges_unmapped) + " unmapped range(s) dropped";
+    if (report.seconds_to_resident >= 0)
+        extra += ", resident after " + std::to_string(static_cast<int>(report.seconds_to_resident * 1000)) + " ms";
+    if (vm.pager->ranges_unmapped() != 0)
+        extra += ", " + std::to_string(vm.pager->ranges_unmapped()) + " unmapped range(s) dropped";
     RP_INFO("%s: released (%s): %llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, "
             "%.1f MiB read%s",
-            vm.name().c_str(), vm.end_reason.c_str(), (unsigned long long)vm.report.faults,
-            (unsigned long long)vm.report.pages_copied_on_fault, (unsigned long long)vm.report.pages_prefetched,
-            (unsigned long long)vm.report.pages_zeroed, vm.report.bytes_read / 1048576.0, extra.c_str());
+            vm.name().c_str(), vm.end_reason.c_str(), (unsigned long long)report.faults,
+            (unsigned long long)report.pages_copied_on_fault, (unsigned long long)report.pages_prefetched,
+            (unsigned long long)report.pages_zeroed, report.bytes_read / 1048576.0, extra.c_str());
     io->remove_file(vm.uffd_file_slot);
-    if (vm.prefetching) prefetch_rr.erase(std::find(prefetch_rr.begin(), prefetch_rr.end(), vm.slot));
+    prefetcher.remove(*vm.pager);
     const uint32_t slot = vm.slot;
     {
         std::lock_guard lock(shared.mu);
-        shared.reports.push_back(vm.report);
+        shared.reports.push_back(report);
     }
     vms[slot].reset();  // closes the uffd, the connection and the pidfd
     free_vm_slots.push_back(slot);

@@ -122,10 +122,7 @@ void Reactor::thread_main() {
 }
 
 Reactor::Impl::~Impl() {
-    io.reset();  // cancels whatever is still queued before the buffers go away
-    if (pool.small_base) munmap(pool.small_base, pool.small_count * BufferPool::kSmallBytes);
-    if (pool.big_base) munmap(pool.big_base, pool.big_count * BufferPool::kBigBytes);
-    if (zero_buffer) munmap(zero_buffer, BufferPool::kBigBytes);
+    io.reset();  // cancels whatever is still queued before the buffers (jobs) go away
 }
 
 bool Reactor::Impl::setup(std::string& error) {
@@ -165,31 +162,17 @@ bool Reactor::Impl::setup(std::string& error) {
         }
     }
 
-    pool.small_count = kSmallSlots;
-    pool.big_count = kBigSlots;
-    const int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
-    void* small = mmap(nullptr, pool.small_count * BufferPool::kSmallBytes, prot, flags, -1, 0);
-    void* big = mmap(nullptr, pool.big_count * BufferPool::kBigBytes, prot, flags, -1, 0);
-    zero_buffer = mmap(nullptr, BufferPool::kBigBytes, PROT_READ, flags, -1, 0);
-    if (small == MAP_FAILED || big == MAP_FAILED || zero_buffer == MAP_FAILED) {
-        error = std::string("cannot map read buffers: ") + std::strerror(errno);
+    if (auto r = jobs.map(); !r) {
+        error = "cannot map read buffers: " + r.error().message();
         return false;
     }
-    // Registration pins every buffer page; transparent huge pages make that a
-    // few dozen faults instead of thousands (advisory: fine if refused).
-    (void)madvise(small, pool.small_count * BufferPool::kSmallBytes, MADV_HUGEPAGE);
-    (void)madvise(big, pool.big_count * BufferPool::kBigBytes, MADV_HUGEPAGE);
-    pool.small_base = static_cast<uint8_t*>(small);
-    pool.big_base = static_cast<uint8_t*>(big);
-    const iovec iovs[2] = {{small, pool.small_count * BufferPool::kSmallBytes},
-                           {big, pool.big_count * BufferPool::kBigBytes}};
-    if (auto r = io->register_buffers(iovs); !r) {
+    if (auto r = io->register_buffers(jobs.iovecs()); !r) {
         error = "cannot register read buffers: " + r.error().message();
         return false;
     }
-    for (uint32_t i = pool.small_count; i-- > 0;) pool.small_free.push_back(i);
-    for (uint32_t i = pool.slots(); i-- > pool.small_count;) pool.big_free.push_back(i);
-    jobs.resize(pool.slots());
+    const EngineConfig& c = shared.config;
+    pager_context = std::make_unique<PagerContext>(
+        PagerContext{*io, jobs, *this, *this, PagerConfig{c.readahead_bytes, c.page_cache_fast_path, c.kill_on_failure}});
     batch.reserve(kOps);
     // One worker per ring copies punted prefetch reads: enough to overlap the
     // reads with this thread's installs without crowding out vCPU threads.
@@ -220,8 +203,8 @@ void Reactor::Impl::arm_timer() {
 void Reactor::Impl::loop() {
     for (;;) {
         test_hooks::at_turn(self.index_, io->faults());
-        const bool work_waiting = more_work;
-        more_work = false;
+        const bool work_waiting = more_work_next;
+        more_work_next = false;
         if (auto r = work_waiting ? io->submit_and_wait(0) : wait_for_completion(); !r) {
             RP_ERROR("reactor %u: %s; stopping this reactor", self.index_, r.error().message().c_str());
             self.failed_ = true;
@@ -271,6 +254,15 @@ void Reactor::Impl::mark_turn(Vm& vm) {
 void Reactor::Impl::dispatch(const io::Completion& c) {
     const io::OpData& op = c.data;
     Vm* vm = vm_at(op.slot, op.gen);
+    if (is_pager_op(op)) {
+        if (vm == nullptr) return;  // cannot happen: the VM outlives its pager's operations
+        if (op.kind == static_cast<uint16_t>(PagerOp::page_read))
+            vm->pager->on_read_done(static_cast<uint32_t>(op.arg), c.res, op.arg >> 32);
+        else
+            vm->pager->on_readahead_done();
+        mark_turn(*vm);
+        return;
+    }
     const OpKind kind = kind_of(op);
     switch (kind) {
         case OpKind::exit_read:
@@ -296,24 +288,18 @@ void Reactor::Impl::dispatch(const io::Completion& c) {
             break;
         case OpKind::uffd_read:
             vm->uffd_read_op = 0;
-            vm->outstanding--;
+            vm->ops_outstanding--;
             on_uffd_read(*vm, c.res);
             break;
         case OpKind::pid_poll:
             vm->pid_poll_op = 0;
-            vm->outstanding--;
+            vm->ops_outstanding--;
             if (c.res > 0 && !vm->closing) close_vm(*vm, "VM process exited", false);
             break;
         case OpKind::conn_poll:
             vm->conn_poll_op = 0;
-            vm->outstanding--;
+            vm->ops_outstanding--;
             on_conn_ready(*vm, c.res);
-            break;
-        case OpKind::page_read:
-            on_page_read(static_cast<uint32_t>(op.arg), c.res, op.arg >> 32);
-            break;
-        case OpKind::readahead:
-            if (vm) vm->outstanding--;
             break;
         case OpKind::service:
             if (service) service->on_completion(self, op.arg, c);
@@ -321,7 +307,22 @@ void Reactor::Impl::dispatch(const io::Completion& c) {
         case OpKind::free:
             break;
     }
-    if (vm != nullptr && (vm->closing || kind == OpKind::page_read)) mark_turn(*vm);
+    if (vm != nullptr && vm->closing) mark_turn(*vm);
+}
+
+void Reactor::Impl::on_uffd_read(Vm& vm, int32_t res) {
+    if (vm.closing) return;
+    if (res < 0) {
+        const int err = io::error_of(res);
+        if (err == EAGAIN || err == EINTR) {
+            mark_turn(vm);  // re-armed at the end of the turn
+            return;
+        }
+        close_vm(vm, std::string("reading its userfaultfd failed: ") + std::strerror(err), true);
+        return;
+    }
+    vm.pager->take_messages(static_cast<size_t>(res));
+    mark_turn(vm);
 }
 
 void Reactor::Impl::adopt_inbox() {
@@ -340,9 +341,6 @@ void Reactor::Impl::adopt_inbox() {
     for (auto& setup : arrived) adopt(std::move(setup));
 }
 
-unsigned Reactor::Impl::file_slot_of(const Vm& vm, uint32_t file_index) const {
-    return source_file_slots[vm.setup.source_index][file_index];
-}
 
 void Reactor::Impl::process_turn() {
     // Turn order (DESIGN.md): events before faults, deferred installs first,
@@ -355,29 +353,80 @@ void Reactor::Impl::process_turn() {
         Vm* vm = vms[slot].get();
         if (vm == nullptr) continue;
         vm->in_turn = false;
+        VmPager& pager = *vm->pager;
         if (!vm->closing) {
-            apply_events(*vm);
-            retry_deferred(*vm);
-            serve_faults(*vm);       // may complete reads at once from the page cache
-            install_completed(*vm);
-            note_resident(*vm);
+            pager.apply_events();
+            pager.retry_deferred();
+            pager.serve_faults();       // may complete reads at once from the page cache
+            pager.install_completed();
+            pager.note_resident();
             arm_uffd_read(*vm);
         }
         if (vm->closing) {
-            release_vm_jobs(*vm);
-            if (vm->outstanding == 0) destroy_vm(*vm);
+            pager.release_jobs();
+            if (vm->outstanding() == 0) destroy_vm(*vm);
             continue;
         }
-        const bool carry = !vm->deferred_jobs.empty() || !vm->deferred_zero.empty() ||
-                           !vm->completed_jobs.empty() || !vm->fault_pages.empty();
-        if (carry) {
+        if (pager.has_carry()) {
             mark_turn(*vm);
-            if (!vm->deferred_jobs.empty() || !vm->deferred_zero.empty()) arm_timer();
-            else if (!vm->completed_jobs.empty()) more_work = true;
+            if (pager.waits_on_events()) arm_timer();
+            else if (pager.has_completed()) more_work_next = true;
         }
     }
-    prefetch_step();
+    const bool faults_recent = std::chrono::steady_clock::now() - last_fault_seen < kFaultQuietPeriod;
+    prefetcher.step(jobs, *this, faults_recent,
+                    {shared.config.prefetch_batch_bytes, shared.config.prefetch_inflight_batches});
+    counters.buffers_busy.store(jobs.busy(), std::memory_order_relaxed);
     if (draining && !stopping) drain_step();
+}
+
+// ---- PagerHost and PagerEvents ----------------------------------------------
+
+Vm& Reactor::Impl::vm_of(const VmPager& pager) { return *vm_at(pager.id().slot, pager.id().gen); }
+
+void Reactor::Impl::close(VmPager& pager, const std::string& reason, bool failure) {
+    close_vm(vm_of(pager), reason, failure);
+}
+
+void Reactor::Impl::schedule(VmPager& pager) { mark_turn(vm_of(pager)); }
+
+unsigned Reactor::Impl::file_slot(unsigned source_index, uint32_t file_index) const {
+    return source_file_slots[source_index][file_index];
+}
+
+bool Reactor::Impl::fault_work_pending() {
+    io->flush_completions();
+    return io->any_completion([&](const io::OpData& op) {
+        if (op.kind == static_cast<uint16_t>(PagerOp::page_read))
+            return !jobs[static_cast<uint32_t>(op.arg)].prefetch;
+        const OpKind kind = kind_of(op);
+        return kind == OpKind::uffd_read || kind == OpKind::exit_read || kind == OpKind::wake_read;
+    });
+}
+
+void Reactor::Impl::on_faults(uint64_t count) {
+    last_fault_seen = std::chrono::steady_clock::now();
+    counters.add(counters.faults, count);
+}
+
+void Reactor::Impl::on_read(uint64_t bytes, bool page_cache_hit) {
+    counters.add(counters.bytes_read, bytes);
+    if (page_cache_hit) counters.add(counters.page_cache_hits, 1);
+}
+
+void Reactor::Impl::on_installed(const InstallResult& r, bool prefetch) {
+    counters.add(counters.copy_ioctls, r.copy_ioctls);
+    counters.add(counters.pages_copied, r.pages_copied);
+    if (prefetch) counters.add(counters.pages_prefetched, r.pages_copied);
+    counters.add(counters.pages_zeroed, r.pages_zeroed);
+    counters.add(counters.pages_poisoned, r.pages_poisoned);
+    counters.add(counters.ranges_unmapped, r.ranges_unmapped);
+    if (r.end == InstallResult::End::retry_later) counters.add(counters.eagain_retries, 1);
+}
+
+void Reactor::Impl::on_resident() {
+    counters.add(counters.vms_resident, 1);
+    shared.notify();
 }
 
 }  // namespace ringpager

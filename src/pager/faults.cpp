@@ -1,0 +1,336 @@
+// A VmPager's side of a loop turn up to the reads: take the uffd messages,
+// apply events before faults, classify faults by page state, issue reads
+// (faults first; the page cache fast path and readahead live here), and the
+// prefetch runs the prefetcher asks for.
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/log.hpp"
+#include "pager/vm_pager.hpp"
+#include "reactor/test_hooks.hpp"
+
+namespace ringpager {
+namespace {
+
+ssize_t pread_nowait(int fd, void* into, uint64_t len, uint64_t offset) {
+    iovec iov{into, len};
+    ssize_t n;
+    do {
+        n = preadv2(fd, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+// Pages of `map` overlapping [start, end), as global page ranges.
+template <typename Fn>
+void for_pages_in_range(const AddressMap& map, uint64_t start, uint64_t end, Fn fn) {
+    for (const AddressExtent& e : map.extents()) {
+        const uint64_t lo = std::max(start, e.addr), hi = std::min(end, e.end());
+        if (lo >= hi) continue;
+        const uint64_t first = e.first_page + (lo - e.addr) / e.page_size;
+        const uint64_t last = e.first_page + (hi - e.addr + e.page_size - 1) / e.page_size;
+        fn(first, last - first);
+    }
+}
+
+}  // namespace
+
+VmPager::VmPager(PagerContext& ctx, PagerIdentity id, const Uffd& uffd, const Source& source, unsigned source_index,
+                 const RegionList& regions, PageStates states)
+    : ctx_(ctx),
+      id_(std::move(id)),
+      uffd_(uffd),
+      source_(source),
+      source_index_(source_index),
+      page_size_(regions.empty() ? 4096 : regions[0].page_size_bytes),
+      map_(regions),
+      states_(std::move(states)),
+      started_(std::chrono::steady_clock::now()) {
+    report_.vm_id = id_.vm_id;
+    report_.pages_total = map_.total_pages();
+}
+
+void VmPager::take_messages(size_t bytes) {
+    const size_t count = bytes / sizeof(uffd_msg);
+    turn_msgs_.insert(turn_msgs_.end(), msgs_, msgs_ + count);
+    // A full buffer means more may be queued: drain the uffd completely now,
+    // so every event of this turn is applied before any fault (DESIGN.md).
+    while (count == kUffdMsgsPerRead) {
+        const ssize_t n = read(uffd_.fd(), msgs_, sizeof msgs_);
+        if (n <= 0) break;  // EAGAIN: drained
+        turn_msgs_.insert(turn_msgs_.end(), msgs_, msgs_ + static_cast<size_t>(n) / sizeof(uffd_msg));
+        if (static_cast<size_t>(n) < sizeof msgs_) break;
+    }
+}
+
+void VmPager::apply_events() {
+    if (turn_msgs_.empty()) return;
+    uint64_t faults = 0;
+    // Pass 1: events. They change page states that faults read in pass 2.
+    for (const uffd_msg& msg : turn_msgs_) {
+        switch (msg.event) {
+            case UFFD_EVENT_PAGEFAULT:
+                break;
+            case UFFD_EVENT_REMOVE:
+                for_pages_in_range(map_, msg.arg.remove.start, msg.arg.remove.end, [&](uint64_t first, uint64_t pages) {
+                    for (uint64_t p = first; p < first + pages; p++) states_.set(p, PageState::removed);
+                    ctx_.events.on_removed(pages);
+                });
+                break;
+            case UFFD_EVENT_UNMAP:
+                retire_range(map_, states_, msg.arg.remove.start, msg.arg.remove.end);
+                ctx_.events.on_other_event();
+                break;
+            case UFFD_EVENT_REMAP:
+                map_.remap(msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
+                ctx_.events.on_other_event();
+                break;
+            case UFFD_EVENT_FORK: {
+                // The child's uffd was installed in our fd table by the read; we do not serve forks.
+                FileDesc child(static_cast<int>(msg.arg.fork.ufd));
+                RP_WARN("%s: the VM forked; the child's userfaultfd is closed, not served", name().c_str());
+                ctx_.events.on_other_event();
+                break;
+            }
+            default:
+                RP_WARN("%s: ignored unknown userfaultfd event %u", name().c_str(), unsigned{msg.event});
+        }
+    }
+    // Pass 2: faults, translated through the (possibly just edited) map.
+    for (const uffd_msg& msg : turn_msgs_) {
+        if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
+        faults++;
+        const uint64_t addr = msg.arg.pagefault.address;
+        const AddressExtent* e = map_.find_addr(addr);
+        if (e != nullptr) {
+            fault_pages_.push_back(e->first_page + (addr - e->addr) / e->page_size);
+        } else if (map_.was_retired(addr)) {
+            RP_DEBUG("%s: stale fault at 0x%llx in a range unmapped since", name().c_str(), (unsigned long long)addr);
+        } else if (!closing_) {
+            // The VM registered memory it did not declare: nothing can serve
+            // it, and leaving it would hang that vCPU silently forever.
+            char what[96];
+            snprintf(what, sizeof what, "fault at 0x%llx outside every region it declared", (unsigned long long)addr);
+            ctx_.host.close(*this, what, true);
+        }
+    }
+    turn_msgs_.clear();
+    report_.faults += faults;
+    if (faults != 0) ctx_.events.on_faults(faults);
+    test_hooks::at(test_hooks::Point::after_event_drain, id_.vm_id, 0);
+}
+
+bool VmPager::install_zero_source_run(uint64_t first_page, uint64_t pages) {
+    for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
+    if (!install_zero_pages({first_page, pages})) {
+        deferred_zero_.push_back({first_page, pages});
+        return false;
+    }
+    return true;
+}
+
+void VmPager::serve_faults() {
+    auto& pages = fault_pages_;
+    if (pages.empty()) return;
+    std::sort(pages.begin(), pages.end());
+    pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
+    std::vector<uint64_t> waiting;  // no buffer free this turn
+    // One page size per VM (the handshake refuses mixed sizes), so a run of
+    // max_run_pages always fits the slot issue_read_job takes for it.
+    const uint64_t max_run_pages =
+        std::max<uint64_t>(1, (hugetlb() ? ReadJobs::kBigBytes : ReadJobs::kSmallBytes) / page_size_);
+    size_t i = 0;
+    while (i < pages.size() && !closing_) {
+        const uint64_t page = pages[i];
+        const auto place = map_.place_of(page);
+        if (!place) {
+            i++;
+            continue;
+        }
+        const PageState state = states_.get(page);
+        if (state == PageState::in_flight) {  // the pending install wakes this fault
+            i++;
+            continue;
+        }
+        if (state == PageState::present) {  // installed after the fault was queued
+            if (auto r = uffd_.wake(place->addr, place->page_size); !r)
+                RP_DEBUG("%s: wake failed: %s", name().c_str(), r.error().message().c_str());
+            i++;
+            continue;
+        }
+        if (state == PageState::removed) {  // removed pages read zeros from now on
+            if (!install_zero_pages({page, 1})) deferred_zero_.push_back({page, 1});
+            i++;
+            continue;
+        }
+        // Missing: coalesce with the following faulted pages that are adjacent
+        // and missing, into one read and (later) one copy.
+        size_t j = i + 1;
+        while (j < pages.size() && j - i < max_run_pages && pages[j] == page + (j - i) &&
+               pages[j] < place->extent_end_page && states_.get(pages[j]) == PageState::missing)
+            j++;
+        const uint32_t run = static_cast<uint32_t>(j - i);
+        const SourceExtent first = source_.lookup(place->file_offset, run * place->page_size);
+        if (first.kind == SourceExtent::Kind::zero && first.length_bytes == run * place->page_size) {
+            install_zero_source_run(page, run);
+        } else if (!issue_read_job(page, run, false)) {
+            waiting.insert(waiting.end(), pages.begin() + static_cast<long>(i), pages.begin() + static_cast<long>(j));
+        }
+        i = j;
+    }
+    pages.swap(waiting);
+}
+
+bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch) {
+    const bool big = prefetch || hugetlb();
+    if (ctx_.io.ops_free() < 64) return false;  // keep in-flight ops within the CQ
+    const auto place = map_.place_of(first_page);
+    // Hard bounds, checked before any byte moves: the run fits the slot it
+    // will be read into, lies in one address extent and inside the source.
+    // A violation fails this VM; it never reads outside its own slot.
+    const uint64_t run_bytes = uint64_t{pages} * (place ? place->page_size : 0);
+    const uint64_t slot_bytes = big ? ReadJobs::kBigBytes : ReadJobs::kSmallBytes;
+    if (!place || pages == 0 || run_bytes > slot_bytes || first_page + pages > place->extent_end_page ||
+        place->file_offset + run_bytes > source_.size_bytes()) {
+        char what[160];
+        snprintf(what, sizeof what, "refusing a read of %u page(s) at page %llu: it does not fit its %llu-byte buffer "
+                 "or the source", pages, (unsigned long long)first_page, (unsigned long long)slot_bytes);
+        ctx_.host.close(*this, what, true);
+        return true;
+    }
+    uint32_t slot = 0;
+    if (!ctx_.jobs.take(big, prefetch, slot)) return false;
+    ReadJob& job = ctx_.jobs[slot];
+    job.vm_slot = id_.slot;
+    job.vm_gen = id_.gen;
+    job.first_page = first_page;
+    job.pages = pages;
+    job.page_size = place->page_size;
+    job.file_offset = place->file_offset;
+    uint8_t* buffer = ctx_.jobs.data(slot);
+    for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
+    for (uint64_t done = 0; done < run_bytes;) {
+        const SourceExtent e = source_.lookup(job.file_offset + done, run_bytes - done);
+        if (e.length_bytes == 0 || e.length_bytes > run_bytes - done || e.length_bytes > UINT32_MAX ||
+            (e.kind == SourceExtent::Kind::data && e.file_index >= source_.file_fds().size())) {
+            job.error = EIO;  // fails the job (and so the VM) through the usual check
+            job.error_what = "the source answered an extent outside the run";
+            break;
+        }
+        if (e.kind == SourceExtent::Kind::zero) {
+            std::memset(buffer + done, 0, e.length_bytes);
+        } else if (!prefetch && read_from_page_cache(e, buffer + done)) {
+            // Served from the page cache without blocking: no ring round trip.
+        } else {
+            // Prefetch reads go to io-wq workers: a page cache hit would
+            // otherwise be copied inline inside io_uring_enter, holding up this
+            // turn's faults, and the worker runs on another core meanwhile.
+            ctx_.io.read_fixed(op(PagerOp::page_read, (uint64_t{static_cast<uint32_t>(e.length_bytes)} << 32) | slot),
+                               ctx_.host.file_slot(source_index_, e.file_index), buffer + done,
+                               static_cast<uint32_t>(e.length_bytes), e.file_offset, ctx_.jobs.buffer_index(slot),
+                               prefetch);
+            job.pending_reads++;
+            if (!prefetch) maybe_readahead(e.file_index, e.file_offset);
+        }
+        done += e.length_bytes;
+    }
+    ops_outstanding_++;
+    if (job.pending_reads == 0) {
+        // Read already (page cache fast path, or all zeros). A fault is
+        // installed at once: this turn's events are applied, and the install
+        // re-checks every page's state. A prefetch job goes to the next turn.
+        if (!prefetch) {
+            if (!check_job(slot) || install_job(slot)) finish_job(slot);
+            else deferred_jobs_.push_back(slot);
+        } else {
+            completed_jobs_.push_back(slot);
+            ctx_.host.more_work();
+        }
+        ctx_.host.schedule(*this);
+    }
+    return true;
+}
+
+// The fault fast path: hundreds of VMs restored from one snapshot keep it in
+// the page cache, where a RWF_NOWAIT read completes at once and never blocks
+// on disk (it fails with EAGAIN instead). Anything else goes through the ring.
+bool VmPager::read_from_page_cache(const SourceExtent& e, uint8_t* into) {
+    if (!ctx_.config.page_cache_fast_path) return false;
+    const int fd = source_.file_fds()[e.file_index];
+    const ssize_t n = pread_nowait(fd, into, e.length_bytes, e.file_offset);
+    if (n != static_cast<ssize_t>(e.length_bytes)) return false;  // EAGAIN, short, or error: the ring decides
+    report_.bytes_read += e.length_bytes;
+    ctx_.events.on_read(e.length_bytes, true);
+    maybe_readahead(e.file_index, e.file_offset);
+    return true;
+}
+
+// Page cache readahead for faults that walk forward through a file: a fault
+// landing just past the previous one (within one window) asks for the next
+// window asynchronously. Random faults get none: on a cold file that would
+// waste disk bandwidth, and on a hot one it is pure overhead.
+void VmPager::maybe_readahead(uint32_t file_index, uint64_t file_offset) {
+    const uint64_t window = ctx_.config.readahead_bytes;
+    const bool forward = readahead_file_ == file_index && file_offset >= last_fault_offset_ &&
+                         file_offset - last_fault_offset_ <= window;
+    if (readahead_file_ != file_index) readahead_end_ = 0;
+    readahead_file_ = file_index;
+    last_fault_offset_ = file_offset;
+    if (window == 0 || !forward || ctx_.io.ops_free() < 256) return;
+    if (file_offset + window <= readahead_end_) return;  // the current window still covers it
+    const uint64_t start = std::max(file_offset, readahead_end_);
+    readahead_end_ = file_offset + 2 * window;
+    ctx_.io.fadvise(op(PagerOp::readahead), ctx_.host.file_slot(source_index_, file_index), start,
+                    readahead_end_ - start, POSIX_FADV_WILLNEED);
+    ops_outstanding_++;
+}
+
+void VmPager::note_resident() {
+    if (report_.seconds_to_resident >= 0 || !resident()) return;
+    report_.seconds_to_resident = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    ctx_.events.on_resident();
+}
+
+void VmPager::start_prefetch() {
+    if (prefetching_) return;
+    prefetching_ = true;
+    if (!prefetch_order_) prefetch_order_ = make_ascending_order();
+    ctx_.host.more_work();
+}
+
+// One prefetch run: a zero run is installed at once (no read); a data run
+// becomes one read of up to `batch_bytes`, stopping where the source turns to
+// zeros so those go by ZEROPAGE.
+VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
+    uint64_t first = 0;
+    if (closing_ || !prefetch_order_->next(states_, first)) return Step::done;
+    const auto place = map_.place_of(first);
+    const uint64_t max_pages = std::max<uint64_t>(1, batch_bytes / place->page_size);
+    uint64_t pages = 1;
+    while (pages < max_pages && first + pages < place->extent_end_page && states_.get(first + pages) == PageState::missing)
+        pages++;
+    pages = std::min<uint64_t>(pages, ReadJobs::kBigBytes / place->page_size);
+    const SourceExtent head = source_.lookup(place->file_offset, pages * place->page_size);
+    if (head.kind == SourceExtent::Kind::zero && head.length_bytes >= place->page_size) {
+        const uint64_t zero_pages = head.length_bytes / place->page_size;
+        install_zero_source_run(first, zero_pages);
+        prefetch_order_->consumed(first, zero_pages);
+        return Step::zero_run;
+    }
+    uint64_t data_bytes = 0;
+    while (data_bytes < pages * place->page_size) {
+        const SourceExtent e = source_.lookup(place->file_offset + data_bytes, pages * place->page_size - data_bytes);
+        if (e.kind == SourceExtent::Kind::zero && e.length_bytes >= place->page_size) break;
+        data_bytes += e.length_bytes;
+    }
+    pages = std::max<uint64_t>(1, data_bytes / place->page_size);
+    if (!issue_read_job(first, static_cast<uint32_t>(pages), true)) return Step::no_buffer;
+    prefetch_order_->consumed(first, pages);
+    return Step::read_issued;
+}
+
+}  // namespace ringpager

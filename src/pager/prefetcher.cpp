@@ -1,0 +1,46 @@
+#include "pager/prefetcher.hpp"
+
+#include <algorithm>
+
+namespace ringpager {
+
+void Prefetcher::add(VmPager& vm) {
+    if (vm.prefetching()) return;
+    vm.start_prefetch();
+    round_.push_back(&vm);
+}
+
+void Prefetcher::remove(VmPager& vm) {
+    auto it = std::find(round_.begin(), round_.end(), &vm);
+    if (it == round_.end()) return;
+    round_.erase(it);
+    vm.stop_prefetch();
+}
+
+// Zero runs are installed at once (no read); data runs become big reads.
+void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent, const Config& config) {
+    const unsigned budget = faults_recent ? kBusyBatchesInFlight : config.batches_in_flight;
+    const uint64_t batch_bytes = faults_recent ? std::min(config.batch_bytes, kBusyBatchBytes) : config.batch_bytes;
+    size_t idle_rounds = 0;
+    unsigned zero_runs = 0;
+    while (!round_.empty() && jobs.prefetch_in_flight() < budget && idle_rounds < round_.size()) {
+        if (pos_ >= round_.size()) pos_ = 0;
+        VmPager& vm = *round_[pos_];
+        const VmPager::Step step = vm.prefetch_run(batch_bytes);
+        if (step == VmPager::Step::done) {
+            round_.erase(round_.begin() + static_cast<long>(pos_));
+            vm.stop_prefetch();
+            vm.note_resident();
+            continue;
+        }
+        pos_++;
+        if (step == VmPager::Step::no_buffer) break;  // next turn
+        idle_rounds = 0;
+        if (step == VmPager::Step::zero_run) {
+            host.more_work();
+            if (++zero_runs >= (faults_recent ? 4u : 32u)) break;  // keep the turn short: faults come first
+        }
+    }
+}
+
+}  // namespace ringpager

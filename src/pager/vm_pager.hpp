@@ -1,0 +1,190 @@
+// VmPager: one VM's memory as the pager serves it (DESIGN.md "The shape of
+// the house"): its page states and address map, the faults it is waiting
+// on, its read jobs done or deferred, its zero runs deferred, its prefetch
+// cursor and readahead window. Everything here runs on the VM's reactor
+// thread. The pager never knows how the reactor loops or how the VM
+// arrived: what it needs of its reactor comes through PagerContext.
+#pragma once
+
+#include <linux/userfaultfd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/io_loop.hpp"
+#include "pager/address_map.hpp"
+#include "pager/install.hpp"
+#include "pager/page_states.hpp"
+#include "pager/prefetch_order.hpp"
+#include "pager/read_jobs.hpp"
+#include "ringpager/engine.hpp"
+#include "ringpager/source.hpp"
+#include "uffd/uffd.hpp"
+
+namespace ringpager {
+
+class VmPager;
+
+// The io operations a pager starts carry these kinds (io::OpData::kind);
+// the reactor hands their completions back to the pager.
+enum class PagerOp : uint16_t { page_read = 0x100, readahead = 0x101 };
+inline bool is_pager_op(const io::OpData& data) { return data.kind >= 0x100; }
+
+// What the pagers of one reactor report as they work; the reactor turns it
+// into its counters (metrics and working-set recording hang here too).
+// Called on the reactor's thread: no lock, no syscall.
+class PagerEvents {
+public:
+    virtual ~PagerEvents() = default;
+    virtual void on_faults(uint64_t count) = 0;
+    virtual void on_removed(uint64_t pages) = 0;
+    virtual void on_other_event() = 0;  // UNMAP, REMAP, FORK
+    virtual void on_read(uint64_t bytes, bool page_cache_hit) = 0;
+    virtual void on_installed(const InstallResult& result, bool prefetch) = 0;
+    virtual void on_resident() = 0;
+};
+
+// What a pager asks of its reactor.
+class PagerHost {
+public:
+    virtual ~PagerHost() = default;
+    // The VM cannot (or need not) be served any more: release it.
+    virtual void close(VmPager& vm, const std::string& reason, bool failure) = 0;
+    // The VM has work for the next turn.
+    virtual void schedule(VmPager& vm) = 0;
+    // Run the next turn without waiting for a completion.
+    virtual void more_work() = 0;
+    // True when fault work (a uffd read, a fault's page read) completed and
+    // waits in the queue: prefetch installs yield to it.
+    virtual bool fault_work_pending() = 0;
+    // The fixed-file slot of file `file_index` of source `source_index`.
+    virtual unsigned file_slot(unsigned source_index, uint32_t file_index) const = 0;
+};
+
+struct PagerConfig {
+    uint64_t readahead_bytes = 256 * 1024;
+    bool page_cache_fast_path = true;
+    bool kill_on_failure = false;
+};
+
+// The reactor's services every pager of it shares.
+struct PagerContext {
+    io::IoLoop& io;
+    ReadJobs& jobs;
+    PagerEvents& events;
+    PagerHost& host;
+    PagerConfig config;
+};
+
+// A run of pages waiting to be installed again after EAGAIN (events pending).
+struct DeferredZero {
+    uint64_t first_page;
+    uint64_t pages;
+};
+
+inline constexpr size_t kUffdMsgsPerRead = 64;
+
+// Who the VM is, for logs and for the io operations started for it.
+struct PagerIdentity {
+    uint64_t vm_id = 0;
+    uint32_t slot = 0;  // the reactor's names for it, carried by its io operations
+    uint32_t gen = 0;
+    std::string name;   // "vm 3 (pid 812)"
+};
+
+class VmPager {
+public:
+    VmPager(PagerContext& ctx, PagerIdentity id, const Uffd& uffd, const Source& source, unsigned source_index,
+            const RegionList& regions, PageStates states);
+
+    // ---- a loop turn (faults.cpp, completions.cpp) ------------------------
+    // The ring read `bytes` into msg_buffer(); drains the rest of the uffd.
+    void take_messages(size_t bytes);
+    void apply_events();      // events first (REMOVE/UNMAP/REMAP/FORK), then faults
+    void retry_deferred();    // installs that met EAGAIN
+    void serve_faults();      // faults: wake, zero fill, or read
+    void install_completed(); // reads done: faults first, then prefetch
+    void note_resident();
+    // A read of job `slot` completed with `res` of `expected` bytes.
+    void on_read_done(uint32_t slot, int32_t res, uint64_t expected);
+    void on_readahead_done() { ops_outstanding_--; }
+    // Work left for the next turn; whether it waits on a timer (EAGAIN).
+    bool has_carry() const;
+    bool waits_on_events() const { return !deferred_jobs_.empty() || !deferred_zero_.empty(); }
+    bool has_completed() const { return !completed_jobs_.empty(); }
+
+    // ---- prefetch (prefetcher.cpp drives it) --------------------------------
+    enum class Step : uint8_t { done, zero_run, read_issued, no_buffer };
+    void start_prefetch();
+    Step prefetch_run(uint64_t batch_bytes);
+    bool prefetching() const { return prefetching_; }
+    void stop_prefetch() { prefetching_ = false; }
+
+    // ---- lifecycle ----------------------------------------------------------
+    void mark_closing() { closing_ = true; }
+    bool closing() const { return closing_; }
+    // Gives back the jobs it holds (at close, once the turn is over).
+    void release_jobs();
+    // Jobs and operations in flight that still name this VM.
+    uint32_t outstanding() const { return ops_outstanding_; }
+    bool resident() const { return states_.missing_count() == 0 && states_.in_flight_count() == 0; }
+
+    uffd_msg* msg_buffer() { return msgs_; }
+    static constexpr size_t msg_buffer_bytes() { return sizeof(uffd_msg) * kUffdMsgsPerRead; }
+    const PagerIdentity& id() const { return id_; }
+    const std::string& name() const { return id_.name; }
+    VmReport& report() { return report_; }
+    uint64_t ranges_unmapped() const { return ranges_unmapped_; }
+    const PageStates& states() const { return states_; }
+    bool hugetlb() const { return page_size_ > 4096; }
+
+private:
+    bool issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch);
+    bool install_zero_source_run(uint64_t first_page, uint64_t pages);
+    bool read_from_page_cache(const SourceExtent& e, uint8_t* into);
+    void maybe_readahead(uint32_t file_index, uint64_t file_offset);
+    bool check_job(uint32_t slot);
+    bool install_job(uint32_t slot);
+    bool install_zero_pages(DeferredZero run);
+    bool apply_install(const InstallResult& r, bool prefetch);
+    void finish_job(uint32_t slot);
+    io::OpData op(PagerOp kind, uint64_t arg = 0) const {
+        return io::OpData{static_cast<uint16_t>(kind), id_.slot, id_.gen, arg};
+    }
+    InstallTarget target() { return {uffd_, map_, states_, ctx_.jobs.zero_buffer()}; }
+
+    PagerContext& ctx_;
+    PagerIdentity id_;
+    const Uffd& uffd_;
+    const Source& source_;
+    unsigned source_index_;
+    uint64_t page_size_;
+    AddressMap map_;
+    PageStates states_;
+    std::unique_ptr<PrefetchOrder> prefetch_order_;
+    bool prefetching_ = false;
+    bool closing_ = false;
+
+    // The ring reads uffd messages straight into this buffer.
+    alignas(64) uffd_msg msgs_[kUffdMsgsPerRead];
+    std::vector<uffd_msg> turn_msgs_;       // read this turn, not yet applied
+    std::vector<uint64_t> fault_pages_;     // faults to serve (this turn + waiting for buffers)
+    std::vector<uint32_t> completed_jobs_;  // reads done, not yet installed
+    std::vector<uint32_t> deferred_jobs_;   // installs that met EAGAIN
+    std::vector<DeferredZero> deferred_zero_;
+    uint32_t ops_outstanding_ = 0;          // jobs and readaheads in flight
+
+    // Sequential-fault detection and the readahead already requested.
+    uint32_t readahead_file_ = UINT32_MAX;
+    uint64_t last_fault_offset_ = 0;
+    uint64_t readahead_end_ = 0;
+
+    uint64_t ranges_unmapped_ = 0;          // installs that met ENOENT
+    std::chrono::steady_clock::time_point started_;
+    VmReport report_;
+};
+
+}  // namespace ringpager
