@@ -19,12 +19,11 @@ namespace ringpager {
 
 void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     const std::string who = "vm " + std::to_string(setup->id) + " (pid " + std::to_string(setup->pid) + ")";
-    if (stopping || draining || vms.size() - free_vm_slots.size() >= shared.vm_file_slots || io->ops_free() < 64) {
-        RP_WARN("%s: refused: reactor %u is %s", who.c_str(), self.index_,
+    if (stopping || draining || vms.size() - free_vm_slots.size() >= config.max_vms || io->ops_free() < 64) {
+        RP_WARN("%s: refused: reactor %u is %s", who.c_str(), config.index,
                 stopping || draining ? "shutting down" : "at its VM limit");
         kill_if_asked(*setup, who);
-        shared.vms_released.fetch_add(1);
-        shared.notify();
+        sink.vm_dropped();
         return;
     }
     uint32_t slot;
@@ -52,8 +51,7 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
                  file_slot.error().message().c_str());
         kill_if_asked(vm->setup, who);
         free_vm_slots.push_back(slot);
-        shared.vms_released.fetch_add(1);
-        shared.notify();
+        sink.vm_dropped();
         return;
     }
     vm->uffd_file_slot = *file_slot;
@@ -67,7 +65,7 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     // prefetcher in its small-step mode.
     last_fault_seen = std::chrono::steady_clock::now();
     if (v.setup.mode == ServeMode::prefetch) start_prefetch(v);
-    RP_DEBUG("%s: served by reactor %u", v.name().c_str(), self.index_);
+    RP_DEBUG("%s: served by reactor %u", v.name().c_str(), config.index);
 }
 
 void Reactor::Impl::start_prefetch(Vm& vm) { prefetcher.add(*vm.pager); }
@@ -75,7 +73,7 @@ void Reactor::Impl::start_prefetch(Vm& vm) { prefetcher.add(*vm.pager); }
 // A VM that cannot be served hangs on its next fault; its operator asked for
 // it to be killed instead (--kill-on-failure). Only ever through its pidfd.
 void Reactor::Impl::kill_if_asked(const VmSetup& setup, const std::string& who) {
-    if (!shared.config.kill_on_failure || setup.pid == getpid()) return;
+    if (!config.kill_on_failure || setup.pid == getpid()) return;
     const std::string why_not = kill_through_pidfd(setup.pidfd);
     if (why_not.empty()) RP_ERROR("%s: killed with SIGKILL through its pidfd (--kill-on-failure)", who.c_str());
     else RP_ERROR("%s: could not be killed: %s", who.c_str(), why_not.c_str());
@@ -84,7 +82,7 @@ void Reactor::Impl::kill_if_asked(const VmSetup& setup, const std::string& who) 
 // Graceful stop (Engine::request_drain). Resident VMs are released now; the
 // others are prefetched to resident and released as they get there
 // (drain_step); whatever is left at the deadline goes loudly (end_drain).
-void Reactor::Impl::begin_drain() {
+void Reactor::Impl::begin_drain(std::chrono::steady_clock::time_point deadline) {
     draining = true;
     if (service) service->stop(self);
     for (auto& v : vms) {
@@ -92,11 +90,9 @@ void Reactor::Impl::begin_drain() {
         if (v->resident()) close_vm(*v, "engine stopping (the VM was resident)", false);
         else start_prefetch(*v);
     }
-    const auto deadline = std::chrono::steady_clock::time_point(
-        std::chrono::steady_clock::duration(self.drain_deadline_.load()));
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return end_drain();
-    RP_INFO("reactor %u: stopping: finishing %zu restore(s) within %lld ms", self.index_,
+    RP_INFO("reactor %u: stopping: finishing %zu restore(s) within %lld ms", config.index,
             prefetcher.size(), static_cast<long long>(left.count() / 1000000));
     drain_timer_op = arm_timeout(OpKind::drain_timer, drain_ts, left);
     drain_step();
@@ -156,7 +152,7 @@ void Reactor::Impl::on_conn_ready(Vm& vm, int32_t res) {
         if (!fds.empty()) {
             RP_WARN("%s: closed %zu unexpected fd(s) sent after the handshake", vm.name().c_str(), fds.size());
             counters.add(counters.stray_fds_closed, fds.size());
-            shared.notify();
+            sink.changed();
         }
         if (r.bytes > 0) {
             RP_DEBUG("%s: ignored %zd bytes sent after the handshake", vm.name().c_str(), r.bytes);
@@ -211,15 +207,11 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
     io->remove_file(vm.uffd_file_slot);
     prefetcher.remove(*vm.pager);
     const uint32_t slot = vm.slot;
-    {
-        std::lock_guard lock(shared.mu);
-        shared.reports.push_back(report);
-    }
+    const VmReport final_report = report;
     vms[slot].reset();  // closes the uffd, the connection and the pidfd
     free_vm_slots.push_back(slot);
     counters.vms_active.fetch_sub(1, std::memory_order_relaxed);
-    shared.vms_released.fetch_add(1);
-    shared.notify();
+    sink.vm_released(final_report);
 }
 
 }  // namespace ringpager

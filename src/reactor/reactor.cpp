@@ -16,7 +16,8 @@
 namespace ringpager {
 
 
-Reactor::Reactor(unsigned index, EngineShared& shared) : index_(index), shared_(shared) {}
+Reactor::Reactor(ReactorConfig config, ReactorCounters& counters, ReactorSink& sink)
+    : config_(std::move(config)), counters_(counters), sink_(sink) {}
 
 Reactor::~Reactor() {
     if (thread_.joinable()) {
@@ -34,14 +35,15 @@ bool Reactor::start(std::string& error) {
         error = std::string("eventfd: ") + std::strerror(errno);
         return false;
     }
-    impl_ = std::make_unique<Impl>(*this, shared_, counters_);
+    mailbox_ = std::make_unique<Mailbox>(config_.mailbox_vms, wake_efd_);
+    impl_ = std::make_unique<Impl>(*this, config_, counters_, sink_);
     // The ring must be created by the thread that uses it (SINGLE_ISSUER).
     std::promise<std::string> ready;
     auto ready_future = ready.get_future();
     thread_ = std::thread([this, &ready] {
         // Named and prioritized before start() returns, so both are visible at once.
         char name[16];
-        snprintf(name, sizeof name, "rp-reactor-%u", index_);
+        snprintf(name, sizeof name, "rp-reactor-%u", config_.index);
         pthread_setname_np(pthread_self(), name);
         apply_nice();
         std::string setup_error;
@@ -69,32 +71,11 @@ bool Reactor::join() {
     return !failed_;
 }
 
-void Reactor::attach_service(std::unique_ptr<RingService> service) {
-    {
-        std::lock_guard lock(inbox_mu_);
-        service_inbox_ = std::move(service);
-    }
-    const uint64_t one = 1;
-    (void)!write(wake_efd_, &one, sizeof one);
-}
+void Reactor::attach_service(std::unique_ptr<RingService> service) { mailbox_->post(AttachService{std::move(service)}); }
 
-std::unique_ptr<VmSetup> Reactor::hand_off(std::unique_ptr<VmSetup> vm) {
-    {
-        std::lock_guard lock(inbox_mu_);
-        if (inbox_.size() >= 1024) return vm;
-        inbox_.push_back(std::move(vm));
-    }
-    const uint64_t one = 1;
-    (void)!write(wake_efd_, &one, sizeof one);
-    return nullptr;
-}
+std::unique_ptr<VmSetup> Reactor::hand_off(std::unique_ptr<VmSetup> vm) { return mailbox_->post_vm(std::move(vm)); }
 
-void Reactor::request_drain(std::chrono::steady_clock::time_point deadline) {
-    drain_deadline_.store(deadline.time_since_epoch().count());
-    drain_requested_.store(true);
-    const uint64_t one = 1;
-    (void)!write(wake_efd_, &one, sizeof one);
-}
+void Reactor::request_drain(std::chrono::steady_clock::time_point deadline) { mailbox_->post(Drain{deadline}); }
 
 io::IoLoop& Reactor::io() { return *impl_->io; }
 
@@ -110,7 +91,7 @@ void Reactor::cancel_op(io::Tag tag) { impl_->io->cancel(tag); }
 // at the inherited priority and the engine's summary line says so.
 void Reactor::apply_nice() {
     const id_t tid = static_cast<id_t>(gettid());
-    if (setpriority(PRIO_PROCESS, tid, shared_.config.reactor_nice) != 0) nice_error_ = errno;
+    if (setpriority(PRIO_PROCESS, tid, config_.nice) != 0) nice_error_ = errno;
     errno = 0;
     const int now = getpriority(PRIO_PROCESS, tid);
     nice_ = (now == -1 && errno != 0) ? 0 : now;
@@ -126,7 +107,9 @@ Reactor::Impl::~Impl() {
 }
 
 bool Reactor::Impl::setup(std::string& error) {
-    const unsigned file_slots = kFirstVmFileSlot + shared.source_file_count + shared.vm_file_slots;
+    unsigned source_files = 0;
+    for (const Source* source : config.sources) source_files += static_cast<unsigned>(source->file_fds().size());
+    const unsigned file_slots = kFirstVmFileSlot + source_files + config.max_vms;
     auto created = io::IoLoop::create({1024, static_cast<unsigned>(kOps), file_slots});
     if (!created) {
         error = "cannot create io_uring with " + std::to_string(file_slots) +
@@ -136,7 +119,7 @@ bool Reactor::Impl::setup(std::string& error) {
     io = std::move(*created);
     self.setup_mode_ = io->setup_mode();
     // A ring without the task-run flag cannot be polled: such a reactor always sleeps.
-    busy_poll = BusyPollWindow(io->can_busy_poll() ? std::chrono::nanoseconds(shared.config.busy_poll_max)
+    busy_poll = BusyPollWindow(io->can_busy_poll() ? std::chrono::nanoseconds(config.busy_poll_max)
                                                    : std::chrono::nanoseconds(0));
     unsigned efd_slots[2];
     const int efds[] = {self.exit_efd_, self.wake_efd_};
@@ -150,7 +133,7 @@ bool Reactor::Impl::setup(std::string& error) {
     }
     exit_file_slot = efd_slots[0];
     wake_file_slot = efd_slots[1];
-    for (const Source* source : shared.sources) {
+    for (const Source* source : config.sources) {
         source_file_slots.emplace_back();
         for (int fd : source->file_fds()) {
             auto slot = io->add_file(fd);
@@ -170,14 +153,12 @@ bool Reactor::Impl::setup(std::string& error) {
         error = "cannot register read buffers: " + r.error().message();
         return false;
     }
-    const EngineConfig& c = shared.config;
-    pager_context = std::make_unique<PagerContext>(
-        PagerContext{*io, jobs, *this, *this, PagerConfig{c.readahead_bytes, c.page_cache_fast_path, c.kill_on_failure}});
+    pager_context = std::make_unique<PagerContext>(PagerContext{*io, jobs, *this, *this, config.pager});
     batch.reserve(kOps);
     // One worker per ring copies punted prefetch reads: enough to overlap the
     // reads with this thread's installs without crowding out vCPU threads.
     if (auto r = io->limit_workers(1, 1); !r)
-        RP_DEBUG("reactor %u: io-wq worker limit not set: %s", self.index_, r.error().message().c_str());
+        RP_DEBUG("reactor %u: io-wq worker limit not set: %s", config.index, r.error().message().c_str());
     arm_fixed_read(OpKind::exit_read, exit_file_slot, &exit_value);
     arm_fixed_read(OpKind::wake_read, wake_file_slot, &wake_value);
     return true;
@@ -202,11 +183,11 @@ void Reactor::Impl::arm_timer() {
 
 void Reactor::Impl::loop() {
     for (;;) {
-        test_hooks::at_turn(self.index_, io->faults());
+        test_hooks::at_turn(config.index, io->faults());
         const bool work_waiting = more_work_next;
         more_work_next = false;
         if (auto r = work_waiting ? io->submit_and_wait(0) : wait_for_completion(); !r) {
-            RP_ERROR("reactor %u: %s; stopping this reactor", self.index_, r.error().message().c_str());
+            RP_ERROR("reactor %u: %s; stopping this reactor", config.index, r.error().message().c_str());
             self.failed_ = true;
             return;
         }
@@ -267,7 +248,7 @@ void Reactor::Impl::dispatch(const io::Completion& c) {
     switch (kind) {
         case OpKind::exit_read:
             if (!stopping) {
-                RP_DEBUG("reactor %u: stopping", self.index_);
+                RP_DEBUG("reactor %u: stopping", config.index);
                 if (service && !draining) service->stop(self);
                 stopping = true;
                 for (auto& v : vms)
@@ -275,8 +256,7 @@ void Reactor::Impl::dispatch(const io::Completion& c) {
             }
             break;
         case OpKind::wake_read:
-            adopt_inbox();
-            if (!draining && self.drain_requested_.load()) begin_drain();
+            take_mail();
             arm_fixed_read(OpKind::wake_read, wake_file_slot, &wake_value);
             break;
         case OpKind::timer:
@@ -325,20 +305,23 @@ void Reactor::Impl::on_uffd_read(Vm& vm, int32_t res) {
     mark_turn(vm);
 }
 
-void Reactor::Impl::adopt_inbox() {
-    std::vector<std::unique_ptr<VmSetup>> arrived;
-    std::unique_ptr<RingService> new_service;
-    {
-        std::lock_guard lock(self.inbox_mu_);
-        arrived.swap(self.inbox_);
-        new_service = std::move(self.service_inbox_);
+// Everything other threads posted: services to run, VMs to adopt, a
+// graceful stop.
+void Reactor::Impl::take_mail() {
+    mail.clear();
+    self.mailbox_->take(mail);
+    for (Message& m : mail) {
+        if (auto* attach = std::get_if<AttachService>(&m)) {
+            if (service) continue;  // one service per reactor
+            service = std::move(attach->service);
+            if (stopping || draining) service->stop(self);
+            else service->start(self);
+        } else if (auto* vm = std::get_if<AdoptVm>(&m)) {
+            adopt(std::move(vm->vm));
+        } else if (auto* drain = std::get_if<Drain>(&m)) {
+            if (!draining && !stopping) begin_drain(drain->deadline);
+        }
     }
-    if (new_service && !service) {
-        service = std::move(new_service);
-        if (stopping) service->stop(self);
-        else service->start(self);
-    }
-    for (auto& setup : arrived) adopt(std::move(setup));
 }
 
 
@@ -374,8 +357,7 @@ void Reactor::Impl::process_turn() {
         }
     }
     const bool faults_recent = std::chrono::steady_clock::now() - last_fault_seen < kFaultQuietPeriod;
-    prefetcher.step(jobs, *this, faults_recent,
-                    {shared.config.prefetch_batch_bytes, shared.config.prefetch_inflight_batches});
+    prefetcher.step(jobs, *this, faults_recent, config.prefetch);
     counters.buffers_busy.store(jobs.busy(), std::memory_order_relaxed);
     if (draining && !stopping) drain_step();
 }
@@ -426,7 +408,7 @@ void Reactor::Impl::on_installed(const InstallResult& r, bool prefetch) {
 
 void Reactor::Impl::on_resident() {
     counters.add(counters.vms_resident, 1);
-    shared.notify();
+    sink.changed();
 }
 
 }  // namespace ringpager

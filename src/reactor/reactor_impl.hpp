@@ -27,8 +27,8 @@ inline io::OpData op_data(OpKind kind, uint32_t slot = 0, uint32_t gen = 0, uint
 inline OpKind kind_of(const io::OpData& data) { return static_cast<OpKind>(data.kind); }
 
 struct Reactor::Impl final : PagerHost, PagerEvents {
-    Impl(Reactor& reactor, EngineShared& engine, ReactorCounters& stats)
-        : self(reactor), shared(engine), counters(stats) {}
+    Impl(Reactor& reactor, const ReactorConfig& cfg, ReactorCounters& stats, ReactorSink& engine)
+        : self(reactor), config(cfg), counters(stats), sink(engine) {}
     ~Impl() override;
 
     static constexpr size_t kOps = 8192;
@@ -39,8 +39,10 @@ struct Reactor::Impl final : PagerHost, PagerEvents {
     static constexpr std::chrono::milliseconds kBusyPollAfterFault{1};
 
     Reactor& self;
-    EngineShared& shared;
+    const ReactorConfig& config;
     ReactorCounters& counters;
+    ReactorSink& sink;
+    std::vector<Message> mail;  // taken from the mailbox, one batch at a time
     std::unique_ptr<io::IoLoop> io;
     std::vector<std::vector<unsigned>> source_file_slots;  // per engine source, per file
     ReadJobs jobs;
@@ -84,7 +86,7 @@ struct Reactor::Impl final : PagerHost, PagerEvents {
     Vm& vm_of(const VmPager& pager);
 
     // lifecycle.cpp
-    void adopt_inbox();
+    void take_mail();
     void adopt(std::unique_ptr<VmSetup> setup);
     void arm_uffd_read(Vm& vm);
     void arm_poll(Vm& vm, OpKind kind, int fd, unsigned events);
@@ -93,7 +95,7 @@ struct Reactor::Impl final : PagerHost, PagerEvents {
     void release_at_stop(Vm& vm, const std::string& why);
     void kill_if_asked(const VmSetup& setup, const std::string& who);
     void start_prefetch(Vm& vm);
-    void begin_drain();
+    void begin_drain(std::chrono::steady_clock::time_point deadline);
     void drain_step();
     void end_drain();
     void destroy_vm(Vm& vm);

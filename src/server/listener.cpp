@@ -55,12 +55,12 @@ constexpr uint64_t kBackoffCookie = uint64_t{3} << 56;
 
 class Acceptor final : public RingService {
 public:
-    Acceptor(EngineShared& shared, std::vector<ListenerBinding> listeners)
-        : shared_(shared),
+    Acceptor(AcceptorContext context, std::vector<ListenerBinding> listeners)
+        : ctx_(std::move(context)),
+          stats_(ctx_.stats),
           listeners_(std::move(listeners)),
           accept_ops_(listeners_.size(), 0),
-          accept_shares_(listeners_.size()),
-          load_(shared.reactors.size(), 0) {
+          accept_shares_(listeners_.size()) {
         for (const ListenerBinding& l : listeners_) paths_.push_back(l.socket.path());
     }
 
@@ -106,12 +106,12 @@ private:
         if (stopping_ || backoff_op_ != 0) return;
         for (unsigned i = 0; i < listeners_.size(); i++) {
             if (accept_ops_[i] != 0) continue;
-            if (pending_count_ + armed_accepts() >= shared_.config.max_pending) return;
-            Reservation share = Reservation::take(shared_.peer_fds, kFdsPerPeer, shared_.fd_budget);
+            if (pending_count_ + armed_accepts() >= ctx_.config.max_pending) return;
+            Reservation share = Reservation::take(ctx_.budgets.peer_fds, kFdsPerPeer, ctx_.budgets.fd_budget);
             if (!share.held()) {
-                return pause(reactor, "the engine holds " + std::to_string(shared_.peer_fds.load()) +
+                return pause(reactor, "the engine holds " + std::to_string(ctx_.budgets.peer_fds.load()) +
                                           " file descriptors for VMs, its budget under the open-files limit is " +
-                                          std::to_string(shared_.fd_budget));
+                                          std::to_string(ctx_.budgets.fd_budget));
             }
             accept_shares_[i] = std::move(share);
             accept_ops_[i] = reactor.io().accept(Reactor::service_op(kAcceptCookie | i), listeners_[i].socket.fd());
@@ -126,8 +126,8 @@ private:
     // again; connections meanwhile wait in the listen backlog. One line per
     // ten seconds at most, however often it happens.
     void pause(Reactor& reactor, const std::string& why) {
-        shared_.accept_pauses.fetch_add(1, std::memory_order_relaxed);
-        shared_.notify();
+        stats_.accept_pauses.fetch_add(1, std::memory_order_relaxed);
+        stats_.changed();
         uint64_t suppressed = 0;
         if (pause_line_.allow(Clock::now(), suppressed)) {
             RP_WARN("accepting paused for %lld ms: %s (%llu more pauses not logged)",
@@ -166,8 +166,8 @@ private:
             RP_WARN("connection from pid %d on %s refused: uid %u is not allowed (see --allow-uid)", cred.pid,
                     paths_[listener].c_str(), cred.uid);
             conn.reset();
-            shared_.vms_refused.fetch_add(1);
-            shared_.notify();
+            stats_.vms_refused.fetch_add(1);
+            stats_.changed();
             return;
         }
         const uint32_t index = take_slot();
@@ -177,20 +177,20 @@ private:
         p.cred = cred;
         p.listener = listener;
         p.fd_share = std::move(fd_share);
-        p.deadline = Clock::now() + shared_.config.handshake_timeout;
+        p.deadline = Clock::now() + ctx_.config.handshake_timeout;
         arm_poll(index);
-        shared_.notify();  // handshakes_pending changed
+        stats_.changed();  // handshakes_pending changed
     }
 
     bool uid_allowed(uid_t uid) const {
-        const auto& allowed = shared_.config.allowed_uids;
+        const auto& allowed = ctx_.config.allowed_uids;
         if (allowed.empty()) return uid == geteuid();
         return std::find(allowed.begin(), allowed.end(), uid) != allowed.end();
     }
 
     uint32_t take_slot() {
         pending_count_++;
-        shared_.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
+        stats_.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
         for (uint32_t i = 0; i < pending_.size(); i++)
             if (!pending_[i].busy) {
                 pending_[i].busy = true;
@@ -275,7 +275,7 @@ private:
         if (p.fds.size() != 1)
             return refuse(index, "handshake carried " + std::to_string(p.fds.size()) +
                                      " fds; expected exactly one (the userfaultfd)");
-        const HandshakeLimits limits{listener.source->size_bytes(), shared_.config.max_vm_memory_bytes};
+        const HandshakeLimits limits{listener.source->size_bytes(), ctx_.config.max_vm_memory_bytes};
         if (!check_handshake_limits(handshake, limits, error)) return refuse(index, error);
         const uint64_t page_size = handshake.regions[0].page_size_bytes;
         if (listener.source->verifies_reads() && listener.source->block_size_bytes() > page_size)
@@ -290,14 +290,15 @@ private:
         for (const Region& r : handshake.regions) pages += r.page_count();
         const uint64_t states_bytes = PageStates::bytes_for(pages);
         const uint64_t state_bytes = states_bytes + sizeof(Vm) + handshake.regions.size() * sizeof(AddressExtent);
-        Reservation memory = Reservation::take(shared_.vm_state_bytes, state_bytes, shared_.memory_limit_bytes);
+        const uint64_t limit = ctx_.budgets.memory_limit_bytes;
+        Reservation memory = Reservation::take(ctx_.budgets.vm_state_bytes, state_bytes, limit);
         if (!memory.held()) {
-            const uint64_t used = shared_.vm_state_bytes.load();
-            const uint64_t left = shared_.memory_limit_bytes > used ? shared_.memory_limit_bytes - used : 0;
+            const uint64_t used = ctx_.budgets.vm_state_bytes.load();
+            const uint64_t left = limit > used ? limit - used : 0;
             return refuse(index, "its state would take " + std::to_string(state_bytes >> 10) + " KiB (" +
                                      std::to_string(states_bytes >> 10) + " KiB of page states)" +
                                      " and the engine's memory bound (--memory-limit " +
-                                     std::to_string(shared_.memory_limit_bytes >> 20) + " MiB) has " +
+                                     std::to_string(limit >> 20) + " MiB) has " +
                                      std::to_string(left >> 10) + " KiB left");
         }
         std::unique_ptr<VmSetup> vm;
@@ -307,7 +308,7 @@ private:
         } catch (const std::bad_alloc&) {
             return refuse(index, "cannot allocate its page states (" + std::to_string(state_bytes >> 10) + " KiB)");
         }
-        vm->id = shared_.next_vm_id.fetch_add(1);
+        vm->id = ctx_.next_vm_id.fetch_add(1);
         vm->pid = p.cred.pid;
         vm->uid = p.cred.uid;
         vm->conn = std::move(p.conn);
@@ -325,10 +326,7 @@ private:
     }
 
     void place(std::unique_ptr<VmSetup> vm) {
-        Reactor* target = shared_.reactors[0];
-        for (Reactor* r : shared_.reactors)
-            if (r->active_vms() + load_[r->index()] < target->active_vms() + load_[target->index()]) target = r;
-        load_[target->index()]++;  // accepted but maybe not adopted yet
+        Reactor* target = &ctx_.placement.choose();
         uint64_t bytes = 0;
         for (const Region& r : vm->handshake.regions) bytes += r.size_bytes;
         RP_INFO("vm %llu (pid %d, uid %u) on %s: %zu region(s), %llu MiB, %llu KiB pages, %s handshake, %s mode -> reactor %u",
@@ -340,20 +338,18 @@ private:
         if (auto refused = target->hand_off(std::move(vm))) {
             RP_ERROR("vm %llu refused: reactor %u's inbox is full", (unsigned long long)id, target->index());
             kill_refused(pid, refused->pidfd);
-            shared_.vms_refused.fetch_add(1);
+            stats_.vms_refused.fetch_add(1);
         } else {
-            shared_.vms_accepted.fetch_add(1);
+            stats_.vms_accepted.fetch_add(1);
         }
-        shared_.notify();
-        // The load estimate only needs to break ties between simultaneous accepts.
-        if (++placed_ % 64 == 0) std::fill(load_.begin(), load_.end(), 0);
+        stats_.changed();
     }
 
     // Without a pager the VM would hang forever; its operator asked for it to
     // die instead (--kill-on-failure). Only ever through the pidfd taken at
     // accept: the pid alone may name another process by now.
     void kill_refused(pid_t pid, const FileDesc& pidfd) {
-        if (!shared_.config.kill_on_failure || pid == getpid()) return;
+        if (!ctx_.config.kill_on_failure || pid == getpid()) return;
         const std::string why_not = kill_through_pidfd(pidfd);
         if (why_not.empty()) RP_WARN("killed pid %d through its pidfd (--kill-on-failure)", pid);
         else RP_WARN("pid %d not killed: %s", pid, why_not.c_str());
@@ -365,8 +361,8 @@ private:
                 why.c_str());
         kill_refused(p.cred.pid, p.pidfd);
         release(index);  // close its fds before anyone can observe the refusal
-        shared_.vms_refused.fetch_add(1);
-        shared_.notify();
+        stats_.vms_refused.fetch_add(1);
+        stats_.changed();
     }
 
     void release(uint32_t index) {
@@ -380,10 +376,11 @@ private:
         p.bytes.shrink_to_fit();
         p.poll_op = 0;
         pending_count_--;
-        shared_.handshakes_pending.fetch_sub(1, std::memory_order_relaxed);
+        stats_.handshakes_pending.fetch_sub(1, std::memory_order_relaxed);
     }
 
-    EngineShared& shared_;
+    AcceptorContext ctx_;
+    StatsTable& stats_;
     std::vector<ListenerBinding> listeners_;
     std::vector<std::string> paths_;  // the listeners' paths, for log lines after the sockets are closed
     Reactor* reactor_ = nullptr;      // the reactor this service runs on (set at start)
@@ -391,8 +388,6 @@ private:
     std::vector<Reservation> accept_shares_;  // the fd share of each armed accept
     std::deque<Pending> pending_;  // deque: a link timeout points into its element
     unsigned pending_count_ = 0;
-    std::vector<uint64_t> load_;
-    uint64_t placed_ = 0;
     bool stopping_ = false;
     uint64_t backoff_op_ = 0;
     std::chrono::milliseconds backoff_ = kFirstBackoff;
@@ -402,8 +397,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<RingService> make_acceptor(EngineShared& shared, std::vector<ListenerBinding> listeners) {
-    return std::make_unique<Acceptor>(shared, std::move(listeners));
+std::unique_ptr<RingService> make_acceptor(AcceptorContext context, std::vector<ListenerBinding> listeners) {
+    return std::make_unique<Acceptor>(std::move(context), std::move(listeners));
 }
 
 }  // namespace ringpager

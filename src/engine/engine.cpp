@@ -1,0 +1,180 @@
+// Engine: resolves the budgets, starts the reactors, binds the listeners and
+// hands them to the acceptor; stopping, waiting, stats and reports.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <memory>
+
+#include "common/log.hpp"
+#include "engine/budgets.hpp"
+#include "engine/placement.hpp"
+#include "engine/stats.hpp"
+#include "reactor/reactor.hpp"
+#include "ringpager/engine.hpp"
+#include "server/listener.hpp"
+
+namespace ringpager {
+namespace {
+
+// The exit and wake eventfds take the first fixed-file slots of every ring.
+constexpr unsigned kEventfdSlots = 2;
+
+class EngineImpl final : public Engine {
+public:
+    ~EngineImpl() override {
+        request_stop();
+        wait();
+    }
+
+    bool init(EngineConfig config, std::string& error) {
+        if (config.listeners.empty()) {
+            error = "nothing to serve: give at least one --socket with a --mem-file or --snapshot";
+            return false;
+        }
+        raise_fd_limit();
+        config_ = std::move(config);
+        // One index per distinct source; every ring registers all their files.
+        std::map<const Source*, unsigned> index_of;
+        unsigned source_files = 0;
+        for (const ListenerConfig& l : config_.listeners) {
+            if (!l.source) {
+                error = "listener " + l.socket_path + " has no snapshot source";
+                return false;
+            }
+            if (index_of.count(l.source.get())) continue;
+            index_of[l.source.get()] = static_cast<unsigned>(sources_.size());
+            sources_.push_back(l.source.get());
+            source_files += static_cast<unsigned>(l.source->file_fds().size());
+        }
+        if (!resolve_budgets(config_, kEventfdSlots + source_files, budgets_, error)) return false;
+        // Reactors first: a socket must not accept connections before the
+        // rings that serve them exist (Firecracker connects once, and its
+        // restore waits on the first faults).
+        unsigned count = config_.reactors;
+        if (count == 0) count = static_cast<unsigned>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+        stats_ = std::make_unique<StatsTable>(count);
+        for (unsigned i = 0; i < count; i++)
+            reactors_.push_back(std::make_unique<Reactor>(reactor_config(i), stats_->reactor(i), *stats_));
+        for (unsigned i = 0; i < count; i++) {
+            if (!reactors_[i]->start(error)) {
+                error = "reactor " + std::to_string(i) + ": " + error;
+                return false;  // the destructor stops the reactors already running
+            }
+        }
+        std::vector<Reactor*> all;
+        for (auto& r : reactors_) all.push_back(r.get());
+        placement_ = std::make_unique<Placement>(std::move(all));
+        std::vector<ListenerBinding> bound;  // closed and removed again if a later one fails
+        for (const ListenerConfig& l : config_.listeners) {
+            auto socket = ListenSocket::bind(l.socket_path, error);
+            if (!socket) return false;
+            bound.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode});
+        }
+        // The acceptor owns the sockets from here: it closes and removes them
+        // when the engine stops accepting, on its reactor's thread.
+        AcceptorContext context{acceptor_config(), budgets_, *stats_, *placement_, next_vm_id_};
+        reactors_[0]->attach_service(make_acceptor(context, std::move(bound)));
+        return true;
+    }
+
+    void request_stop() override {
+        for (auto& r : reactors_) r->request_stop();
+    }
+
+    void request_drain(std::chrono::milliseconds timeout) override {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (auto& r : reactors_) r->request_drain(deadline);
+    }
+
+    bool wait() override {
+        bool ok = true;
+        for (auto& r : reactors_) ok = r->join() && ok;
+        return ok;
+    }
+
+    EngineStats stats() const override { return stats_ ? stats_->snapshot(budgets_) : EngineStats{}; }
+
+    bool wait_released(uint64_t count, std::chrono::milliseconds timeout) const override {
+        return wait_until([&](const EngineStats& s) { return s.vms_released >= count; }, timeout);
+    }
+
+    bool wait_accepted(uint64_t count, std::chrono::milliseconds timeout) const override {
+        return wait_until([&](const EngineStats& s) { return s.vms_accepted >= count; }, timeout);
+    }
+
+    bool wait_until(const std::function<bool(const EngineStats&)>& done,
+                    std::chrono::milliseconds timeout) const override {
+        return stats_->wait_until(budgets_, done, timeout);
+    }
+
+    std::vector<VmReport> reports() const override { return stats_->reports(); }
+
+    std::string setup_summary() const override {
+        std::string s = std::to_string(reactors_.size()) + " reactor(s)";
+        if (!reactors_.empty()) {
+            s += " at nice " + std::to_string(reactors_[0]->nice());
+            if (reactors_[0]->nice_error() != 0)
+                s += " (nice " + std::to_string(config_.reactor_nice) +
+                     " refused: " + std::strerror(reactors_[0]->nice_error()) + ")";
+        }
+        s += ", io_uring " + (reactors_.empty() ? std::string("?") : reactors_[0]->setup_mode());
+        for (const ListenerConfig& l : config_.listeners)
+            s += "; " + l.socket_path + " <- " + l.source->describe() +
+                 (l.mode == ServeMode::lazy ? " (lazy)" : " (prefetch)");
+        return s;
+    }
+
+private:
+    // Each reactor gets its own copy of what it needs: nothing it reads
+    // later belongs to the engine.
+    ReactorConfig reactor_config(unsigned index) const {
+        ReactorConfig r;
+        r.index = index;
+        r.sources = sources_;
+        r.max_vms = budgets_.vm_slots_per_reactor;
+        r.busy_poll_max = config_.busy_poll_max;
+        r.nice = config_.reactor_nice;
+        r.kill_on_failure = config_.kill_on_failure;
+        r.pager = PagerConfig{config_.readahead_bytes, config_.page_cache_fast_path, config_.kill_on_failure};
+        r.prefetch = Prefetcher::Config{config_.prefetch_batch_bytes, config_.prefetch_inflight_batches};
+        return r;
+    }
+
+    AcceptorConfig acceptor_config() const {
+        return AcceptorConfig{config_.allowed_uids, config_.handshake_timeout, config_.max_pending,
+                              config_.max_vm_memory_bytes, config_.kill_on_failure};
+    }
+
+    static void raise_fd_limit() {
+        // Each VM holds a uffd, a connection and a pidfd; the ring's sparse
+        // file table is bounded by RLIMIT_NOFILE too.
+        rlimit lim{};
+        if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+            lim.rlim_cur = lim.rlim_max;
+            (void)setrlimit(RLIMIT_NOFILE, &lim);
+        }
+    }
+
+    EngineConfig config_;
+    std::vector<const Source*> sources_;
+    Budgets budgets_;
+    std::atomic<uint64_t> next_vm_id_{1};
+    // Destroyed in reverse: the reactors (and with reactor 0 the acceptor,
+    // which refers to the placement and the stats) go before them.
+    std::unique_ptr<StatsTable> stats_;
+    std::unique_ptr<Placement> placement_;
+    std::vector<std::unique_ptr<Reactor>> reactors_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> Engine::start(EngineConfig config, std::string& error) {
+    auto engine = std::make_unique<EngineImpl>();
+    if (!engine->init(std::move(config), error)) return nullptr;
+    return engine;
+}
+
+}  // namespace ringpager
