@@ -61,9 +61,15 @@ void take_snapshot(const GuestImage& image, const SnapshotOptions& o, const std:
     manifest["file_checksum"] = m[1];
     manifest["heap_checksum"] = m[2];
     manifest["boot_seconds"] = std::chrono::duration<double>(ready.at - started).count();
-    const std::string settled = "rg: hb " + std::to_string(o.settle_heartbeats) + " ";
-    qemu->wait_serial([&](const std::string& l) { return l.rfind(settled, 0) == 0; }, boot_deadline,
-                      "heartbeat " + std::to_string(o.settle_heartbeats));
+    // Heartbeat lines are the clock: wait for the first one at least `settle` after ready
+    // (and for two at least, so the heartbeat loop is known to run).
+    unsigned beats = 0;
+    qemu->wait_serial(
+        [&](const std::string& l) {
+            if (l.rfind("rg: hb ", 0) != 0) return false;
+            return ++beats >= 2 && Clock::now() - ready.at >= o.settle;
+        },
+        boot_deadline, "the guest to settle after ready");
     const auto deadline = Clock::now() + kStepDeadline;
     qemu->connect_qmp(qmp_path, deadline);
     qemu->qmp("stop", {}, deadline);
@@ -93,7 +99,7 @@ Snapshot prepare_snapshot(const SnapshotOptions& o) {
     snap.image = prepare_guest_image(o.cache_dir, o.guest_program);
     snap.shape = o.shape;
     const std::string key = snap.image.identity + " " + qemu_version() + " " + shape_name(o.shape) + " settle " +
-                            std::to_string(o.settle_heartbeats);
+                            std::to_string(o.settle.count()) + "ms";
     snap.dir = o.cache_dir + "/snapshot-" + shape_name(o.shape);
     snap.mem_path = snap.dir + "/mem";
     snap.state_path = snap.dir + "/state";

@@ -3,6 +3,7 @@
 // Firecracker-style memory file) and the migration stream holds only device state.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -27,10 +28,11 @@ struct SnapshotOptions {
     std::string cache_dir;      // kernel packages, initramfs and snapshots live here
     std::string guest_program;  // the static rg-guest binary
     VmShape shape;
-    // Heartbeats to wait after "rg: ready" before the snapshot: free page reporting of the
-    // memory boot left free runs two seconds after it was freed, so a settled guest is
-    // snapshotted with that memory already given back (holes in the memory file).
-    unsigned settle_heartbeats = 15;
+    // How long the guest runs after "rg: ready" before the snapshot (counted in heartbeat
+    // lines, at least two): free page reporting of the memory boot left free runs two
+    // seconds after it was freed, so a settled guest is snapshotted with that memory
+    // already given back (holes in the memory file).
+    std::chrono::milliseconds settle{3000};
 };
 
 // The snapshot for these options, from the cache when its key (kernel, initramfs, QEMU
