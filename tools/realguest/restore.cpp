@@ -210,13 +210,16 @@ private:
     void balloon() {
         const uint64_t ram_bytes = uint64_t{snap_.shape.ram_mib} << 20;
         const auto before = stats_.read();
+        ShimStats::Values before_last_deflate;
         for (unsigned i = 0; i < o_.balloon_cycles; i++) {
             set_balloon(ram_bytes / 2);
+            before_last_deflate = stats_.read();
             set_balloon(ram_bytes);
         }
-        const auto after = stats_.read();
-        // Deflating gave the guest back half its RAM; it reports those pages free again.
-        wait_reporting(after.discards, "the deflated memory");
+        // Deflating gave the guest back half its RAM; it reports those pages free again, two
+        // seconds after they were freed: possibly before QEMU's rate-limited BALLOON_CHANGE
+        // told us the deflation was complete.
+        wait_reporting(before_last_deflate.discards, "the deflated memory");
         const auto reported = stats_.read();
         const uint64_t large = reported.large_discards - before.large_discards;
         r_.removes_balloon = reported.discards - before.discards - large;
