@@ -37,6 +37,21 @@ std::string ms_text(double ms) {
     return buf;
 }
 
+// "median ms", plus "(min–max)" over several rounds; "-" when no round has a value.
+std::string spread_text(std::vector<double> v) {
+    v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return x < 0; }), v.end());
+    if (v.empty()) return "-";
+    std::sort(v.begin(), v.end());
+    const double mid = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    char buf[64];
+    if (v.size() == 1) {
+        std::snprintf(buf, sizeof buf, "%.0f ms", mid);
+    } else {
+        std::snprintf(buf, sizeof buf, "%.0f (%.0f-%.0f)", mid, v.front(), v.back());
+    }
+    return buf;
+}
+
 double median(std::vector<double> v) {
     v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return x < 0; }), v.end());
     if (v.empty()) return -1;
@@ -105,8 +120,9 @@ int cmd_demo(const DemoOptions& d, const rg::VmShape& shape) {
     std::printf("\nreal guest: %s, %s; QEMU TCG stands in for Firecracker; %u round(s)%s\n",
                 snap.image.kernel_package.c_str(), shape.describe().c_str(), d.rounds,
                 d.quick ? ", restore only" : ", full checks (free, balloon x2, write, scan)");
-    std::printf("times from the start of the restoring QEMU process (medians over rounds)\n\n");
-    std::printf("%-15s %10s %16s %15s %22s  %s\n", "handler", "handshake", "first heartbeat", "fully resident",
+    std::printf("ms from the start of the restoring QEMU process%s\n\n",
+                d.rounds > 1 ? "; median (min-max) over rounds" : "");
+    std::printf("%-15s %10s %18s %18s %22s  %s\n", "handler", "handshake", "first heartbeat", "fully resident",
                 "REMOVEs report/balloon", "checks");
     bool ok = true;
     for (const std::string& kind : kinds) {
@@ -122,10 +138,10 @@ int cmd_demo(const DemoOptions& d, const rg::VmShape& shape) {
         char removes[48];
         std::snprintf(removes, sizeof removes, "%llu / %llu", static_cast<unsigned long long>(reporting),
                       static_cast<unsigned long long>(r.removes_balloon));
-        const std::string resident = median(res) >= 0 ? ms_text(median(res)) : std::string("never");
+        const std::string resident = median(res) >= 0 ? spread_text(res) : std::string("never");
         const std::string result = outcome(kind, last);
-        std::printf("%-15s %10s %16s %15s %22s  %s\n", kind.c_str(), ms_text(median(hs)).c_str(),
-                    ms_text(median(hb)).c_str(), resident.c_str(), removes, result.c_str());
+        std::printf("%-15s %10s %18s %18s %22s  %s\n", kind.c_str(), ms_text(median(hs)).c_str(),
+                    spread_text(hb).c_str(), resident.c_str(), removes, result.c_str());
         const bool expected = kind == "ignore-remove" ? result.rfind("caught by", 0) == 0 : result == "ok";
         ok = ok && expected;
         if (!expected) {
