@@ -32,7 +32,8 @@ Binaries Binaries::find() {
 }
 
 const std::vector<std::string>& handler_kinds() {
-    static const std::vector<std::string> kinds = {"lazy", "prefetch", "baseline", "baseline-eager", "ignore-remove"};
+    static const std::vector<std::string> kinds = {"lazy",     "prefetch",       "lazy-no-busy-poll",
+                                                   "baseline", "baseline-eager", "ignore-remove"};
     return kinds;
 }
 
@@ -42,6 +43,12 @@ std::vector<std::string> handler_argv(const Binaries& bin, const std::vector<std
                                       const std::vector<std::string>& kinds, const std::string& mem_path) {
     if (sockets.empty() || sockets.size() != kinds.size()) throw Failure("one handler kind per socket");
     const std::string& kind = kinds.front();
+    if (kind == "lazy-no-busy-poll") {
+        // Engine-wide option, so one socket: the reactor sleeps at once instead of polling.
+        if (sockets.size() != 1) throw Failure("lazy-no-busy-poll serves one socket");
+        return {bin.ringpager, "serve", "--mem-file", mem_path, "--socket", sockets.front(), "--mode", "lazy",
+                "--busy-poll-us", "0"};
+    }
     if (kind == "lazy" || kind == "prefetch") {
         std::vector<std::string> argv = {bin.ringpager, "serve", "--mem-file", mem_path};
         for (size_t i = 0; i < sockets.size(); i++) {
@@ -59,7 +66,8 @@ std::vector<std::string> handler_argv(const Binaries& bin, const std::vector<std
     } else if (kind == "ignore-remove") {
         argv.push_back("--ignore-remove");
     } else if (kind != "baseline") {
-        throw Failure("unknown handler " + kind + " (lazy, prefetch, baseline, baseline-eager, ignore-remove)");
+        throw Failure("unknown handler " + kind +
+                      " (lazy, prefetch, lazy-no-busy-poll, baseline, baseline-eager, ignore-remove)");
     }
     return argv;
 }

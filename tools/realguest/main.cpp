@@ -122,7 +122,7 @@ int cmd_demo(const DemoOptions& d, const rg::VmShape& shape) {
                 d.quick ? ", restore only" : ", full checks (free, balloon x2, write, scan)");
     std::printf("ms from the start of the restoring QEMU process%s\n\n",
                 d.rounds > 1 ? "; median (min-max) over rounds" : "");
-    std::printf("%-15s %10s %18s %18s %22s  %s\n", "handler", "handshake", "first heartbeat", "fully resident",
+    std::printf("%-18s %10s %18s %18s %22s  %s\n", "handler", "handshake", "first heartbeat", "fully resident",
                 "REMOVEs report/balloon", "checks");
     bool ok = true;
     for (const std::string& kind : kinds) {
@@ -140,7 +140,7 @@ int cmd_demo(const DemoOptions& d, const rg::VmShape& shape) {
                       static_cast<unsigned long long>(r.removes_balloon));
         const std::string resident = median(res) >= 0 ? spread_text(res) : std::string("never");
         const std::string result = outcome(kind, last);
-        std::printf("%-15s %10s %18s %18s %22s  %s\n", kind.c_str(), ms_text(median(hs)).c_str(),
+        std::printf("%-18s %10s %18s %18s %22s  %s\n", kind.c_str(), ms_text(median(hs)).c_str(),
                     spread_text(hb).c_str(), resident.c_str(), removes, result.c_str());
         const bool expected = kind == "ignore-remove" ? result.rfind("caught by", 0) == 0 : result == "ok";
         ok = ok && expected;

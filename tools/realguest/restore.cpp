@@ -253,9 +253,7 @@ private:
         for (const Line& l : q_->stderr_history()) {
             if (starts_with(l.text, "rp-shim: exit ")) r_.resident_pages_at_exit = field(l.text, "resident_pages");
         }
-        const auto end = stats_.read();
-        r_.removes_total = end.discards;
-        r_.removed_bytes_total = end.discard_bytes;
+        record_totals();
     }
 
 public:

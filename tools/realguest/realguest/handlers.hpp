@@ -17,7 +17,8 @@ struct Binaries {
     static Binaries find();
 };
 
-// The handler kinds: "lazy", "prefetch" (ringpager serve), "baseline" (rp-baseline, one
+// The handler kinds: "lazy", "prefetch" (ringpager serve), "lazy-no-busy-poll" (lazy with
+// --busy-poll-us 0), "baseline" (rp-baseline, one
 // UFFDIO_COPY per fault), "baseline-eager" (--copy-all-on-first-fault) and
 // "ignore-remove" (rp-baseline --ignore-remove: a known-wrong handler).
 const std::vector<std::string>& handler_kinds();

@@ -97,6 +97,8 @@ static void map_stats(void) {
     memcpy(&stats->magic, "RPSHIM01", 8);
 }
 
+static int is_active(void) { return __atomic_load_n(&shim.active, __ATOMIC_ACQUIRE); }
+
 static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail for CLOCK_MONOTONIC with a valid pointer
@@ -245,7 +247,8 @@ static void* take_over(void* addr, size_t len, int prot, int flags) {
     shim.uffd = uffd;  // kept open, as Firecracker keeps its own
     shim.base = base;
     shim.size = len;
-    shim.active = 1;
+    // Published last: base and size are read without the lock once this is seen.
+    __atomic_store_n(&shim.active, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&shim.mu);
     const uint64_t t = now_ns();
     store(&stats->handshake_ns, t);
@@ -260,7 +263,7 @@ static void* take_over(void* addr, size_t len, int prot, int flags) {
 }
 
 void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
-    if (fd >= 0 && (flags & MAP_SHARED) && !shim.active && is_ram_file(fd)) return take_over(addr, len, prot, flags);
+    if (fd >= 0 && (flags & MAP_SHARED) && !is_active() && is_ram_file(fd)) return take_over(addr, len, prot, flags);
     return sys_mmap(addr, len, prot, flags, fd, off);
 }
 
@@ -271,7 +274,7 @@ void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off64_t off) {
 int madvise(void* addr, size_t len, int advice) {
     const int rc = (int)syscall(SYS_madvise, addr, len, advice);
     const int err = errno;
-    if (rc == 0 && (advice == MADV_DONTNEED || advice == MADV_REMOVE) && shim.active) {
+    if (rc == 0 && (advice == MADV_DONTNEED || advice == MADV_REMOVE) && is_active()) {
         const uint64_t start = (uint64_t)addr, end = start + len;
         const uint64_t lo = start > shim.base ? start : shim.base;
         const uint64_t hi = end < shim.base + shim.size ? end : shim.base + shim.size;
@@ -296,7 +299,7 @@ int madvise(void* addr, size_t len, int advice) {
 }
 
 __attribute__((destructor)) static void report_at_exit(void) {
-    if (!shim.active) return;
+    if (!is_active()) return;
     uint64_t resident = 0;
     unsigned char vec[512];
     for (uint64_t off = 0; off < shim.size; off += sizeof vec * PAGE_BYTES) {
