@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "realguest/session.hpp"
 #include "realguest/snapshot.hpp"
@@ -43,7 +44,8 @@ std::string explain(const SessionResult& s) {
     for (const RestoreReport& r : s.vms) {
         if (!r.passed()) out += r.name + ": " + r.failure + "\n";
     }
-    return out + "handler " + s.handler_exit + "; log tail:\n" + tail_of(s.handler_log, 1500);
+    return out + "handler " + s.handler_exit + "; log tail:\n" + tail_of(s.handler_log, 1500) +
+           "\n(logs kept in the work directory, " + ::testing::TempDir() + "realguest-<test>)";
 }
 
 class RealGuest : public ::testing::Test {
@@ -52,11 +54,18 @@ protected:
         ASSERT_TRUE(suite().setup_error.empty()) << "the real guest could not be prepared: " << suite().setup_error;
     }
 
-    SessionResult run(const std::vector<std::string>& kinds) {
-        const std::string work = ::testing::TempDir() + "realguest-" +
-                                 ::testing::UnitTest::GetInstance()->current_test_info()->name();
-        return run_session(suite().snap, suite().bin, kinds, work, true);
+    // Logs and placeholder files stay in the work directory when the test fails.
+    void TearDown() override {
+        if (!work_.empty() && !HasFailure()) std::filesystem::remove_all(work_);
     }
+
+    SessionResult run(const std::vector<std::string>& kinds) {
+        work_ = ::testing::TempDir() + "realguest-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+        std::filesystem::remove_all(work_);
+        return run_session(suite().snap, suite().bin, kinds, work_, true);
+    }
+
+    std::string work_;
 
     // What every correct handler must show for one VM after the full checks.
     static void expect_healthy(const RestoreReport& r) {
