@@ -3,6 +3,7 @@
 #   ./ringpager.sh demo   install what is missing, build, restore a generated snapshot into
 #                         simulated VMs with ringpager (lazy and prefetch) and a baseline handler,
 #                         and print the comparison report
+#                         (demo --real-guest: a real Linux guest under QEMU instead; see docs/realguest.md)
 #   ./ringpager.sh test   install what is missing, build (plus ASan/UBSan and TSan builds), run every
 #                         test, then fuzz each parser of hostile bytes for a minute (fuzz/run.sh)
 #   ./ringpager.sh build  install what is missing and build into ./build
@@ -10,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev
-          nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev)
+          nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
+          qemu-system-x86)  # the real-guest suite; its kernel and busybox come by `apt-get download`
 fuzz_packages=(clang-19 libfuzzer-19-dev libclang-rt-19-dev)   # fuzz/run.sh, in `test` only
 
 install_deps() {  # install_deps PACKAGE...
@@ -73,6 +75,10 @@ case "${1:-}" in
         install_deps "${packages[@]}"
         build build
         shift
+        if [ "${1:-}" = --real-guest ]; then
+            shift
+            exec build/tools/realguest/rp-realguest demo "$@"
+        fi
         exec build/tools/bench/rp-bench "$@"
         ;;
     test)
@@ -84,14 +90,15 @@ case "${1:-}" in
         echo "== tests (ASan + UBSan build)"
         build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-            run_tests build-asan --no-suite bench-smoke || rc=$?
+            run_tests build-asan --no-suite bench-smoke --no-suite real-guest || rc=$?
         echo "== tests (TSan build)"
         # -O0 (debug): half the compile time of -O2 and the tests stay I/O-bound; no access is
         # optimized away. Only the `ringpager` binary links mimalloc, and libtsan comes first in
         # its link order, so TSan's malloc interposes and mimalloc stays idle (as under ASan).
         # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads.
         build build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
-        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan || rc=$?
+        # real-guest is built and run in the normal build only (QEMU under TCG is slow enough).
+        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan --no-suite real-guest || rc=$?
         echo "== fuzzing (libFuzzer + ASan/UBSan, 60 s per target)"
         fuzz/run.sh 60 || rc=$?
         exit $rc

@@ -7,9 +7,12 @@
 // `lazy_no_busy_poll` is a second engine with --busy-poll-us 0, to show what
 // polling before sleeping buys.
 // Six paired restores per benchmark; `--smoke`: one, of an 8 MiB guest, for
-// `meson test`.
+// `meson test`. `--mem-file FILE` restores that file instead of a generated image, e.g.
+// a real guest's memory from `rp-realguest snapshot` (docs/realguest.md); with `--smoke`,
+// its first 8 MiB.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -28,6 +31,7 @@ namespace {
 using namespace ringpager;
 
 bool g_smoke = false;
+std::string g_mem_file;  // --mem-file: serve this instead of a generated image
 constexpr auto kWait = std::chrono::seconds(60);
 
 [[noreturn]] void die(const std::string& why) {
@@ -57,11 +61,21 @@ struct Fixture {
         if (::mkdtemp(pattern) == nullptr) die("mkdtemp failed");
         dir = pattern;
         memory_bytes = g_smoke ? (8u << 20) : (128u << 20);
-        mem_file = dir + "/snapshot.mem";
-        sim::GenerateOptions g;
-        g.zero_fraction = 0.6;
-        g.duplicate_fraction = 0.1;
-        if (auto stats = sim::generate_image(mem_file, memory_bytes, g); !stats) die(stats.error().message());
+        if (!g_mem_file.empty()) {
+            // A given file is served from offset 0; the guest is all of it (a 4 KiB multiple),
+            // or its first 8 MiB in smoke mode.
+            std::error_code ec;
+            const uint64_t size = std::filesystem::file_size(g_mem_file, ec);
+            if (ec || size < 4096) die("--mem-file " + g_mem_file + ": " + (ec ? ec.message() : "smaller than a page"));
+            memory_bytes = g_smoke ? std::min<uint64_t>(memory_bytes, size & ~uint64_t{4095}) : size & ~uint64_t{4095};
+            mem_file = g_mem_file;
+        } else {
+            mem_file = dir + "/snapshot.mem";
+            sim::GenerateOptions g;
+            g.zero_fraction = 0.6;
+            g.duplicate_fraction = 0.1;
+            if (auto stats = sim::generate_image(mem_file, memory_bytes, g); !stats) die(stats.error().message());
+        }
         auto image = sim::ExpectedImage::open(mem_file);
         if (!image) die(image.error().message());
         expected = std::make_unique<sim::ExpectedImage>(std::move(*image));
@@ -165,7 +179,9 @@ void BM_Restore(benchmark::State& state, ServeMode mode, bool busy_poll) {
     state.counters["engine_ms"] = engine_s / n * 1e3;
     state.counters["baseline_ms"] = baseline_s / n * 1e3;
     state.counters["ratio_vs_baseline"] = baseline_s > 0 ? engine_s / baseline_s : 0;
-    state.SetLabel(std::to_string(f.memory_bytes >> 20) + " MiB, random full touch");
+    state.SetLabel(std::to_string(f.memory_bytes >> 20) + " MiB" +
+                   (g_mem_file.empty() ? std::string() : " of " + std::filesystem::path(g_mem_file).filename().string()) +
+                   ", random full touch");
 }
 
 // A lazy restore takes seconds, so a time-based iteration count would stop
@@ -193,13 +209,25 @@ void register_benchmarks() {
 
 }  // namespace
 
+// Removes argv[i] and the `count - 1` arguments after it.
+void drop_args(int& argc, char** argv, int i, int count) {
+    for (int j = i; j + count < argc + 1; ++j) argv[j] = argv[j + count];
+    argc -= count;
+}
+
 int main(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i) {
+    for (int i = 1; i < argc;) {
         if (std::strcmp(argv[i], "--smoke") == 0) {
             g_smoke = true;
-            for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
-            --argc;
-            break;
+            drop_args(argc, argv, i, 1);
+        } else if (std::strcmp(argv[i], "--mem-file") == 0 && i + 1 < argc) {
+            g_mem_file = argv[i + 1];
+            drop_args(argc, argv, i, 2);
+        } else if (std::strncmp(argv[i], "--mem-file=", 11) == 0) {
+            g_mem_file = argv[i] + 11;
+            drop_args(argc, argv, i, 1);
+        } else {
+            ++i;
         }
     }
     register_benchmarks();

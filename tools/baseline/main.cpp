@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
     app.add_option("--mem-file", options.mem_file_path, "Firecracker memory file to serve")->required();
     app.add_flag("--copy-all-on-first-fault", options.copy_all_on_first_fault,
                  "On a VM's first fault, copy all of its memory (eager baseline)");
+    app.add_flag("--ignore-remove", options.ignore_remove,
+                 "Tests only: read REMOVE events but ignore them, serving snapshot bytes again for pages the VM "
+                 "gave back (a known-wrong handler)");
     int timeout_s = 30;
     app.add_option("--handshake-timeout", timeout_s, "Seconds to wait for a handshake (default 30)")
         ->check(CLI::Range(1, 3600));
@@ -50,9 +53,12 @@ int main(int argc, char** argv) {
     }
     (*server)->stop();
     const auto stats = (*server)->stats();
-    std::fprintf(stderr, "rp-baseline: stopped on signal %d: %llu connections, %llu faults, %llu pages copied, %llu zeroed\n",
+    std::fprintf(stderr,
+                 "rp-baseline: stopped on signal %d: %llu connections, %llu faults, %llu pages copied, %llu zeroed, "
+                 "%llu REMOVE events%s\n",
                  signal_number, static_cast<unsigned long long>(stats.connections_accepted),
                  static_cast<unsigned long long>(stats.faults), static_cast<unsigned long long>(stats.pages_copied),
-                 static_cast<unsigned long long>(stats.pages_zeroed));
+                 static_cast<unsigned long long>(stats.pages_zeroed),
+                 static_cast<unsigned long long>(stats.remove_events), options.ignore_remove ? " (ignored)" : "");
     return 0;
 }

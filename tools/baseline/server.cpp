@@ -126,7 +126,7 @@ void Server::serve_connection(FileDesc conn) {
         return;
     }
     VmSession session(std::move(handshake->regions), std::move(handshake->uffd), conn.get(), stop_event_.get(),
-                      file_map_.data(), options_.copy_all_on_first_fault, *counters_);
+                      file_map_.data(), options_.copy_all_on_first_fault, options_.ignore_remove, *counters_);
     session.run();
 }
 

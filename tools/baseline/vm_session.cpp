@@ -26,13 +26,14 @@ void log_line(const char* what, int err) {
 }  // namespace
 
 VmSession::VmSession(RegionList regions, FileDesc uffd, int conn, int stop_fd, const std::byte* file_bytes,
-                     bool copy_all_on_first_fault, Counters& counters)
+                     bool copy_all_on_first_fault, bool ignore_remove, Counters& counters)
     : regions_(std::move(regions)),
       uffd_(std::move(uffd)),
       conn_(conn),
       stop_fd_(stop_fd),
       file_bytes_(file_bytes),
       copy_all_(copy_all_on_first_fault),
+      ignore_remove_(ignore_remove),
       counters_(counters) {
     for (const Region& r : regions_) {
         removed_.emplace_back(r.page_count(), false);
@@ -126,6 +127,7 @@ bool VmSession::is_removed(size_t region_index, uint64_t page_addr) const {
 
 void VmSession::handle_remove(uint64_t start, uint64_t end) {
     counters_.remove_events.fetch_add(1, std::memory_order_relaxed);
+    if (ignore_remove_) return;  // the deliberate bug: the pages keep their "served" state
     for (size_t i = 0; i < regions_.size(); ++i) {
         const Region& r = regions_[i];
         const uint64_t lo = std::max(start, r.base_host_virt_addr);

@@ -18,7 +18,7 @@ namespace ringpager::baseline {
 class VmSession {
 public:
     VmSession(RegionList regions, FileDesc uffd, int conn, int stop_fd, const std::byte* file_bytes,
-              bool copy_all_on_first_fault, Counters& counters);
+              bool copy_all_on_first_fault, bool ignore_remove, Counters& counters);
 
     // Serves until the VM hangs up, the uffd reports an error, the VM's
     // memory is gone (ESRCH/ENOENT) or the server stops.
@@ -48,6 +48,7 @@ private:
     const std::byte* file_bytes_;
     bool copy_all_;
     bool copied_all_ = false;
+    bool ignore_remove_;  // Options::ignore_remove: count REMOVEs, change nothing
     Counters& counters_;
     std::deque<uint64_t> pending_faults_;  // faults read while draining events for an EAGAIN
     std::vector<std::byte> zero_huge_page_;  // copy source for zeros on hugetlb (no zeropage there)

@@ -28,6 +28,11 @@ struct Options {
     // "eager" baseline); later faults (only possible on removed pages) are
     // still served.
     bool copy_all_on_first_fault = false;
+    // A deliberately wrong handler for tests: REMOVE events are read (the kernel waits for
+    // that) but not acted on, so a page the VM gave back (balloon, free page reporting) is
+    // served from the snapshot again instead of as zeros, as Firecracker's first example
+    // handlers did. The real-guest test shows that its checks catch this.
+    bool ignore_remove = false;
     int handshake_timeout_ms = 30'000;
 };
 
