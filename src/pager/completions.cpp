@@ -29,6 +29,38 @@ void VmPager::on_read_done(uint32_t slot, int32_t res, uint64_t expected) {
     ctx_.host.schedule(*this);
 }
 
+// A fetch ended. Its pages (those still in flight: a REMOVE meanwhile made
+// some removed, for good) are missing again and planned anew: a fault's are
+// served like new faults, a prefetch run's are walked over again. A fetch
+// that failed is handled like a read that failed: the VM fails (killed under
+// --kill-on-failure) or the pages are poisoned.
+void VmPager::on_fetched(uint64_t cookie, const std::string& error) {
+    auto it = std::find_if(fetches_.begin(), fetches_.end(), [&](const PendingFetch& f) { return f.cookie == cookie; });
+    if (it == fetches_.end()) return;
+    const PendingFetch fetch = *it;
+    fetches_.erase(it);
+    if (!fetch.fault) prefetch_fetches_--;
+    if (closing_) return;
+    if (!error.empty()) {
+        const std::string why = "cannot fetch the snapshot's pages " + std::to_string(fetch.first_page) + "-" +
+                                std::to_string(fetch.first_page + fetch.pages - 1) + ": " + error;
+        if (ctx_.config.kill_on_failure) return ctx_.host.close(*this, why, true);
+        RP_ERROR("%s: %s; poisoning them: the guest gets a memory error there instead of a hang", name().c_str(),
+                 why.c_str());
+        const std::vector<uint8_t> all(fetch.pages, 1);
+        apply_install(install_pages(target(), fetch.first_page, fetch.pages, nullptr, 0, all), fetch.fault == false);
+        return;
+    }
+    for (uint64_t p = fetch.first_page; p < fetch.first_page + fetch.pages; p++) {
+        if (states_.get(p) != PageState::in_flight) continue;
+        states_.set(p, PageState::missing);
+        if (fetch.fault) fault_pages_.push_back(p);
+    }
+    if (!fetch.fault && prefetch_order_) prefetch_order_->revisit(fetch.first_page);
+    ctx_.host.schedule(*this);
+    ctx_.host.more_work();
+}
+
 void VmPager::finish_job(uint32_t slot) {
     ctx_.jobs.release(slot);
     ops_outstanding_--;

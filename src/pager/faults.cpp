@@ -16,15 +16,6 @@
 namespace ringpager {
 namespace {
 
-ssize_t pread_nowait(int fd, void* into, uint64_t len, uint64_t offset) {
-    iovec iov{into, len};
-    ssize_t n;
-    do {
-        n = preadv2(fd, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
-    } while (n < 0 && errno == EINTR);
-    return n;
-}
-
 // Pages of `map` overlapping [start, end), as global page ranges.
 template <typename Fn>
 void for_pages_in_range(const AddressMap& map, uint64_t start, uint64_t end, Fn fn) {
@@ -49,6 +40,7 @@ VmPager::VmPager(PagerContext& ctx, PagerIdentity id, const Uffd& uffd, const So
       page_size_(regions.empty() ? 4096 : regions[0].page_size_bytes),
       map_(regions),
       states_(std::move(states)),
+      readahead_(ctx.config.readahead_bytes),
       started_(std::chrono::steady_clock::now()) {
     report_.vm_id = id_.vm_id;
     report_.pages_total = map_.total_pages();
@@ -174,9 +166,11 @@ void VmPager::serve_faults() {
                pages[j] < place->extent_end_page && states_.get(pages[j]) == PageState::missing)
             j++;
         const uint32_t run = static_cast<uint32_t>(j - i);
-        const SourceExtent first = source_.lookup(place->file_offset, run * place->page_size);
-        if (first.kind == SourceExtent::Kind::zero && first.length_bytes == run * place->page_size) {
+        const ReadPlan first = source_.plan(place->file_offset, run * place->page_size);
+        if (first.kind == ReadPlan::Kind::zero && first.length_bytes == run * place->page_size) {
             install_zero_source_run(page, run);
+        } else if (first.kind == ReadPlan::Kind::fetch) {
+            start_fetch(page, run, true);
         } else if (!issue_read_job(page, run, false)) {
             waiting.insert(waiting.end(), pages.begin() + static_cast<long>(i), pages.begin() + static_cast<long>(j));
         }
@@ -214,14 +208,22 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
     uint8_t* buffer = ctx_.jobs.data(slot);
     for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
     for (uint64_t done = 0; done < run_bytes;) {
-        const SourceExtent e = source_.lookup(job.file_offset + done, run_bytes - done);
+        const ReadPlan e = source_.plan(job.file_offset + done, run_bytes - done);
         if (e.length_bytes == 0 || e.length_bytes > run_bytes - done || e.length_bytes > UINT32_MAX ||
-            (e.kind == SourceExtent::Kind::data && e.file_index >= source_.file_fds().size())) {
+            (e.kind == ReadPlan::Kind::ready && e.file_index >= source_.file_fds().size())) {
             job.error = EIO;  // fails the job (and so the VM) through the usual check
             job.error_what = "the source answered an extent outside the run";
             break;
         }
-        if (e.kind == SourceExtent::Kind::zero) {
+        if (e.kind == ReadPlan::Kind::fetch) {
+            // The rest of the run is not here yet: this job ends where it
+            // begins, the source fetches the rest (its pages stay in flight).
+            const uint64_t pages_read = done / place->page_size;
+            start_fetch(first_page + pages_read, pages - pages_read, !prefetch);
+            job.pages = static_cast<uint32_t>(pages_read);
+            break;
+        }
+        if (e.kind == ReadPlan::Kind::zero) {
             std::memset(buffer + done, 0, e.length_bytes);
         } else if (!prefetch && read_from_page_cache(e, buffer + done)) {
             // Served from the page cache without blocking: no ring round trip.
@@ -239,6 +241,10 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
         done += e.length_bytes;
     }
     ops_outstanding_++;
+    if (job.pages == 0) {  // all of it is being fetched
+        finish_job(slot);
+        return true;
+    }
     if (job.pending_reads == 0) {
         // Read already (page cache fast path, or all zeros). A fault is
         // installed at once: this turn's events are applied, and the install
@@ -258,35 +264,33 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
 // The fault fast path: hundreds of VMs restored from one snapshot keep it in
 // the page cache, where a RWF_NOWAIT read completes at once and never blocks
 // on disk (it fails with EAGAIN instead). Anything else goes through the ring.
-bool VmPager::read_from_page_cache(const SourceExtent& e, uint8_t* into) {
-    if (!ctx_.config.page_cache_fast_path) return false;
-    const int fd = source_.file_fds()[e.file_index];
-    const ssize_t n = pread_nowait(fd, into, e.length_bytes, e.file_offset);
-    if (n != static_cast<ssize_t>(e.length_bytes)) return false;  // EAGAIN, short, or error: the ring decides
+bool VmPager::read_from_page_cache(const ReadPlan& e, uint8_t* into) {
+    if (!ctx_.config.page_cache_fast_path || !read_cached(source_, e, into)) return false;
     report_.bytes_read += e.length_bytes;
     ctx_.events.on_read(e.length_bytes, true);
     maybe_readahead(e.file_index, e.file_offset);
     return true;
 }
 
-// Page cache readahead for faults that walk forward through a file: a fault
-// landing just past the previous one (within one window) asks for the next
-// window asynchronously. Random faults get none: on a cold file that would
-// waste disk bandwidth, and on a hot one it is pure overhead.
+// Readahead for faults that walk forward (source/read_policy.hpp).
 void VmPager::maybe_readahead(uint32_t file_index, uint64_t file_offset) {
-    const uint64_t window = ctx_.config.readahead_bytes;
-    const bool forward = readahead_file_ == file_index && file_offset >= last_fault_offset_ &&
-                         file_offset - last_fault_offset_ <= window;
-    if (readahead_file_ != file_index) readahead_end_ = 0;
-    readahead_file_ = file_index;
-    last_fault_offset_ = file_offset;
-    if (window == 0 || !forward || ctx_.io.ops_free() < 256) return;
-    if (file_offset + window <= readahead_end_) return;  // the current window still covers it
-    const uint64_t start = std::max(file_offset, readahead_end_);
-    readahead_end_ = file_offset + 2 * window;
-    ctx_.io.fadvise(op(PagerOp::readahead), ctx_.host.file_slot(source_index_, file_index), start,
-                    readahead_end_ - start, POSIX_FADV_WILLNEED);
+    const auto range = readahead_.after_fault_read(file_index, file_offset, ctx_.io.ops_free() >= 256);
+    if (!range) return;
+    ctx_.io.fadvise(op(PagerOp::readahead), ctx_.host.file_slot(source_index_, range->file_index), range->offset,
+                    range->length, POSIX_FADV_WILLNEED);
     ops_outstanding_++;
+}
+
+// The pages of [first_page, first_page + pages) are not here yet: their
+// source fetches them; they stay in flight until it reports back.
+void VmPager::start_fetch(uint64_t first_page, uint64_t pages, bool fault) {
+    const auto place = map_.place_of(first_page);
+    if (!place) return;
+    for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
+    const uint64_t cookie = next_fetch_cookie_++;
+    fetches_.push_back({cookie, first_page, pages, fault});
+    if (!fault) prefetch_fetches_++;
+    source_.fetch(place->file_offset, pages * place->page_size, ctx_.host.fetch_sink(*this), cookie);
 }
 
 void VmPager::note_resident() {
@@ -307,24 +311,36 @@ void VmPager::start_prefetch() {
 // zeros so those go by ZEROPAGE.
 VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
     uint64_t first = 0;
-    if (closing_ || !prefetch_order_->next(states_, first)) return Step::done;
+    if (closing_) return Step::done;
+    // Pages being fetched are in flight, not missing: the VM is done only
+    // once its fetches are back too.
+    if (!prefetch_order_->next(states_, first)) return prefetch_fetches_ != 0 ? Step::waiting : Step::done;
     const auto place = map_.place_of(first);
     const uint64_t max_pages = std::max<uint64_t>(1, batch_bytes / place->page_size);
     uint64_t pages = 1;
     while (pages < max_pages && first + pages < place->extent_end_page && states_.get(first + pages) == PageState::missing)
         pages++;
     pages = std::min<uint64_t>(pages, ReadJobs::kBigBytes / place->page_size);
-    const SourceExtent head = source_.lookup(place->file_offset, pages * place->page_size);
-    if (head.kind == SourceExtent::Kind::zero && head.length_bytes >= place->page_size) {
+    const ReadPlan head = source_.plan(place->file_offset, pages * place->page_size);
+    if (head.kind == ReadPlan::Kind::zero && head.length_bytes >= place->page_size) {
         const uint64_t zero_pages = head.length_bytes / place->page_size;
         install_zero_source_run(first, zero_pages);
         prefetch_order_->consumed(first, zero_pages);
         return Step::zero_run;
     }
+    if (head.kind == ReadPlan::Kind::fetch) {
+        // A bounded number of fetches per VM; the rest waits its turn.
+        if (prefetch_fetches_ >= kMaxPrefetchFetches) return Step::waiting;
+        const uint64_t fetch_pages = std::max<uint64_t>(1, head.length_bytes / place->page_size);
+        start_fetch(first, fetch_pages, false);
+        prefetch_order_->consumed(first, fetch_pages);
+        return Step::fetching;
+    }
     uint64_t data_bytes = 0;
     while (data_bytes < pages * place->page_size) {
-        const SourceExtent e = source_.lookup(place->file_offset + data_bytes, pages * place->page_size - data_bytes);
-        if (e.kind == SourceExtent::Kind::zero && e.length_bytes >= place->page_size) break;
+        const ReadPlan e = source_.plan(place->file_offset + data_bytes, pages * place->page_size - data_bytes);
+        if ((e.kind == ReadPlan::Kind::zero && e.length_bytes >= place->page_size) || e.kind == ReadPlan::Kind::fetch)
+            break;
         data_bytes += e.length_bytes;
     }
     pages = std::max<uint64_t>(1, data_bytes / place->page_size);

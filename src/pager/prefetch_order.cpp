@@ -1,5 +1,7 @@
 #include "pager/prefetch_order.hpp"
 
+#include <algorithm>
+
 namespace ringpager {
 namespace {
 
@@ -11,6 +13,7 @@ public:
         return cursor_ < states.size();
     }
     void consumed(uint64_t first_page, uint64_t pages) override { cursor_ = first_page + pages; }
+    void revisit(uint64_t first_page) override { cursor_ = std::min(cursor_, first_page); }
 
 private:
     uint64_t cursor_ = 0;
@@ -38,6 +41,9 @@ public:
         if (index_ < ranges_.size()) within_ = first_page + pages;
         else rest_.consumed(first_page, pages);
     }
+    // The recorded ranges already passed are not walked again: the rest
+    // (ascending) picks the pages up.
+    void revisit(uint64_t first_page) override { rest_.revisit(first_page); }
 
 private:
     std::vector<PageRange> ranges_;

@@ -18,6 +18,9 @@ public:
     virtual bool next(const PageStates& states, uint64_t& first_page) = 0;
     // The prefetcher handled [first_page, first_page + pages).
     virtual void consumed(uint64_t first_page, uint64_t pages) = 0;
+    // Pages from `first_page` on are missing again (a fetch completed for
+    // them): walk over them again.
+    virtual void revisit(uint64_t first_page) = 0;
 };
 
 // Ascending global page order: regions in handshake order, low to high.

@@ -35,6 +35,10 @@ void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent,
         }
         pos_++;
         if (step == VmPager::Step::no_buffer) break;  // next turn
+        if (step == VmPager::Step::waiting) {         // on its fetches: the others go on
+            idle_rounds++;
+            continue;
+        }
         idle_rounds = 0;
         if (step == VmPager::Step::zero_run) {
             host.more_work();

@@ -22,6 +22,7 @@
 #include "pager/read_jobs.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/source.hpp"
+#include "source/read_policy.hpp"
 #include "uffd/uffd.hpp"
 
 namespace ringpager {
@@ -62,6 +63,8 @@ public:
     virtual bool fault_work_pending() = 0;
     // The fixed-file slot of file `file_index` of source `source_index`.
     virtual unsigned file_slot(unsigned source_index, uint32_t file_index) const = 0;
+    // Where the VM's source reports its fetches (VmPager::on_fetched).
+    virtual std::shared_ptr<FetchSink> fetch_sink(VmPager& vm) = 0;
 };
 
 struct PagerConfig {
@@ -110,6 +113,8 @@ public:
     void note_resident();
     // A read of job `slot` completed with `res` of `expected` bytes.
     void on_read_done(uint32_t slot, int32_t res, uint64_t expected);
+    // The source finished fetch `cookie` ("" or why it failed).
+    void on_fetched(uint64_t cookie, const std::string& error);
     void on_readahead_done() { ops_outstanding_--; }
     // Work left for the next turn; whether it waits on a timer (EAGAIN).
     bool has_carry() const;
@@ -117,7 +122,11 @@ public:
     bool has_completed() const { return !completed_jobs_.empty(); }
 
     // ---- prefetch (prefetcher.cpp drives it) --------------------------------
-    enum class Step : uint8_t { done, zero_run, read_issued, no_buffer };
+    // done: nothing left to prefetch; waiting: nothing to start until a fetch
+    // ends; no_buffer: out of read buffers for this turn.
+    enum class Step : uint8_t { done, zero_run, read_issued, fetching, waiting, no_buffer };
+    // Prefetch fetches (object store range reads) in flight per VM, at most.
+    static constexpr unsigned kMaxPrefetchFetches = 4;
     void start_prefetch();
     Step prefetch_run(uint64_t batch_bytes);
     bool prefetching() const { return prefetching_; }
@@ -143,8 +152,9 @@ public:
 
 private:
     bool issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch);
+    void start_fetch(uint64_t first_page, uint64_t pages, bool fault);
     bool install_zero_source_run(uint64_t first_page, uint64_t pages);
-    bool read_from_page_cache(const SourceExtent& e, uint8_t* into);
+    bool read_from_page_cache(const ReadPlan& plan, uint8_t* into);
     void maybe_readahead(uint32_t file_index, uint64_t file_offset);
     bool check_job(uint32_t slot);
     bool install_job(uint32_t slot);
@@ -177,10 +187,18 @@ private:
     std::vector<DeferredZero> deferred_zero_;
     uint32_t ops_outstanding_ = 0;          // jobs and readaheads in flight
 
-    // Sequential-fault detection and the readahead already requested.
-    uint32_t readahead_file_ = UINT32_MAX;
-    uint64_t last_fault_offset_ = 0;
-    uint64_t readahead_end_ = 0;
+    ReadaheadWindow readahead_;
+
+    // Ranges a source is fetching; their pages are in flight meanwhile.
+    struct PendingFetch {
+        uint64_t cookie;
+        uint64_t first_page;
+        uint64_t pages;
+        bool fault;  // a fault waits on it (else the prefetcher asked)
+    };
+    std::vector<PendingFetch> fetches_;
+    uint64_t next_fetch_cookie_ = 1;
+    unsigned prefetch_fetches_ = 0;
 
     uint64_t ranges_unmapped_ = 0;          // installs that met ENOENT
     std::chrono::steady_clock::time_point started_;

@@ -1,10 +1,17 @@
 #include "reactor/mailbox.hpp"
 
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "reactor/reactor.hpp"
 
 namespace ringpager {
+
+Result<std::shared_ptr<Mailbox>> Mailbox::create(size_t max_vms) {
+    FileDesc fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd.valid()) return errno_error("eventfd");
+    return std::shared_ptr<Mailbox>(new Mailbox(max_vms, std::move(fd)));
+}
 
 std::unique_ptr<VmSetup> Mailbox::post_vm(std::unique_ptr<VmSetup> vm) {
     {
@@ -35,7 +42,7 @@ void Mailbox::take(std::vector<Message>& out) {
 void Mailbox::wake() const {
     const uint64_t one = 1;
     // A full eventfd counter still wakes the reader; the write cannot fail otherwise.
-    (void)!write(wake_fd_, &one, sizeof one);
+    (void)!write(wake_fd_.get(), &one, sizeof one);
 }
 
 }  // namespace ringpager

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -25,11 +26,22 @@ struct AttachService {
 struct Drain {
     std::chrono::steady_clock::time_point deadline;
 };
-using Message = std::variant<AdoptVm, AttachService, Drain>;
+// A source finished a fetch for VM (slot, gen) (PageSource::fetch).
+struct Fetched {
+    uint32_t slot;
+    uint32_t gen;
+    uint64_t cookie;
+    std::string error;
+};
+using Message = std::variant<AdoptVm, AttachService, Drain, Fetched>;
 
+// Shared (std::shared_ptr) by its reactor and whoever may still post to it
+// after the reactor is gone (a fetch in flight): it owns its wake eventfd.
 class Mailbox {
 public:
-    Mailbox(size_t max_vms, int wake_fd) : max_vms_(max_vms), wake_fd_(wake_fd) {}
+    // The mailbox and its wake eventfd, or the eventfd's errno.
+    static Result<std::shared_ptr<Mailbox>> create(size_t max_vms);
+    int wake_fd() const { return wake_fd_.get(); }
 
     // Hands a VM over. When `max_vms` are already waiting it is handed back
     // (the caller refuses it); otherwise nullptr.
@@ -42,11 +54,13 @@ public:
 private:
     void wake() const;
 
+    Mailbox(size_t max_vms, FileDesc wake_fd) : max_vms_(max_vms), wake_fd_(std::move(wake_fd)) {}
+
     std::mutex mu_;
     std::vector<Message> messages_;
     size_t vms_ = 0;
     const size_t max_vms_;
-    const int wake_fd_;
+    const FileDesc wake_fd_;
 };
 
 }  // namespace ringpager

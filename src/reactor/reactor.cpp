@@ -25,17 +25,17 @@ Reactor::~Reactor() {
         thread_.join();
     }
     if (exit_efd_ >= 0) close(exit_efd_);
-    if (wake_efd_ >= 0) close(wake_efd_);
 }
 
 bool Reactor::start(std::string& error) {
     exit_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    wake_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (exit_efd_ < 0 || wake_efd_ < 0) {
+    auto mailbox = Mailbox::create(config_.mailbox_vms);
+    if (exit_efd_ < 0 || !mailbox) {
         error = std::string("eventfd: ") + std::strerror(errno);
         return false;
     }
-    mailbox_ = std::make_unique<Mailbox>(config_.mailbox_vms, wake_efd_);
+    mailbox_ = std::move(*mailbox);
+    wake_efd_ = mailbox_->wake_fd();  // the mailbox owns it
     impl_ = std::make_unique<Impl>(*this, config_, counters_, sink_);
     // The ring must be created by the thread that uses it (SINGLE_ISSUER).
     std::promise<std::string> ready;
@@ -320,6 +320,10 @@ void Reactor::Impl::take_mail() {
             adopt(std::move(vm->vm));
         } else if (auto* drain = std::get_if<Drain>(&m)) {
             if (!draining && !stopping) begin_drain(drain->deadline);
+        } else if (auto* fetched = std::get_if<Fetched>(&m)) {
+            // A VM gone meanwhile has nothing left to receive it.
+            if (Vm* owner = vm_at(fetched->slot, fetched->gen); owner != nullptr && !owner->closing)
+                owner->pager->on_fetched(fetched->cookie, fetched->error);
         }
     }
 }
@@ -371,6 +375,32 @@ void Reactor::Impl::close(VmPager& pager, const std::string& reason, bool failur
 }
 
 void Reactor::Impl::schedule(VmPager& pager) { mark_turn(vm_of(pager)); }
+
+namespace {
+
+// Posts a VM's fetch results to its reactor's mailbox, from any thread; the
+// mailbox outlives the reactor if it must, and a result for a VM that is
+// gone by then is dropped (the slot's generation has moved on).
+class VmFetchSink final : public FetchSink {
+public:
+    VmFetchSink(std::shared_ptr<Mailbox> mailbox, uint32_t slot, uint32_t gen)
+        : mailbox_(std::move(mailbox)), slot_(slot), gen_(gen) {}
+    void fetched(uint64_t cookie, const std::string& error) override {
+        mailbox_->post(Fetched{slot_, gen_, cookie, error});
+    }
+
+private:
+    std::shared_ptr<Mailbox> mailbox_;
+    uint32_t slot_, gen_;
+};
+
+}  // namespace
+
+std::shared_ptr<FetchSink> Reactor::Impl::fetch_sink(VmPager& pager) {
+    Vm& vm = vm_of(pager);
+    if (!vm.fetch_sink) vm.fetch_sink = std::make_shared<VmFetchSink>(self.mailbox_, vm.slot, vm.gen);
+    return vm.fetch_sink;
+}
 
 unsigned Reactor::Impl::file_slot(unsigned source_index, uint32_t file_index) const {
     return source_file_slots[source_index][file_index];

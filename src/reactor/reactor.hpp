@@ -72,7 +72,7 @@ private:
     const ReactorConfig config_;
     ReactorCounters& counters_;
     ReactorSink& sink_;
-    std::unique_ptr<Mailbox> mailbox_;  // made with the wake eventfd, in start()
+    std::shared_ptr<Mailbox> mailbox_;  // made in start(); fetches in flight may outlive the reactor
     std::unique_ptr<Impl> impl_;
     std::thread thread_;
     std::string setup_mode_;

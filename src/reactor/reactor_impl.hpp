@@ -106,6 +106,7 @@ struct Reactor::Impl final : PagerHost, PagerEvents {
     void more_work() override { more_work_next = true; }
     bool fault_work_pending() override;
     unsigned file_slot(unsigned source_index, uint32_t file_index) const override;
+    std::shared_ptr<FetchSink> fetch_sink(VmPager& pager) override;
 
     // PagerEvents: the reactor's counters
     void on_faults(uint64_t count) override;

@@ -48,6 +48,7 @@ struct Vm {
     uint32_t gen = 0;
     unsigned uffd_file_slot = 0;
     std::unique_ptr<VmPager> pager;        // built once `setup` is in place (it refers to it)
+    std::shared_ptr<FetchSink> fetch_sink; // made at its first fetch; may outlive the VM
 
     // Long-lived ops (0 = not armed), so teardown can cancel them.
     uint64_t uffd_read_op = 0;
