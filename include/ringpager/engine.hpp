@@ -48,6 +48,11 @@ struct EngineConfig {
     // Connections that have not completed their handshake; at the bound the
     // engine stops accepting until one completes or times out.
     unsigned max_pending = 64;
+    // VMs one reactor serves at most (each takes a fixed-file slot); 0: what
+    // RLIMIT_NOFILE allows, at most 2000. Beyond it a VM is refused.
+    unsigned vms_per_reactor = 0;
+    // VMs handed to a reactor but not adopted yet; beyond it a VM is refused.
+    unsigned mailbox_vms = 1024;
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).
@@ -117,8 +122,8 @@ public:
     virtual bool wait_released(uint64_t count, std::chrono::milliseconds timeout) const = 0;
     // Blocks until `count` VMs have been accepted and are being served.
     virtual bool wait_accepted(uint64_t count, std::chrono::milliseconds timeout) const = 0;
-    // Blocks until `done(stats())` holds (re-checked on every accept, refusal, accept pause
-    // and release), or timeout; true on success.
+    // Blocks until `done(stats())` holds (re-checked on every accept, adoption, refusal,
+    // accept pause, resident VM and release), or timeout; true on success.
     virtual bool wait_until(const std::function<bool(const EngineStats&)>& done,
                             std::chrono::milliseconds timeout) const = 0;
     virtual std::vector<VmReport> reports() const = 0;

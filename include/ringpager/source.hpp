@@ -1,6 +1,9 @@
-// Source: where the bytes of each guest-memory offset live. The reactor asks a
-// Source, never a concrete format, so raw memory files and layered snapshots
-// are served by the same code.
+// PageSource: where the bytes of each guest-memory offset live (DESIGN.md
+// "Sources"). The pager asks a PageSource, never a concrete format, so raw
+// memory files, layered snapshots and (later) object stores behind a chunk
+// cache are served by the same code. plan() answers at once: zero, ready in
+// a local file, or not here yet; fetch() makes a range ready asynchronously
+// and completes on the reactor that asked.
 #pragma once
 
 #include <cstddef>
@@ -23,9 +26,32 @@ struct SourceExtent {
     uint64_t length_bytes = 0;   // > 0; data extents are contiguous in their file
 };
 
-class Source {
+// What the pager does with a range (PageSource::plan).
+struct ReadPlan {
+    enum class Kind : uint8_t {
+        zero,   // install zeros, read nothing
+        ready,  // read `length_bytes` at `file_offset` of file `file_index`
+        fetch,  // not here yet: fetch() the range, then plan again
+    };
+    Kind kind = Kind::zero;
+    uint32_t file_index = 0;
+    uint64_t file_offset = 0;
+    uint64_t length_bytes = 0;   // > 0, at most the length asked for
+};
+
+// Where a fetch reports back. Called once per fetch, from any thread (also
+// from inside fetch()): the reactor's implementation only posts a message to
+// its own mailbox.
+class FetchSink {
 public:
-    virtual ~Source() = default;
+    virtual ~FetchSink() = default;
+    // `error` is "" when the range is ready now, else one line saying why not.
+    virtual void fetched(uint64_t cookie, const std::string& error) = 0;
+};
+
+class PageSource {
+public:
+    virtual ~PageSource() = default;
 
     // Bytes of guest-memory space this source answers: offsets [0, size_bytes()).
     virtual uint64_t size_bytes() const = 0;
@@ -34,7 +60,7 @@ public:
     virtual uint64_t block_size_bytes() const = 0;
 
     // The open files the extents point into, in file_index order. The reactor
-    // registers them with its ring; the Source keeps ownership.
+    // registers them with its ring; the source keeps ownership.
     virtual std::span<const int> file_fds() const = 0;
 
     // The extent containing `offset` (< size_bytes()), clipped so it starts at
@@ -56,7 +82,29 @@ public:
 
     // One line for logs: what is served ("raw file /x/mem (512 MiB)").
     virtual std::string describe() const = 0;
+
+    // The pager's question: what to do with [offset, offset + max_length_bytes)
+    // now. The default answers from lookup(): zero or ready, never fetch.
+    // Must be cheap: it is called on the fault path.
+    virtual ReadPlan plan(uint64_t offset, uint64_t max_length_bytes) const {
+        const SourceExtent e = lookup(offset, max_length_bytes);
+        return ReadPlan{e.kind == SourceExtent::Kind::zero ? ReadPlan::Kind::zero : ReadPlan::Kind::ready,
+                        e.file_index, e.file_offset, e.length_bytes};
+    }
+
+    // Makes [offset, offset + length_bytes) ready (a plan answered fetch for
+    // it) and calls sink->fetched(cookie, ...) once it is, or failed; never
+    // inline, and never blocking the caller (a reactor). Sources whose plans
+    // never say fetch report that they cannot.
+    virtual void fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie) const {
+        (void)offset;
+        (void)length_bytes;
+        sink->fetched(cookie, describe() + " has nothing to fetch");
+    }
 };
+
+// The name the rest of the code base (and its tests) grew up with.
+using Source = PageSource;
 
 // Opens a Firecracker memory file (full, or sparse diff: holes read as zero).
 // Errors are one line naming the file and the cause.

@@ -134,7 +134,9 @@ private:
         ReactorConfig r;
         r.index = index;
         r.sources = sources_;
-        r.max_vms = budgets_.vm_slots_per_reactor;
+        r.max_vms = config_.vms_per_reactor != 0 ? std::min(config_.vms_per_reactor, budgets_.vm_slots_per_reactor)
+                                                 : budgets_.vm_slots_per_reactor;
+        r.mailbox_vms = std::max(1u, config_.mailbox_vms);
         r.busy_poll_max = config_.busy_poll_max;
         r.nice = config_.reactor_nice;
         r.kill_on_failure = config_.kill_on_failure;

@@ -66,6 +66,7 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     last_fault_seen = std::chrono::steady_clock::now();
     if (v.setup.mode == ServeMode::prefetch) start_prefetch(v);
     RP_DEBUG("%s: served by reactor %u", v.name().c_str(), config.index);
+    sink.changed();  // vms_active moved
 }
 
 void Reactor::Impl::start_prefetch(Vm& vm) { prefetcher.add(*vm.pager); }

@@ -308,6 +308,7 @@ void Reactor::Impl::on_uffd_read(Vm& vm, int32_t res) {
 // Everything other threads posted: services to run, VMs to adopt, a
 // graceful stop.
 void Reactor::Impl::take_mail() {
+    test_hooks::at(test_hooks::Point::before_take_mail, config.index, 0);
     mail.clear();
     self.mailbox_->take(mail);
     for (Message& m : mail) {

@@ -336,7 +336,7 @@ private:
         const uint64_t id = vm->id;
         const pid_t pid = vm->pid;
         if (auto refused = target->hand_off(std::move(vm))) {
-            RP_ERROR("vm %llu refused: reactor %u's inbox is full", (unsigned long long)id, target->index());
+            RP_ERROR("vm %llu refused: reactor %u's mailbox is full", (unsigned long long)id, target->index());
             kill_refused(pid, refused->pidfd);
             stats_.vms_refused.fetch_add(1);
         } else {

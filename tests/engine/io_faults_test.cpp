@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 
 #include "common/engine_fixture.hpp"
 #include "common/process.hpp"
@@ -119,6 +121,88 @@ TEST_F(IoFaultsTest, AFullSubmissionQueueLosesNothing) {
     EXPECT_EQ(guest.verify(*image).mismatches, 0u);
     EXPECT_TRUE(consumed.load()) << "the SQ-full faults were not all met";
     EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+}
+
+// A reactor whose mailbox is full refuses the VM handed to it, in one line;
+// the VMs already handed over are adopted once it takes its mail.
+TEST(ReactorLimitsTest, AFullMailboxRefusesOnlyTheVmThatDidNotFit) {
+    TempDir dir;
+    const std::string mem = make_image(dir, "mem", 4 * MiB, 0.3, 3);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 2, std::chrono::seconds(30), nullptr,
+                                   [](EngineConfig& c) { c.mailbox_vms = 1; });
+    // Reactor 1 stops taking its mail until released.
+    std::mutex mu;
+    std::condition_variable cv;
+    bool hold = true, parked = false;
+    test_hooks::arm(test_hooks::Point::before_take_mail, [&](uint64_t reactor, uint64_t) {
+        if (reactor != 1) return;
+        std::unique_lock lock(mu);
+        parked = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return !hold; });
+    });
+    struct Disarm {
+        ~Disarm() { test_hooks::disarm(test_hooks::Point::before_take_mail); }
+    } disarm;
+    ::testing::internal::CaptureStderr();
+    // Placement takes the reactor with the fewest VMs adopted or handed over:
+    // the first goes to reactor 0 (and is adopted), the second to reactor 1
+    // (held in its mailbox), the third to reactor 1 again (no room: refused),
+    // the fourth to reactor 0.
+    std::vector<sim::Guest> guests;
+    for (int i = 0; i < 4; i++) {
+        guests.push_back(make_guest(e.socket, {4 * MiB}));
+        ASSERT_TRUE(guests.back().connect_and_send().ok());
+        ASSERT_TRUE(e.engine->wait_until([&](const EngineStats& s) { return s.vms_accepted + s.vms_refused == uint64_t(i) + 1; },
+                                         kWait));
+        if (i == 0) {
+            ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_active == 1; }, kWait));
+        }
+        if (i == 1) {
+            std::unique_lock lock(mu);
+            cv.wait(lock, [&] { return parked; });
+        }
+    }
+    {
+        std::lock_guard lock(mu);
+        hold = false;
+    }
+    cv.notify_all();
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_active == 3; }, kWait));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(e.engine->stats().vms_refused, 1u);
+    EXPECT_NE(log.find("refused: reactor 1's mailbox is full"), std::string::npos) << log;
+    for (int i : {0, 1, 3}) {
+        guests[static_cast<size_t>(i)].touch(sim::Pattern::random, 1, 1.0, 3);
+        EXPECT_EQ(guests[static_cast<size_t>(i)].verify(*image).mismatches, 0u);
+    }
+}
+
+// A reactor at its VM limit refuses the next VM in one line and serves the
+// ones it has.
+TEST(ReactorLimitsTest, AReactorAtItsVmLimitRefusesTheNextVm) {
+    TempDir dir;
+    const std::string mem = make_image(dir, "mem", 4 * MiB, 0.3, 3);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 1, std::chrono::seconds(30), nullptr,
+                                   [](EngineConfig& c) { c.vms_per_reactor = 1; });
+    ::testing::internal::CaptureStderr();
+    sim::Guest first = make_guest(e.socket, {4 * MiB});
+    ASSERT_TRUE(first.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_active == 1; }, kWait));
+    {
+        sim::Guest second = make_guest(e.socket, {4 * MiB});
+        ASSERT_TRUE(second.connect_and_send().ok());
+        ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    }
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("refused: reactor 0 is at its VM limit"), std::string::npos) << log;
+    first.touch(sim::Pattern::random, 2, 1.0, 3);
+    EXPECT_EQ(first.verify(*image).mismatches, 0u);
+    EXPECT_EQ(e.engine->stats().vms_active, 1u);
 }
 
 }  // namespace
