@@ -32,7 +32,6 @@ struct Reactor::Impl final : PagerHost, PagerEvents {
     ~Impl() override;
 
     static constexpr size_t kOps = 8192;
-    static constexpr unsigned kMaxVmsPerReactor = 2000;  // fixed-file slots, when RLIMIT_NOFILE allows
     static constexpr unsigned kFirstVmFileSlot = 2;      // the exit and wake eventfds come first
     static constexpr std::chrono::milliseconds kFaultQuietPeriod{2};
     // Busy polling is considered only this soon after the last fault.
