@@ -17,10 +17,25 @@ namespace ringpager {
 
 enum class ServeMode { lazy, prefetch };
 
+// A run of guest pages (global page index across the VM's regions, in
+// handshake order), e.g. one entry of a recorded working set.
+struct PageRun {
+    uint64_t first_page = 0;
+    uint64_t pages = 0;
+};
+
 struct ListenerConfig {
+    ListenerConfig() = default;
+    ListenerConfig(std::string socket, std::shared_ptr<const Source> from, ServeMode serve_mode = ServeMode::lazy,
+                   std::shared_ptr<const std::vector<PageRun>> first = {})
+        : socket_path(std::move(socket)), source(std::move(from)), mode(serve_mode), prefetch_first(std::move(first)) {}
+
     std::string socket_path;
     std::shared_ptr<const Source> source;
     ServeMode mode = ServeMode::lazy;
+    // The prefetcher's order for this listener's VMs: these runs first, in
+    // this order, then everything else ascending. Empty: ascending.
+    std::shared_ptr<const std::vector<PageRun>> prefetch_first;
 };
 
 struct EngineConfig {

@@ -71,7 +71,8 @@ public:
         for (const ListenerConfig& l : config_.listeners) {
             auto socket = ListenSocket::bind(l.socket_path, error);
             if (!socket) return false;
-            bound.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode});
+            bound.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode,
+                                            l.prefetch_first});
         }
         // The acceptor owns the sockets from here: it closes and removes them
         // when the engine stops accepting, on its reactor's thread.

@@ -170,10 +170,13 @@ bool VmPager::check_job(uint32_t slot) {
 void VmPager::install_completed() {
     auto& done = completed_jobs_;
     if (done.empty()) return;
-    // Faults first, then by address so neighbouring runs install in order.
+    // Faults first, by address so neighbouring runs install in order; then
+    // prefetch runs in the order the prefetcher chose them (ascending, or a
+    // recorded working set's order).
     std::sort(done.begin(), done.end(), [&](uint32_t a, uint32_t b) {
-        if (ctx_.jobs[a].prefetch != ctx_.jobs[b].prefetch) return !ctx_.jobs[a].prefetch;
-        return ctx_.jobs[a].first_page < ctx_.jobs[b].first_page;
+        const ReadJob &x = ctx_.jobs[a], &y = ctx_.jobs[b];
+        if (x.prefetch != y.prefetch) return !x.prefetch;
+        return x.prefetch ? x.sequence < y.sequence : x.first_page < y.first_page;
     });
     std::vector<uint32_t> later;
     bool yield = false;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "pager/page_states.hpp"
+#include "ringpager/engine.hpp"
 
 namespace ringpager {
 
@@ -26,12 +27,9 @@ public:
 // Ascending global page order: regions in handshake order, low to high.
 std::unique_ptr<PrefetchOrder> make_ascending_order();
 
-// A recorded order: ranges of global pages, visited in the given order, then
+// A recorded order: runs of global pages, visited in the given order, then
 // everything else ascending.
-struct PageRange {
-    uint64_t first_page;
-    uint64_t pages;
-};
+using PageRange = PageRun;
 std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges);
 
 }  // namespace ringpager

@@ -56,6 +56,7 @@ bool ReadJobs::take(bool big, bool prefetch, uint32_t& slot) {
     job.poison_pages = std::move(poison_pages);
     job.busy = true;
     job.prefetch = prefetch;
+    job.sequence = next_sequence_++;
     if (prefetch) prefetch_in_flight_++;
     busy_++;
     return true;

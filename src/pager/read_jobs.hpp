@@ -19,6 +19,7 @@ namespace ringpager {
 struct ReadJob {
     bool busy = false;
     bool prefetch = false;
+    uint64_t sequence = 0;      // issue order (prefetch runs install in the order they were chosen)
     uint32_t vm_slot = 0;       // the owning VM, as its reactor names it
     uint32_t vm_gen = 0;
     uint64_t first_page = 0;
@@ -76,6 +77,7 @@ private:
     std::vector<uint32_t> small_free_, big_free_;
     std::vector<ReadJob> jobs_;
     unsigned prefetch_in_flight_ = 0;
+    uint64_t next_sequence_ = 0;
     size_t busy_ = 0;
 };
 

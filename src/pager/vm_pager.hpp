@@ -128,6 +128,8 @@ public:
     // Prefetch fetches (object store range reads) in flight per VM, at most.
     static constexpr unsigned kMaxPrefetchFetches = 4;
     void start_prefetch();
+    // The order the prefetcher walks this VM in (default: ascending).
+    void use_prefetch_order(std::unique_ptr<PrefetchOrder> order) { prefetch_order_ = std::move(order); }
     Step prefetch_run(uint64_t batch_bytes);
     bool prefetching() const { return prefetching_; }
     void stop_prefetch() { prefetching_ = false; }

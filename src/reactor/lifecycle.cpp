@@ -45,6 +45,8 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
                                           vm->setup.handshake.regions,
                                           std::move(vm->setup.states));  // sized by the acceptor, within the memory bound
     vm->pager->report().pid = vm->setup.pid;
+    if (vm->setup.prefetch_first && !vm->setup.prefetch_first->empty())
+        vm->pager->use_prefetch_order(make_recorded_order(*vm->setup.prefetch_first));
     auto file_slot = io->add_file(vm->setup.uffd.fd());
     if (!file_slot) {
         RP_ERROR("%s: cannot register its userfaultfd with the ring: %s", who.c_str(),

@@ -34,6 +34,7 @@ struct VmSetup {
     const Source* source = nullptr;
     unsigned source_index = 0;         // which of the engine's sources (fixed-file base)
     ServeMode mode = ServeMode::lazy;
+    std::shared_ptr<const std::vector<PageRun>> prefetch_first;  // the listener's prefetch order; null: ascending
     std::string socket_path;
     PageStates states;                 // sized at the handshake, within the memory bound
     Reservation memory;                // this VM's share of the engine's memory bound

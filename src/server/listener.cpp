@@ -318,6 +318,7 @@ private:
         vm->source = listener.source;
         vm->source_index = listener.source_index;
         vm->mode = listener.mode;
+        vm->prefetch_first = listener.prefetch_first;
         vm->socket_path = paths_[p.listener];
         vm->memory = std::move(memory);
         vm->fds = std::move(p.fd_share);

@@ -23,6 +23,7 @@ struct ListenerBinding {
     const Source* source = nullptr;
     unsigned source_index = 0;
     ServeMode mode = ServeMode::lazy;
+    std::shared_ptr<const std::vector<PageRun>> prefetch_first;  // the prefetcher's order (ListenerConfig)
 };
 
 // What the acceptor enforces on every peer.
