@@ -83,7 +83,15 @@ InstallResult install_pages(const InstallTarget& t, uint64_t first, uint64_t pag
     thread_local std::vector<Action> actions;
     InstallResult result;
     const auto first_place = t.map.place_of(first);
-    decide_actions(t.states, first, pages, data, first_place ? first_place->page_size : 4096, poison, actions);
+    const uint64_t page_size = first_place ? first_place->page_size : 4096;
+    // Bounds, before any byte is looked at: the pages' bytes lie inside the
+    // buffer given (one page size per VM, so this covers every run).
+    if (data != nullptr && pages * page_size > data_bytes) {
+        result.end = InstallResult::End::failed;
+        result.failure = "refusing a copy past the end of its read buffer";
+        return result;
+    }
+    decide_actions(t.states, first, pages, data, page_size, poison, actions);
     uint64_t p = first;
     const uint64_t end = first + pages;
     while (p < end) {
@@ -101,7 +109,8 @@ InstallResult install_pages(const InstallTarget& t, uint64_t first, uint64_t pag
             p += n;
             continue;
         }
-        // Bounds: a copy never reads past the bytes of its own buffer slot.
+        // A copy never reads past the bytes of its own buffer slot (checked
+        // for the whole job above; this holds per run whatever the map says).
         if (action == Action::copy && (data == nullptr || (p - first + n) * ps > data_bytes)) {
             result.end = InstallResult::End::failed;
             result.failure = "refusing a copy past the end of its read buffer";
