@@ -55,9 +55,10 @@ public:
         // restore waits on the first faults).
         unsigned count = config_.reactors;
         if (count == 0) count = static_cast<unsigned>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
-        stats_ = std::make_unique<StatsTable>(count);
+        stats_ = std::make_unique<StatsTable>(count, static_cast<unsigned>(config_.listeners.size()));
         for (unsigned i = 0; i < count; i++)
-            reactors_.push_back(std::make_unique<Reactor>(reactor_config(i), stats_->reactor(i), *stats_));
+            reactors_.push_back(
+                std::make_unique<Reactor>(reactor_config(i), stats_->reactor(i), stats_->listeners_of(i), *stats_));
         for (unsigned i = 0; i < count; i++) {
             if (!reactors_[i]->start(error)) {
                 error = "reactor " + std::to_string(i) + ": " + error;

@@ -1,9 +1,38 @@
 #include "engine/stats.hpp"
 
+#include <algorithm>
+
 namespace ringpager {
 
-StatsTable::StatsTable(unsigned reactors)
-    : reactors_(std::make_unique<ReactorCounters[]>(reactors)), reactor_count_(reactors) {}
+StatsTable::StatsTable(unsigned reactors, unsigned listeners)
+    : reactors_(std::make_unique<ReactorCounters[]>(reactors)),
+      reactor_count_(reactors),
+      listener_count_(std::max(1u, listeners)),
+      vms_(std::make_unique<VmCounters[]>(size_t{reactors} * listener_count_)) {}
+
+StatsTable::ListenerSnapshot StatsTable::listener(unsigned index) const {
+    ListenerSnapshot s;
+    for (unsigned r = 0; r < reactor_count_; r++) {
+        const VmCounters& c = vms_[size_t{r} * listener_count_ + index];
+        s.vms_active += c.vms_active.load();
+        s.vms_served += c.vms_served.load();
+        s.vms_failed += c.vms_failed.load();
+        s.vms_resident += c.vms_resident.load();
+        s.faults += c.faults.load();
+        s.pages_copied += c.pages_copied.load();
+        s.pages_prefetched += c.pages_prefetched.load();
+        s.pages_zeroed += c.pages_zeroed.load();
+        s.pages_poisoned += c.pages_poisoned.load();
+        s.copy_ioctls += c.copy_ioctls.load();
+        s.bytes_read += c.bytes_read.load();
+        s.removed_pages += c.removed_pages.load();
+        s.eagain_retries += c.eagain_retries.load();
+        s.page_cache_hits += c.page_cache_hits.load();
+        c.fault_service.add_to(s.fault_service);
+        c.time_to_resident.add_to(s.time_to_resident);
+    }
+    return s;
+}
 
 EngineStats StatsTable::snapshot(const Budgets& budgets) const {
     EngineStats s;
@@ -16,6 +45,12 @@ EngineStats StatsTable::snapshot(const Budgets& budgets) const {
     for (unsigned i = 0; i < reactor_count_; i++) {
         const ReactorCounters& c = reactors_[i];
         s.vms_active += c.vms_active.load();
+        s.read_buffers_busy += c.buffers_busy.load();
+        s.busy_poll_hits += c.busy_poll_hits.load();
+        s.busy_poll_misses += c.busy_poll_misses.load();
+    }
+    for (size_t i = 0; i < size_t{reactor_count_} * listener_count_; i++) {
+        const VmCounters& c = vms_[i];
         s.vms_failed += c.vms_failed.load();
         s.vms_resident += c.vms_resident.load();
         s.faults += c.faults.load();
@@ -27,11 +62,8 @@ EngineStats StatsTable::snapshot(const Budgets& budgets) const {
         s.removed_pages += c.removed_pages.load();
         s.eagain_retries += c.eagain_retries.load();
         s.events_other += c.events_other.load();
-        s.read_buffers_busy += c.buffers_busy.load();
         s.stray_fds_closed += c.stray_fds_closed.load();
         s.page_cache_hits += c.page_cache_hits.load();
-        s.busy_poll_hits += c.busy_poll_hits.load();
-        s.busy_poll_misses += c.busy_poll_misses.load();
         s.ranges_unmapped += c.ranges_unmapped.load();
         s.pages_poisoned += c.pages_poisoned.load();
     }

@@ -21,7 +21,7 @@ void VmPager::on_read_done(uint32_t slot, int32_t res, uint64_t expected) {
     }
     if (res > 0) {
         report_.bytes_read += static_cast<uint64_t>(res);
-        ctx_.events.on_read(static_cast<uint64_t>(res), false);
+        events_.on_read(static_cast<uint64_t>(res), false);
     }
     if (--job.pending_reads != 0) return;
     if (closing_) return finish_job(slot);
@@ -85,6 +85,9 @@ bool VmPager::install_job(uint32_t slot) {
     const uint64_t bytes = uint64_t{job.pages} * job.page_size;
     const InstallResult r = install_pages(target(), job.first_page, job.pages, ctx_.jobs.data(slot),
                                           std::min<uint64_t>(bytes, ctx_.jobs.capacity(slot)), job.poison_pages);
+    if (!job.prefetch && r.end != InstallResult::End::retry_later)  // every page of a fault job was faulted
+        events_.on_faults_served(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - job.faulted_at).count(), job.pages);
     return apply_install(r, job.prefetch);
 }
 
@@ -98,7 +101,7 @@ bool VmPager::install_zero_pages(DeferredZero run) {
 bool VmPager::apply_install(const InstallResult& r, bool prefetch) {
     (prefetch ? report_.pages_prefetched : report_.pages_copied_on_fault) += r.pages_copied;
     report_.pages_zeroed += r.pages_zeroed;
-    ctx_.events.on_installed(r, prefetch);
+    events_.on_installed(r, prefetch);
     if (r.ranges_unmapped != 0) {
         // One line for the first such range of a VM; the rest are counted
         // and named in its release line.

@@ -30,9 +30,10 @@ void for_pages_in_range(const AddressMap& map, uint64_t start, uint64_t end, Fn 
 
 }  // namespace
 
-VmPager::VmPager(PagerContext& ctx, PagerIdentity id, const Uffd& uffd, const Source& source, unsigned source_index,
-                 const RegionList& regions, PageStates states)
+VmPager::VmPager(PagerContext& ctx, PagerEvents& events, PagerIdentity id, const Uffd& uffd, const Source& source,
+                 unsigned source_index, const RegionList& regions, PageStates states)
     : ctx_(ctx),
+      events_(events),
       id_(std::move(id)),
       uffd_(uffd),
       source_(source),
@@ -47,6 +48,7 @@ VmPager::VmPager(PagerContext& ctx, PagerIdentity id, const Uffd& uffd, const So
 }
 
 void VmPager::take_messages(size_t bytes) {
+    messages_read_at_ = std::chrono::steady_clock::now();
     const size_t count = bytes / sizeof(uffd_msg);
     turn_msgs_.insert(turn_msgs_.end(), msgs_, msgs_ + count);
     // A full buffer means more may be queued: drain the uffd completely now,
@@ -70,22 +72,22 @@ void VmPager::apply_events() {
             case UFFD_EVENT_REMOVE:
                 for_pages_in_range(map_, msg.arg.remove.start, msg.arg.remove.end, [&](uint64_t first, uint64_t pages) {
                     for (uint64_t p = first; p < first + pages; p++) states_.set(p, PageState::removed);
-                    ctx_.events.on_removed(pages);
+                    events_.on_removed(pages);
                 });
                 break;
             case UFFD_EVENT_UNMAP:
                 retire_range(map_, states_, msg.arg.remove.start, msg.arg.remove.end);
-                ctx_.events.on_other_event();
+                events_.on_other_event();
                 break;
             case UFFD_EVENT_REMAP:
                 map_.remap(msg.arg.remap.from, msg.arg.remap.to, msg.arg.remap.len);
-                ctx_.events.on_other_event();
+                events_.on_other_event();
                 break;
             case UFFD_EVENT_FORK: {
                 // The child's uffd was installed in our fd table by the read; we do not serve forks.
                 FileDesc child(static_cast<int>(msg.arg.fork.ufd));
                 RP_WARN("%s: the VM forked; the child's userfaultfd is closed, not served", name().c_str());
-                ctx_.events.on_other_event();
+                events_.on_other_event();
                 break;
             }
             default:
@@ -112,8 +114,13 @@ void VmPager::apply_events() {
     }
     turn_msgs_.clear();
     report_.faults += faults;
-    if (faults != 0) ctx_.events.on_faults(faults);
+    if (faults != 0) events_.on_faults(faults);
     test_hooks::at(test_hooks::Point::after_event_drain, id_.vm_id, 0);
+}
+
+void VmPager::faults_served_now(uint64_t pages) {
+    events_.on_faults_served(std::chrono::duration<double>(std::chrono::steady_clock::now() - messages_read_at_).count(),
+                             pages);
 }
 
 bool VmPager::install_zero_source_run(uint64_t first_page, uint64_t pages) {
@@ -156,6 +163,7 @@ void VmPager::serve_faults() {
         }
         if (state == PageState::removed) {  // removed pages read zeros from now on
             if (!install_zero_pages({page, 1})) deferred_zero_.push_back({page, 1});
+            else faults_served_now(1);
             i++;
             continue;
         }
@@ -168,7 +176,7 @@ void VmPager::serve_faults() {
         const uint32_t run = static_cast<uint32_t>(j - i);
         const ReadPlan first = source_.plan(place->file_offset, run * place->page_size);
         if (first.kind == ReadPlan::Kind::zero && first.length_bytes == run * place->page_size) {
-            install_zero_source_run(page, run);
+            if (install_zero_source_run(page, run)) faults_served_now(run);
         } else if (first.kind == ReadPlan::Kind::fetch) {
             start_fetch(page, run, true);
         } else if (!issue_read_job(page, run, false)) {
@@ -205,6 +213,7 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
     job.pages = pages;
     job.page_size = place->page_size;
     job.file_offset = place->file_offset;
+    job.faulted_at = messages_read_at_;
     uint8_t* buffer = ctx_.jobs.data(slot);
     for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
     for (uint64_t done = 0; done < run_bytes;) {
@@ -267,7 +276,7 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
 bool VmPager::read_from_page_cache(const ReadPlan& e, uint8_t* into) {
     if (!ctx_.config.page_cache_fast_path || !read_cached(source_, e, into)) return false;
     report_.bytes_read += e.length_bytes;
-    ctx_.events.on_read(e.length_bytes, true);
+    events_.on_read(e.length_bytes, true);
     maybe_readahead(e.file_index, e.file_offset);
     return true;
 }
@@ -296,7 +305,7 @@ void VmPager::start_fetch(uint64_t first_page, uint64_t pages, bool fault) {
 void VmPager::note_resident() {
     if (report_.seconds_to_resident >= 0 || !resident()) return;
     report_.seconds_to_resident = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    ctx_.events.on_resident();
+    events_.on_resident(report_.seconds_to_resident);
 }
 
 void VmPager::start_prefetch() {

@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@ struct ReadJob {
     bool busy = false;
     bool prefetch = false;
     uint64_t sequence = 0;      // issue order (prefetch runs install in the order they were chosen)
+    std::chrono::steady_clock::time_point faulted_at{};  // a fault job: when its faults were read
     uint32_t vm_slot = 0;       // the owning VM, as its reactor names it
     uint32_t vm_gen = 0;
     uint64_t first_page = 0;

@@ -45,7 +45,10 @@ public:
     virtual void on_other_event() = 0;  // UNMAP, REMAP, FORK
     virtual void on_read(uint64_t bytes, bool page_cache_hit) = 0;
     virtual void on_installed(const InstallResult& result, bool prefetch) = 0;
-    virtual void on_resident() = 0;
+    // `pages` faulted pages were installed `seconds` after their fault
+    // messages were read.
+    virtual void on_faults_served(double seconds, uint64_t pages) = 0;
+    virtual void on_resident(double seconds) = 0;
 };
 
 // What a pager asks of its reactor.
@@ -77,7 +80,6 @@ struct PagerConfig {
 struct PagerContext {
     io::IoLoop& io;
     ReadJobs& jobs;
-    PagerEvents& events;
     PagerHost& host;
     PagerConfig config;
 };
@@ -100,8 +102,9 @@ struct PagerIdentity {
 
 class VmPager {
 public:
-    VmPager(PagerContext& ctx, PagerIdentity id, const Uffd& uffd, const Source& source, unsigned source_index,
-            const RegionList& regions, PageStates states);
+    // `events` is where this VM's figures go (its listener's, on this reactor).
+    VmPager(PagerContext& ctx, PagerEvents& events, PagerIdentity id, const Uffd& uffd, const Source& source,
+            unsigned source_index, const RegionList& regions, PageStates states);
 
     // ---- a loop turn (faults.cpp, completions.cpp) ------------------------
     // The ring read `bytes` into msg_buffer(); drains the rest of the uffd.
@@ -156,6 +159,7 @@ private:
     bool issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch);
     void start_fetch(uint64_t first_page, uint64_t pages, bool fault);
     bool install_zero_source_run(uint64_t first_page, uint64_t pages);
+    void faults_served_now(uint64_t pages);
     bool read_from_page_cache(const ReadPlan& plan, uint8_t* into);
     void maybe_readahead(uint32_t file_index, uint64_t file_offset);
     bool check_job(uint32_t slot);
@@ -169,6 +173,7 @@ private:
     InstallTarget target() { return {uffd_, map_, states_, ctx_.jobs.zero_buffer()}; }
 
     PagerContext& ctx_;
+    PagerEvents& events_;
     PagerIdentity id_;
     const Uffd& uffd_;
     const Source& source_;
@@ -203,6 +208,9 @@ private:
     unsigned prefetch_fetches_ = 0;
 
     uint64_t ranges_unmapped_ = 0;          // installs that met ENOENT
+    // When this turn's fault messages were read: a fault job carries it to
+    // its install, which reports the fault's service time.
+    std::chrono::steady_clock::time_point messages_read_at_{};
     std::chrono::steady_clock::time_point started_;
     VmReport report_;
 };

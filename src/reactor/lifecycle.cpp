@@ -40,7 +40,8 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     vm->gen = ++vm_generation;
     vm->started = std::chrono::steady_clock::now();
     // The pager refers to the setup's uffd and source: the Vm never moves.
-    vm->pager = std::make_unique<VmPager>(*pager_context, PagerIdentity{vm->setup.id, slot, vm->gen, who},
+    vm->events = listener_events[std::min<size_t>(vm->setup.listener_index, listener_events.size() - 1)].get();
+    vm->pager = std::make_unique<VmPager>(*pager_context, *vm->events, PagerIdentity{vm->setup.id, slot, vm->gen, who},
                                           vm->setup.uffd, *vm->setup.source, vm->setup.source_index,
                                           vm->setup.handshake.regions,
                                           std::move(vm->setup.states));  // sized by the acceptor, within the memory bound
@@ -59,7 +60,8 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
     vm->uffd_file_slot = *file_slot;
     Vm& v = *vm;
     vms[slot] = std::move(vm);
-    counters.vms_active.fetch_add(1, std::memory_order_relaxed);
+    counters.add(counters.vms_active, 1);
+    bump(v.events->counters().vms_active);
     arm_uffd_read(v);
     if (v.setup.pidfd.valid()) arm_poll(v, OpKind::pid_poll, v.setup.pidfd.get(), POLLIN);
     arm_poll(v, OpKind::conn_poll, v.setup.conn.get(), POLLIN | POLLRDHUP);
@@ -154,7 +156,7 @@ void Reactor::Impl::on_conn_ready(Vm& vm, int32_t res) {
         const Received r = receive_with_fds(vm.setup.conn.get(), data, sizeof data, fds);
         if (!fds.empty()) {
             RP_WARN("%s: closed %zu unexpected fd(s) sent after the handshake", vm.name().c_str(), fds.size());
-            counters.add(counters.stray_fds_closed, fds.size());
+            bump(vm.events->counters().stray_fds_closed, fds.size());
             sink.changed();
         }
         if (r.bytes > 0) {
@@ -181,7 +183,7 @@ void Reactor::Impl::close_vm(Vm& vm, const std::string& reason, bool failure) {
     vm.end_reason = reason;
     if (failure) {
         RP_ERROR("%s: %s", vm.name().c_str(), reason.c_str());
-        counters.vms_failed.fetch_add(1, std::memory_order_relaxed);
+        bump(vm.events->counters().vms_failed);
         kill_if_asked(vm.setup, vm.name());
     }
     for (uint64_t op : {vm.uffd_read_op, vm.pid_poll_op, vm.conn_poll_op})
@@ -211,9 +213,13 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
     prefetcher.remove(*vm.pager);
     const uint32_t slot = vm.slot;
     const VmReport final_report = report;
+    VmCounters& listener = vm.events->counters();
     vms[slot].reset();  // closes the uffd, the connection and the pidfd
     free_vm_slots.push_back(slot);
-    counters.vms_active.fetch_sub(1, std::memory_order_relaxed);
+    // Single writer: a relaxed load and store (no locked instruction).
+    counters.vms_active.store(counters.vms_active.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    listener.vms_active.store(listener.vms_active.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    bump(listener.vms_served);
     sink.vm_released(final_report);
 }
 

@@ -54,29 +54,32 @@ bool Reactor::Impl::fault_work_pending() {
     });
 }
 
-void Reactor::Impl::on_faults(uint64_t count) {
-    last_fault_seen = std::chrono::steady_clock::now();
-    counters.add(counters.faults, count);
+// ---- ListenerEvents: a listener's VMs' figures, on this reactor -----------
+
+void ListenerEvents::on_faults(uint64_t count) {
+    reactor_.last_fault_seen = std::chrono::steady_clock::now();
+    bump(c_.faults, count);
 }
 
-void Reactor::Impl::on_read(uint64_t bytes, bool page_cache_hit) {
-    counters.add(counters.bytes_read, bytes);
-    if (page_cache_hit) counters.add(counters.page_cache_hits, 1);
+void ListenerEvents::on_read(uint64_t bytes, bool page_cache_hit) {
+    bump(c_.bytes_read, bytes);
+    if (page_cache_hit) bump(c_.page_cache_hits);
 }
 
-void Reactor::Impl::on_installed(const InstallResult& r, bool prefetch) {
-    counters.add(counters.copy_ioctls, r.copy_ioctls);
-    counters.add(counters.pages_copied, r.pages_copied);
-    if (prefetch) counters.add(counters.pages_prefetched, r.pages_copied);
-    counters.add(counters.pages_zeroed, r.pages_zeroed);
-    counters.add(counters.pages_poisoned, r.pages_poisoned);
-    counters.add(counters.ranges_unmapped, r.ranges_unmapped);
-    if (r.end == InstallResult::End::retry_later) counters.add(counters.eagain_retries, 1);
+void ListenerEvents::on_installed(const InstallResult& r, bool prefetch) {
+    bump(c_.copy_ioctls, r.copy_ioctls);
+    bump(c_.pages_copied, r.pages_copied);
+    if (prefetch) bump(c_.pages_prefetched, r.pages_copied);
+    bump(c_.pages_zeroed, r.pages_zeroed);
+    bump(c_.pages_poisoned, r.pages_poisoned);
+    bump(c_.ranges_unmapped, r.ranges_unmapped);
+    if (r.end == InstallResult::End::retry_later) bump(c_.eagain_retries);
 }
 
-void Reactor::Impl::on_resident() {
-    counters.add(counters.vms_resident, 1);
-    sink.changed();
+void ListenerEvents::on_resident(double seconds) {
+    bump(c_.vms_resident);
+    c_.time_to_resident.observe(seconds);
+    reactor_.sink.changed();
 }
 
 }  // namespace ringpager

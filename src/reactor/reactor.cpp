@@ -16,8 +16,9 @@
 namespace ringpager {
 
 
-Reactor::Reactor(ReactorConfig config, ReactorCounters& counters, ReactorSink& sink)
-    : config_(std::move(config)), counters_(counters), sink_(sink) {}
+Reactor::Reactor(ReactorConfig config, ReactorCounters& counters, std::span<VmCounters> listener_counters,
+                 ReactorSink& sink)
+    : config_(std::move(config)), counters_(counters), listener_counters_(listener_counters), sink_(sink) {}
 
 Reactor::~Reactor() {
     if (thread_.joinable()) {
@@ -36,7 +37,7 @@ bool Reactor::start(std::string& error) {
     }
     mailbox_ = std::move(*mailbox);
     wake_efd_ = mailbox_->wake_fd();  // the mailbox owns it
-    impl_ = std::make_unique<Impl>(*this, config_, counters_, sink_);
+    impl_ = std::make_unique<Impl>(*this, config_, counters_, listener_counters_, sink_);
     // The ring must be created by the thread that uses it (SINGLE_ISSUER).
     std::promise<std::string> ready;
     auto ready_future = ready.get_future();
@@ -153,7 +154,7 @@ bool Reactor::Impl::setup(std::string& error) {
         error = "cannot register read buffers: " + r.error().message();
         return false;
     }
-    pager_context = std::make_unique<PagerContext>(PagerContext{*io, jobs, *this, *this, config.pager});
+    pager_context = std::make_unique<PagerContext>(PagerContext{*io, jobs, *this, config.pager});
     batch.reserve(kOps);
     // One worker per ring copies punted prefetch reads: enough to overlap the
     // reads with this thread's installs without crowding out vCPU threads.

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,8 +33,10 @@ public:
 
 class Reactor {
 public:
-    // `counters` and `sink` outlive the reactor.
-    Reactor(ReactorConfig config, ReactorCounters& counters, ReactorSink& sink);
+    // `counters` (its own), `listener_counters` (one block per listener of the
+    // engine, for its VMs) and `sink` outlive the reactor.
+    Reactor(ReactorConfig config, ReactorCounters& counters, std::span<VmCounters> listener_counters,
+            ReactorSink& sink);
     ~Reactor();
 
     // Starts the thread; returns once the ring is set up (or failed, with `error`).
@@ -71,6 +74,7 @@ private:
 
     const ReactorConfig config_;
     ReactorCounters& counters_;
+    std::span<VmCounters> listener_counters_;
     ReactorSink& sink_;
     std::shared_ptr<Mailbox> mailbox_;  // made in start(); fetches in flight may outlive the reactor
     std::unique_ptr<Impl> impl_;

@@ -12,6 +12,7 @@
 
 #include "pager/prefetcher.hpp"
 #include "pager/vm_pager.hpp"
+#include "reactor/counters.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/source.hpp"
 
@@ -27,15 +28,6 @@ struct ReactorConfig {
     bool kill_on_failure = false;
     PagerConfig pager;
     Prefetcher::Config prefetch;
-};
-
-// Written by the reactor's thread only; read by anyone (relaxed atomics).
-struct ReactorCounters {
-    std::atomic<uint64_t> vms_active{0}, vms_failed{0}, faults{0}, pages_copied{0}, pages_prefetched{0},
-        pages_zeroed{0}, copy_ioctls{0}, bytes_read{0}, removed_pages{0}, eagain_retries{0}, events_other{0}, vms_resident{0},
-        buffers_busy{0}, stray_fds_closed{0}, page_cache_hits{0}, busy_poll_hits{0}, busy_poll_misses{0},
-        ranges_unmapped{0}, pages_poisoned{0};
-    void add(std::atomic<uint64_t>& c, uint64_t n) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 };
 
 // The engine's side of what a reactor reports (off the fault path).

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "pager/prefetcher.hpp"
@@ -26,9 +27,31 @@ inline io::OpData op_data(OpKind kind, uint32_t slot = 0, uint32_t gen = 0, uint
 }
 inline OpKind kind_of(const io::OpData& data) { return static_cast<OpKind>(data.kind); }
 
-struct Reactor::Impl final : PagerHost, PagerEvents {
-    Impl(Reactor& reactor, const ReactorConfig& cfg, ReactorCounters& stats, ReactorSink& engine)
-        : self(reactor), config(cfg), counters(stats), sink(engine) {}
+// Where the figures of one listener's VMs on this reactor go (VmCounters).
+class ListenerEvents final : public PagerEvents {
+public:
+    ListenerEvents(Reactor::Impl& reactor, VmCounters& counters) : reactor_(reactor), c_(counters) {}
+    VmCounters& counters() { return c_; }
+
+    void on_faults(uint64_t count) override;
+    void on_removed(uint64_t pages) override { bump(c_.removed_pages, pages); }
+    void on_other_event() override { bump(c_.events_other); }
+    void on_read(uint64_t bytes, bool page_cache_hit) override;
+    void on_installed(const InstallResult& r, bool prefetch) override;
+    void on_faults_served(double seconds, uint64_t pages) override { c_.fault_service.observe(seconds, pages); }
+    void on_resident(double seconds) override;
+
+private:
+    Reactor::Impl& reactor_;
+    VmCounters& c_;
+};
+
+struct Reactor::Impl final : PagerHost {
+    Impl(Reactor& reactor, const ReactorConfig& cfg, ReactorCounters& stats, std::span<VmCounters> per_listener,
+         ReactorSink& engine)
+        : self(reactor), config(cfg), counters(stats), sink(engine) {
+        for (VmCounters& c : per_listener) listener_events.push_back(std::make_unique<ListenerEvents>(*this, c));
+    }
     ~Impl() override;
 
     static constexpr size_t kOps = 8192;
@@ -41,6 +64,7 @@ struct Reactor::Impl final : PagerHost, PagerEvents {
     const ReactorConfig& config;
     ReactorCounters& counters;
     ReactorSink& sink;
+    std::vector<std::unique_ptr<ListenerEvents>> listener_events;  // one per listener of the engine
     std::vector<Message> mail;  // taken from the mailbox, one batch at a time
     std::unique_ptr<io::IoLoop> io;
     std::vector<std::vector<unsigned>> source_file_slots;  // per engine source, per file
@@ -106,14 +130,6 @@ struct Reactor::Impl final : PagerHost, PagerEvents {
     bool fault_work_pending() override;
     unsigned file_slot(unsigned source_index, uint32_t file_index) const override;
     std::shared_ptr<FetchSink> fetch_sink(VmPager& pager) override;
-
-    // PagerEvents: the reactor's counters
-    void on_faults(uint64_t count) override;
-    void on_removed(uint64_t pages) override { counters.add(counters.removed_pages, pages); }
-    void on_other_event() override { counters.add(counters.events_other, 1); }
-    void on_read(uint64_t bytes, bool page_cache_hit) override;
-    void on_installed(const InstallResult& r, bool prefetch) override;
-    void on_resident() override;
 };
 
 }  // namespace ringpager

@@ -22,6 +22,8 @@
 
 namespace ringpager {
 
+class ListenerEvents;
+
 // What the handshake produced: handed from the acceptor to the owning reactor.
 struct VmSetup {
     uint64_t id = 0;
@@ -33,6 +35,7 @@ struct VmSetup {
     Handshake handshake;
     const Source* source = nullptr;
     unsigned source_index = 0;         // which of the engine's sources (fixed-file base)
+    unsigned listener_index = 0;       // which of the engine's listeners it came through
     ServeMode mode = ServeMode::lazy;
     std::shared_ptr<const std::vector<PageRun>> prefetch_first;  // the listener's prefetch order; null: ascending
     std::string socket_path;
@@ -62,6 +65,8 @@ struct Vm {
     bool failed = false;
     std::string end_reason;
     std::chrono::steady_clock::time_point started;
+
+    ListenerEvents* events = nullptr;      // its listener's counters on this reactor
 
     std::string name() const {
         return "vm " + std::to_string(setup.id) + " (pid " + std::to_string(setup.pid) + ")";

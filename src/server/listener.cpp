@@ -317,6 +317,7 @@ private:
         vm->handshake = std::move(handshake);
         vm->source = listener.source;
         vm->source_index = listener.source_index;
+        vm->listener_index = p.listener;
         vm->mode = listener.mode;
         vm->prefetch_first = listener.prefetch_first;
         vm->socket_path = paths_[p.listener];
