@@ -31,6 +31,7 @@ struct ServeOptions {
     std::string max_vm_memory;
     std::string memory_limit;
     unsigned max_pending = 64;
+    unsigned max_vms = 0;
     double stop_timeout_s = 30;
     std::string log_level = "info";
     uint64_t readahead_kib = 256;
@@ -150,6 +151,8 @@ int serve_main(int argc, char** argv) {
     app.add_option("--memory-limit", o.memory_limit,
                    "bound on the memory the engine keeps for VMs' page states, e.g. 2G (default: a quarter of RAM); "
                    "a VM that would pass it is refused at the handshake");
+    app.add_option("--max-vms", o.max_vms,
+                   "VMs served at once; the next is refused at the handshake with one line (default: no bound)");
     app.add_option("--max-pending", o.max_pending,
                    "connections whose handshake is not complete yet; at the bound accepting waits (default 64)")
         ->check(CLI::Range(1u, 65536u));
@@ -217,6 +220,7 @@ int serve_main(int argc, char** argv) {
     config.reactor_nice = o.reactor_nice;
     config.prefetch_batch_bytes = o.prefetch_batch_kib * 1024;
     config.max_pending = o.max_pending;
+    config.max_vms = o.max_vms;
     for (auto [text, out, name] : {std::tuple{&o.max_vm_memory, &config.max_vm_memory_bytes, "--max-vm-memory"},
                                    std::tuple{&o.memory_limit, &config.memory_limit_bytes, "--memory-limit"}}) {
         if (text->empty()) continue;

@@ -30,6 +30,7 @@ bool resolve_budgets(const EngineConfig& c, unsigned fixed_files, Budgets& out, 
         error = "max_pending must be at least 1";
         return false;
     }
+    out.max_vms = c.max_vms != 0 ? c.max_vms : UINT64_MAX;
     out.memory_limit_bytes = c.memory_limit_bytes;
     if (out.memory_limit_bytes == 0) {
         const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);

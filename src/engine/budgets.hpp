@@ -16,6 +16,8 @@ struct Budgets {
     std::atomic<uint64_t> vm_state_bytes{0};
     uint64_t fd_budget = 0;            // fds the engine may hold for peers
     std::atomic<uint64_t> peer_fds{0};
+    uint64_t max_vms = UINT64_MAX;     // config.max_vms, or no bound
+    std::atomic<uint64_t> vms_admitted{0};
     unsigned vm_slots_per_reactor = 0; // fixed-file slots for uffds (the kernel bounds the table by RLIMIT_NOFILE)
 };
 

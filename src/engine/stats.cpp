@@ -81,6 +81,21 @@ bool StatsTable::wait_until(const Budgets& budgets, const std::function<bool(con
     return changed_.wait_for(lock, timeout, [&] { return done(snapshot(budgets)); });
 }
 
+const char* StatsTable::refusal_name(Refusal r) {
+    switch (r) {
+        case Refusal::handshake: return "handshake";
+        case Refusal::limits: return "limits";
+        case Refusal::memory: return "memory";
+        case Refusal::max_vms: return "max_vms";
+        case Refusal::fds: return "fds";
+        case Refusal::uid: return "uid";
+        case Refusal::stopping: return "stopping";
+        case Refusal::reactor_full: return "reactor_full";
+        case Refusal::count: break;
+    }
+    return "?";
+}
+
 void StatsTable::vm_released(const VmReport& report) {
     {
         std::lock_guard lock(mu_);

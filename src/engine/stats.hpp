@@ -6,6 +6,7 @@
 // a count to move.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -43,6 +44,15 @@ public:
 
     // The acceptor's counters.
     std::atomic<uint64_t> vms_accepted{0}, vms_refused{0}, handshakes_pending{0}, accept_pauses{0};
+    // Refusals by cause (metrics: ringpager_vms_refused_total{reason=...}).
+    enum class Refusal : uint8_t { handshake, limits, memory, max_vms, fds, uid, stopping, reactor_full, count };
+    static const char* refusal_name(Refusal r);
+    void refused(Refusal why) {
+        refusals_[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+        vms_refused.fetch_add(1);
+        changed();
+    }
+    uint64_t refusals(Refusal why) const { return refusals_[static_cast<size_t>(why)].load(); }
 
     EngineStats snapshot(const Budgets& budgets) const;
     std::vector<VmReport> reports() const;
@@ -62,6 +72,7 @@ private:
     unsigned listener_count_;
     std::unique_ptr<VmCounters[]> vms_;  // reactor-major: [reactor * listeners + listener]
     std::atomic<uint64_t> vms_released_{0};
+    std::array<std::atomic<uint64_t>, static_cast<size_t>(Refusal::count)> refusals_{};
     mutable std::mutex mu_;
     mutable std::condition_variable changed_;
     std::deque<VmReport> reports_;  // guarded by mu_

@@ -41,6 +41,7 @@ struct VmSetup {
     std::string socket_path;
     PageStates states;                 // sized at the handshake, within the memory bound
     Reservation memory;                // this VM's share of the engine's memory bound
+    Reservation admission;             // its place under --max-vms
     Reservation fds;                   // the fds it holds: connection, uffd, pidfd
 };
 

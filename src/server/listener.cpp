@@ -53,6 +53,8 @@ constexpr uint64_t kAcceptCookie = uint64_t{1} << 56;
 constexpr uint64_t kPollCookie = uint64_t{2} << 56;
 constexpr uint64_t kBackoffCookie = uint64_t{3} << 56;
 
+using Refusal = StatsTable::Refusal;
+
 class Acceptor final : public RingService {
 public:
     Acceptor(AcceptorContext context, std::vector<ListenerBinding> listeners)
@@ -166,8 +168,7 @@ private:
             RP_WARN("connection from pid %d on %s refused: uid %u is not allowed (see --allow-uid)", cred.pid,
                     paths_[listener].c_str(), cred.uid);
             conn.reset();
-            stats_.vms_refused.fetch_add(1);
-            stats_.changed();
+            stats_.refused(Refusal::uid);
             return;
         }
         const uint32_t index = take_slot();
@@ -218,7 +219,7 @@ private:
         const uint32_t gen = static_cast<uint32_t>((cookie >> 32) & 0xffffffu);
         if (index >= pending_.size() || !pending_[index].busy || pending_[index].gen != gen) return;
         pending_[index].poll_op = 0;
-        if (stopping_) return refuse(index, "engine shutting down");
+        if (stopping_) return refuse(index, "engine shutting down", Refusal::stopping);
         if (c.outcome == io::Outcome::cancelled) return refuse(index, "no complete handshake within the handshake timeout");
         if (c.res < 0) return refuse(index, std::string("poll: ") + std::strerror(-c.res));
         receive(index);
@@ -239,7 +240,7 @@ private:
             }
             if (r.fds_lost)
                 return refuse(index, "the fd it sent could not be received: the engine is out of file descriptors "
-                                     "(raise the open-files limit)");
+                                     "(raise the open-files limit)", Refusal::fds);
             if (r.fds_truncated || p.fds.size() > kHandshakeFds)
                 return refuse(index, "handshake carried more fds than the one userfaultfd");
             if (r.bytes == 0) {
@@ -276,16 +277,22 @@ private:
             return refuse(index, "handshake carried " + std::to_string(p.fds.size()) +
                                      " fds; expected exactly one (the userfaultfd)");
         const HandshakeLimits limits{listener.source->size_bytes(), ctx_.config.max_vm_memory_bytes};
-        if (!check_handshake_limits(handshake, limits, error)) return refuse(index, error);
+        if (!check_handshake_limits(handshake, limits, error)) return refuse(index, error, Refusal::limits);
         const uint64_t page_size = handshake.regions[0].page_size_bytes;
         if (listener.source->verifies_reads() && listener.source->block_size_bytes() > page_size)
             return refuse(index, "its " + std::to_string(page_size) + "-byte pages are smaller than the snapshot's " +
                                      std::to_string(listener.source->block_size_bytes()) +
                                      "-byte blocks, so reads cannot be verified page by page (build the snapshot "
-                                     "with that block size, or serve with --no-verify-reads)");
+                                     "with that block size, or serve with --no-verify-reads)",
+                          Refusal::limits);
         auto uffd = Uffd::adopt(std::move(p.fds[0]));
         p.fds.clear();
         if (!uffd) return refuse(index, "the fd sent with the handshake is not a userfaultfd");
+        Reservation admission = Reservation::take(ctx_.budgets.vms_admitted, 1, ctx_.budgets.max_vms);
+        if (!admission.held())
+            return refuse(index, "the engine serves its maximum of " + std::to_string(ctx_.budgets.max_vms) +
+                                     " VMs (--max-vms); the VMs it serves are not affected",
+                          Refusal::max_vms);
         uint64_t pages = 0;
         for (const Region& r : handshake.regions) pages += r.page_count();
         const uint64_t states_bytes = PageStates::bytes_for(pages);
@@ -299,14 +306,16 @@ private:
                                      std::to_string(states_bytes >> 10) + " KiB of page states)" +
                                      " and the engine's memory bound (--memory-limit " +
                                      std::to_string(limit >> 20) + " MiB) has " +
-                                     std::to_string(left >> 10) + " KiB left");
+                                     std::to_string(left >> 10) + " KiB left",
+                          Refusal::memory);
         }
         std::unique_ptr<VmSetup> vm;
         try {
             vm = std::make_unique<VmSetup>();
             vm->states = PageStates(pages);
         } catch (const std::bad_alloc&) {
-            return refuse(index, "cannot allocate its page states (" + std::to_string(state_bytes >> 10) + " KiB)");
+            return refuse(index, "cannot allocate its page states (" + std::to_string(state_bytes >> 10) + " KiB)",
+                          Refusal::memory);
         }
         vm->id = ctx_.next_vm_id.fetch_add(1);
         vm->pid = p.cred.pid;
@@ -322,6 +331,7 @@ private:
         vm->prefetch_first = listener.prefetch_first;
         vm->socket_path = paths_[p.listener];
         vm->memory = std::move(memory);
+        vm->admission = std::move(admission);
         vm->fds = std::move(p.fd_share);
         release(index);
         place(std::move(vm));
@@ -340,7 +350,7 @@ private:
         if (auto refused = target->hand_off(std::move(vm))) {
             RP_ERROR("vm %llu refused: reactor %u's mailbox is full", (unsigned long long)id, target->index());
             kill_refused(pid, refused->pidfd);
-            stats_.vms_refused.fetch_add(1);
+            stats_.refused(Refusal::reactor_full);
         } else {
             stats_.vms_accepted.fetch_add(1);
         }
@@ -357,14 +367,13 @@ private:
         else RP_WARN("pid %d not killed: %s", pid, why_not.c_str());
     }
 
-    void refuse(uint32_t index, const std::string& why) {
+    void refuse(uint32_t index, const std::string& why, Refusal cause = Refusal::handshake) {
         Pending& p = pending_[index];
         RP_WARN("connection from pid %d on %s refused: %s", p.cred.pid, paths_[p.listener].c_str(),
                 why.c_str());
         kill_refused(p.cred.pid, p.pidfd);
         release(index);  // close its fds before anyone can observe the refusal
-        stats_.vms_refused.fetch_add(1);
-        stats_.changed();
+        stats_.refused(cause);
     }
 
     void release(uint32_t index) {

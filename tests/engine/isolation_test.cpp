@@ -411,4 +411,33 @@ TEST_F(IsolationTest, PeerBytesInALogLineAreEscaped) {
     EXPECT_EQ(log.find('\x1b'), std::string::npos);
 }
 
+// --max-vms: the VM past the bound is refused at the handshake in one line;
+// the VMs already served are not touched, and its place frees when one ends.
+TEST_F(IsolationTest, AVmBeyondMaxVmsIsRefusedAndTheServedOnesAreNot) {
+    start([](EngineConfig& c) { c.max_vms = 2; });
+    sim::Guest a = make_guest(dir.file("a.sock"), {4 * MiB, 4 * MiB});
+    sim::Guest b = make_guest(dir.file("a.sock"), {4 * MiB, 4 * MiB});
+    ASSERT_TRUE(a.connect_and_send().ok());
+    ASSERT_TRUE(b.connect_and_send().ok());
+    ASSERT_TRUE(wait_stats([](const EngineStats& s) { return s.vms_accepted == 2; }));
+    ::testing::internal::CaptureStderr();
+    {
+        sim::Guest third = make_guest(dir.file("a.sock"), {4 * MiB, 4 * MiB});
+        ASSERT_TRUE(third.connect_and_send().ok());
+        ASSERT_TRUE(wait_stats([](const EngineStats& s) { return s.vms_refused == 1; }));
+    }
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("refused: the engine serves its maximum of 2 VMs (--max-vms); the VMs it serves are not "
+                       "affected"),
+              std::string::npos)
+        << log;
+    for (sim::Guest* g : {&a, &b}) {
+        g->touch(sim::Pattern::random, 2, 1.0, 5);
+        EXPECT_EQ(g->verify(*image_a).mismatches, 0u);
+    }
+    b.disconnect();  // its place frees when the engine releases it
+    ASSERT_TRUE(wait_stats([](const EngineStats& s) { return s.vms_released == 1; }));
+    good_vm_is_served();
+}
+
 }  // namespace
