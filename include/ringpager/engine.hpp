@@ -68,6 +68,11 @@ struct EngineConfig {
     unsigned vms_per_reactor = 0;
     // VMs handed to a reactor but not adopted yet; beyond it a VM is refused.
     unsigned mailbox_vms = 1024;
+    // VMs the engine serves at once; the next one is refused at the
+    // handshake (0: no bound but the others).
+    unsigned max_vms = 0;
+    // Serve Prometheus metrics on GET /metrics at this "ADDR:PORT" (empty: no).
+    std::string metrics_listen;
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).
@@ -142,6 +147,8 @@ public:
     virtual bool wait_until(const std::function<bool(const EngineStats&)>& done,
                             std::chrono::milliseconds timeout) const = 0;
     virtual std::vector<VmReport> reports() const = 0;
+    // The port metrics are served on (0: none).
+    virtual int metrics_port() const = 0;
     virtual std::string setup_summary() const = 0;
 };
 

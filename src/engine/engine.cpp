@@ -11,6 +11,7 @@
 #include "common/log.hpp"
 #include "engine/budgets.hpp"
 #include "engine/placement.hpp"
+#include "control/metrics.hpp"
 #include "engine/stats.hpp"
 #include "reactor/reactor.hpp"
 #include "ringpager/engine.hpp"
@@ -75,6 +76,12 @@ public:
             bound.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode,
                                             l.prefetch_first});
         }
+        if (!config_.metrics_listen.empty()) {
+            std::vector<std::string> names;
+            for (const ListenerConfig& l : config_.listeners) names.push_back(l.socket_path);
+            metrics_ = MetricsServer::start(config_.metrics_listen, *stats_, budgets_, std::move(names), error);
+            if (!metrics_) return false;
+        }
         // The acceptor owns the sockets from here: it closes and removes them
         // when the engine stops accepting, on its reactor's thread.
         AcceptorContext context{acceptor_config(), budgets_, *stats_, *placement_, next_vm_id_};
@@ -114,6 +121,8 @@ public:
 
     std::vector<VmReport> reports() const override { return stats_->reports(); }
 
+    int metrics_port() const override { return metrics_ ? metrics_->port() : 0; }
+
     std::string setup_summary() const override {
         std::string s = std::to_string(reactors_.size()) + " reactor(s)";
         if (!reactors_.empty()) {
@@ -126,6 +135,7 @@ public:
         for (const ListenerConfig& l : config_.listeners)
             s += "; " + l.socket_path + " <- " + l.source->describe() +
                  (l.mode == ServeMode::lazy ? " (lazy)" : " (prefetch)");
+        if (metrics_) s += "; metrics on port " + std::to_string(metrics_->port());
         return s;
     }
 
@@ -169,6 +179,7 @@ private:
     // Destroyed in reverse: the reactors (and with reactor 0 the acceptor,
     // which refers to the placement and the stats) go before them.
     std::unique_ptr<StatsTable> stats_;
+    std::unique_ptr<MetricsServer> metrics_;  // reads stats_: declared after it, so it goes first
     std::unique_ptr<Placement> placement_;
     std::vector<std::unique_ptr<Reactor>> reactors_;
 };
