@@ -73,6 +73,8 @@ struct EngineConfig {
     unsigned max_vms = 0;
     // Serve Prometheus metrics on GET /metrics at this "ADDR:PORT" (empty: no).
     std::string metrics_listen;
+    // Serve the control API on this Unix socket (empty: no).
+    std::string control_path;
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).

@@ -5,6 +5,7 @@
 
 int serve_main(int argc, char** argv);
 int snapshot_main(int argc, char** argv);
+int ctl_main(int argc, char** argv);
 
 namespace {
 void usage(FILE* out) {
@@ -16,6 +17,7 @@ void usage(FILE* out) {
             "commands:\n"
             "  serve      serve memory snapshots to VMs that connect to a Unix socket\n"
             "  snapshot   build, inspect and verify layered snapshots\n"
+            "  ctl        ask a running engine (serve --control PATH): list, stats, vm, release, prefetch, drain\n"
             "\n"
             "Run 'ringpager <command> --help' for a command's options.\n"
             "Related tools: rp-guestsim (guest simulator), rp-bench (restore benchmark), rp-baseline.\n");
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
     const std::string command = argv[1];
     if (command == "serve") return serve_main(argc - 1, argv + 1);
     if (command == "snapshot") return snapshot_main(argc - 1, argv + 1);
+    if (command == "ctl") return ctl_main(argc - 1, argv + 1);
     if (command == "--help" || command == "-h" || command == "help") {
         usage(stdout);
         return 0;

@@ -33,6 +33,7 @@ struct ServeOptions {
     unsigned max_pending = 64;
     unsigned max_vms = 0;
     std::string metrics_listen;
+    std::string control_path;
     double stop_timeout_s = 30;
     std::string log_level = "info";
     uint64_t readahead_kib = 256;
@@ -154,6 +155,8 @@ int serve_main(int argc, char** argv) {
                    "a VM that would pass it is refused at the handshake");
     app.add_option("--metrics-listen", o.metrics_listen,
                    "serve Prometheus metrics on GET /metrics at ADDR:PORT, e.g. 127.0.0.1:9464");
+    app.add_option("--control", o.control_path,
+                   "serve the control API on this Unix socket (ringpager ctl PATH list|stats|vm|release|prefetch|drain)");
     app.add_option("--max-vms", o.max_vms,
                    "VMs served at once; the next is refused at the handshake with one line (default: no bound)");
     app.add_option("--max-pending", o.max_pending,
@@ -225,6 +228,7 @@ int serve_main(int argc, char** argv) {
     config.max_pending = o.max_pending;
     config.max_vms = o.max_vms;
     config.metrics_listen = o.metrics_listen;
+    config.control_path = o.control_path;
     for (auto [text, out, name] : {std::tuple{&o.max_vm_memory, &config.max_vm_memory_bytes, "--max-vm-memory"},
                                    std::tuple{&o.memory_limit, &config.memory_limit_bytes, "--memory-limit"}}) {
         if (text->empty()) continue;

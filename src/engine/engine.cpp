@@ -11,6 +11,7 @@
 #include "common/log.hpp"
 #include "engine/budgets.hpp"
 #include "engine/placement.hpp"
+#include "control/control_server.hpp"
 #include "control/metrics.hpp"
 #include "engine/stats.hpp"
 #include "reactor/reactor.hpp"
@@ -23,9 +24,10 @@ namespace {
 // The exit and wake eventfds take the first fixed-file slots of every ring.
 constexpr unsigned kEventfdSlots = 2;
 
-class EngineImpl final : public Engine {
+class EngineImpl final : public Engine, public ControlTarget {
 public:
     ~EngineImpl() override {
+        control_.reset();  // it asks the reactors: gone first
         request_stop();
         wait();
     }
@@ -82,6 +84,10 @@ public:
             metrics_ = MetricsServer::start(config_.metrics_listen, *stats_, budgets_, std::move(names), error);
             if (!metrics_) return false;
         }
+        if (!config_.control_path.empty()) {
+            control_ = ControlServer::start(config_.control_path, *this, error);
+            if (!control_) return false;
+        }
         // The acceptor owns the sockets from here: it closes and removes them
         // when the engine stops accepting, on its reactor's thread.
         AcceptorContext context{acceptor_config(), budgets_, *stats_, *placement_, next_vm_id_};
@@ -122,6 +128,26 @@ public:
     std::vector<VmReport> reports() const override { return stats_->reports(); }
 
     int metrics_port() const override { return metrics_ ? metrics_->port() : 0; }
+
+    // ---- ControlTarget ----
+    bool query_vms(VmQuery::Action action, uint64_t vm_id, std::vector<VmInfo>& out) override {
+        auto query = std::make_shared<VmQuery>();
+        query->action = action;
+        query->vm_id = vm_id;
+        query->remaining = static_cast<unsigned>(reactors_.size());
+        for (auto& r : reactors_) r->ask(query);
+        if (!query->wait(std::chrono::seconds(2))) return false;
+        std::lock_guard lock(query->mu);
+        out = std::move(query->found);
+        return true;
+    }
+    EngineStats totals() const override { return stats(); }
+    std::vector<std::string> listener_names() const override {
+        std::vector<std::string> names;
+        for (const ListenerConfig& l : config_.listeners) names.push_back(l.socket_path);
+        return names;
+    }
+    void stop_accepting() override { reactors_[0]->stop_accepting(); }
 
     std::string setup_summary() const override {
         std::string s = std::to_string(reactors_.size()) + " reactor(s)";
@@ -182,6 +208,7 @@ private:
     std::unique_ptr<MetricsServer> metrics_;  // reads stats_: declared after it, so it goes first
     std::unique_ptr<Placement> placement_;
     std::vector<std::unique_ptr<Reactor>> reactors_;
+    std::unique_ptr<ControlServer> control_;  // asks the reactors: stopped first (see the destructor)
 };
 
 }  // namespace

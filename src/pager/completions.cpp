@@ -85,9 +85,11 @@ bool VmPager::install_job(uint32_t slot) {
     const uint64_t bytes = uint64_t{job.pages} * job.page_size;
     const InstallResult r = install_pages(target(), job.first_page, job.pages, ctx_.jobs.data(slot),
                                           std::min<uint64_t>(bytes, ctx_.jobs.capacity(slot)), job.poison_pages);
-    if (!job.prefetch && r.end != InstallResult::End::retry_later)  // every page of a fault job was faulted
-        events_.on_faults_served(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - job.faulted_at).count(), job.pages);
+    if (!job.prefetch && r.end != InstallResult::End::retry_later) {  // every page of a fault job was faulted
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - job.faulted_at).count();
+        fault_service_.observe(seconds, job.pages);
+        events_.on_faults_served(seconds, job.pages);
+    }
     return apply_install(r, job.prefetch);
 }
 

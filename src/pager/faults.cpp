@@ -119,8 +119,9 @@ void VmPager::apply_events() {
 }
 
 void VmPager::faults_served_now(uint64_t pages) {
-    events_.on_faults_served(std::chrono::duration<double>(std::chrono::steady_clock::now() - messages_read_at_).count(),
-                             pages);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - messages_read_at_).count();
+    fault_service_.observe(seconds, pages);
+    events_.on_faults_served(seconds, pages);
 }
 
 bool VmPager::install_zero_source_run(uint64_t first_page, uint64_t pages) {

@@ -29,6 +29,12 @@ public:
 
     uint64_t size() const { return pages_; }
     uint64_t missing_count() const { return missing_; }
+    // Pages in `state`, counted by a scan (for control queries, not the fault path).
+    uint64_t count(PageState state) const {
+        uint64_t n = 0;
+        for (uint64_t p = 0; p < pages_; p++) n += get(p) == state;
+        return n;
+    }
     uint64_t in_flight_count() const { return in_flight_; }
 
     PageState get(uint64_t page) const {

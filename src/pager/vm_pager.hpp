@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/histogram.hpp"
 #include "io/io_loop.hpp"
 #include "pager/address_map.hpp"
 #include "pager/install.hpp"
@@ -151,6 +152,8 @@ public:
     const PagerIdentity& id() const { return id_; }
     const std::string& name() const { return id_.name; }
     VmReport& report() { return report_; }
+    const Histogram& fault_service() const { return fault_service_; }
+    bool waiting_on_fetch() const { return !fetches_.empty(); }
     uint64_t ranges_unmapped() const { return ranges_unmapped_; }
     const PageStates& states() const { return states_; }
     bool hugetlb() const { return page_size_ > 4096; }
@@ -213,6 +216,7 @@ private:
     std::chrono::steady_clock::time_point messages_read_at_{};
     std::chrono::steady_clock::time_point started_;
     VmReport report_;
+    Histogram fault_service_;  // this VM's own (control API), beside its listener's (metrics)
 };
 
 }  // namespace ringpager

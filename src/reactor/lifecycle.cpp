@@ -223,4 +223,37 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
     sink.vm_released(final_report);
 }
 
+// The control API's question: this reactor's VMs (or the one named), after
+// acting on it (release, switch to prefetch). Runs on the reactor's thread.
+void Reactor::Impl::answer(VmQuery& query) {
+    std::vector<VmInfo> infos;
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& v : vms) {
+        if (!v || v->closing || (query.vm_id != 0 && v->setup.id != query.vm_id)) continue;
+        if (query.action == VmQuery::Action::release) close_vm(*v, "released by the operator (ringpager ctl release)", false);
+        if (query.action == VmQuery::Action::prefetch) start_prefetch(*v);
+        const VmPager& pager = *v->pager;
+        const PageStates& states = pager.states();
+        const Histogram::Snapshot latency = pager.fault_service().snapshot();
+        VmInfo info;
+        info.id = v->setup.id;
+        info.pid = v->setup.pid;
+        info.listener = v->setup.listener_index;
+        info.reactor = config.index;
+        info.prefetching = pager.prefetching();
+        info.age_seconds = std::chrono::duration<double>(now - v->started).count();
+        info.pages_total = states.size();
+        info.pages_missing = states.missing_count();
+        info.pages_in_flight = states.in_flight_count();
+        info.pages_removed = states.count(PageState::removed);
+        info.pages_present = info.pages_total - info.pages_missing - info.pages_in_flight - info.pages_removed;
+        info.faults = v->pager->report().faults;
+        info.seconds_to_resident = v->pager->report().seconds_to_resident;
+        info.fault_p50_seconds = latency.quantile(0.5);
+        info.fault_p99_seconds = latency.quantile(0.99);
+        infos.push_back(std::move(info));
+    }
+    query.answer(std::move(infos));
+}
+
 }  // namespace ringpager

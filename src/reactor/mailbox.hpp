@@ -4,7 +4,10 @@
 // its wake eventfd. The reactor takes everything at once in its next turn.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "reactor/vm.hpp"
+#include "reactor/vm_query.hpp"
 
 namespace ringpager {
 
@@ -26,6 +30,12 @@ struct AttachService {
 struct Drain {
     std::chrono::steady_clock::time_point deadline;
 };
+struct Query {
+    std::shared_ptr<VmQuery> query;
+};
+// Stop accepting; keep serving (ringpager ctl drain).
+struct StopAccepting {};
+
 // A source finished a fetch for VM (slot, gen) (PageSource::fetch).
 struct Fetched {
     uint32_t slot;
@@ -33,7 +43,7 @@ struct Fetched {
     uint64_t cookie;
     std::string error;
 };
-using Message = std::variant<AdoptVm, AttachService, Drain, Fetched>;
+using Message = std::variant<AdoptVm, AttachService, Drain, Fetched, Query, StopAccepting>;
 
 // Shared (std::shared_ptr) by its reactor and whoever may still post to it
 // after the reactor is gone (a fetch in flight): it owns its wake eventfd.

@@ -322,6 +322,10 @@ void Reactor::Impl::take_mail() {
             adopt(std::move(vm->vm));
         } else if (auto* drain = std::get_if<Drain>(&m)) {
             if (!draining && !stopping) begin_drain(drain->deadline);
+        } else if (auto* query = std::get_if<Query>(&m)) {
+            answer(*query->query);
+        } else if (std::holds_alternative<StopAccepting>(m)) {
+            if (service && !stopping && !draining) service->stop(self);
         } else if (auto* fetched = std::get_if<Fetched>(&m)) {
             // A VM gone meanwhile has nothing left to receive it.
             if (Vm* owner = vm_at(fetched->slot, fetched->gen); owner != nullptr && !owner->closing)

@@ -46,6 +46,11 @@ public:
     void request_stop();  // thread-safe
     // Graceful stop (Engine::request_drain) with this deadline. Thread-safe.
     void request_drain(std::chrono::steady_clock::time_point deadline);
+    // The control API's question about this reactor's VMs; it answers into
+    // `query` from its own thread. Thread-safe.
+    void ask(std::shared_ptr<VmQuery> query) { mailbox_->post(Query{std::move(query)}); }
+    // Stop accepting (the acceptor runs on this reactor), keep serving. Thread-safe.
+    void stop_accepting() { mailbox_->post(StopAccepting{}); }
     bool join();          // false if the loop failed
     // Hands a validated VM to this reactor. Thread-safe. Returns nullptr, or
     // the VM itself when its mailbox is full (the caller refuses it).

@@ -110,6 +110,7 @@ struct Reactor::Impl final : PagerHost {
 
     // lifecycle.cpp
     void take_mail();
+    void answer(VmQuery& query);
     void adopt(std::unique_ptr<VmSetup> setup);
     void arm_uffd_read(Vm& vm);
     void arm_poll(Vm& vm, OpKind kind, int fd, unsigned events);

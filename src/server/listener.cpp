@@ -84,6 +84,7 @@ public:
         for (ListenerBinding& l : listeners_) {
             ListenSocket closing = std::move(l.socket);  // unlinks its path and closes it here
         }
+        stats_.changed();  // whoever waits for the sockets to go
     }
 
     bool idle() const override {

@@ -280,4 +280,30 @@ TEST_F(ServeCliTest, AVmLeftAtStopIsNamedAndKilledUnderKillOnFailure) {
     EXPECT_TRUE(WIFSIGNALED(guest_status) && WTERMSIG(guest_status) == SIGKILL);
 }
 
+// `ringpager ctl` against a running `ringpager serve --control`: JSON on
+// stdout and exit 0 when the engine says ok; its one line on stderr and exit
+// 1 when it says why not; exit 2 for a usage error.
+TEST_F(ServeCliTest, CtlAsksARunningEngine) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string socket = dir.file("serve.sock"), control = dir.file("control.sock");
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--control", control});
+    ASSERT_TRUE(wait_for_file(socket));
+    ASSERT_TRUE(wait_for_file(control));
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"ctl", control, "stats"}, out)), 0) << out;
+    EXPECT_NE(out.find("\"vms_active\": 0"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"ctl", control, "list"}, out)), 0) << out;
+    EXPECT_NE(out.find("\"vms\": []"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"ctl", control, "vm", "99"}, out)), 1);
+    EXPECT_EQ(out, "ringpager ctl: no VM 99 is being served\n");
+    EXPECT_EQ(WEXITSTATUS(run({"ctl", control, "vm"}, out)), 2);
+    EXPECT_EQ(WEXITSTATUS(run({"ctl", dir.file("nothing.sock"), "stats"}, out)), 1);
+    EXPECT_NE(out.find("cannot connect to"), std::string::npos) << out;
+    kill(server.pid, SIGTERM);
+    std::string log;
+    const int status = server.wait(&log);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
+    EXPECT_FALSE(std::filesystem::exists(control));
+}
+
 }  // namespace
