@@ -75,6 +75,9 @@ struct EngineConfig {
     std::string metrics_listen;
     // Serve the control API on this Unix socket (empty: no).
     std::string control_path;
+    // At start, raise the soft open-files limit to the hard one (each VM
+    // holds three fds). Off: keep the limit the process was given.
+    bool raise_open_files_limit = true;
 };
 
 // Counters summed over all reactors (monotonic except the *_active ones).

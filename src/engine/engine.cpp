@@ -37,7 +37,7 @@ public:
             error = "nothing to serve: give at least one --socket with a --mem-file or --snapshot";
             return false;
         }
-        raise_fd_limit();
+        if (config.raise_open_files_limit) raise_fd_limit();
         config_ = std::move(config);
         // One index per distinct source; every ring registers all their files.
         std::map<const Source*, unsigned> index_of;

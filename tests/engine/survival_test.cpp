@@ -188,18 +188,21 @@ private:
 
 // With RLIMIT_NOFILE lowered, the engine starts (its fixed-file table sized
 // to the limit); at EMFILE accepting pauses with backoff and says so in one
-// line, not millions; once fds are free the waiting VM is served.
+// line, not millions; once fds are free the waiting VM is served. Only the
+// soft limit is lowered (and the engine told to keep it): raising a hard
+// limit again needs CAP_SYS_RESOURCE, which a sandbox may not have.
 TEST_F(SurvivalTest, AtTheFdLimitAcceptingPausesWithOneLine) {
     rlimit saved{};
     ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
     const rlim_t low = static_cast<rlim_t>(open_fd_count() + 200);
-    rlimit lowered{low, low};
+    ASSERT_LT(low, saved.rlim_max);
+    rlimit lowered{low, saved.rlim_max};
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0);
     struct Restore {
         rlimit r;
-        ~Restore() { setrlimit(RLIMIT_NOFILE, &r); }
+        ~Restore() { EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &r), 0) << strerror(errno); }
     } restore{saved};
-    start();
+    start([](EngineConfig& c) { c.raise_open_files_limit = false; });
     sim::Guest guest = make_guest(e.socket, {4 * MiB});
     FdFiller filler;
     ::testing::internal::CaptureStderr();
