@@ -36,6 +36,7 @@ struct ServeOptions {
     std::string control_path;
     double stop_timeout_s = 30;
     std::string log_level = "info";
+    std::string log_format = "text";
     uint64_t readahead_kib = 256;
     unsigned busy_poll_us = 50;
     int reactor_nice = -10;
@@ -179,6 +180,10 @@ int serve_main(int argc, char** argv) {
         ->check(CLI::Range(4, 2048));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
         ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));
+    app.add_option("--log-format", o.log_format,
+                   "text, or json: one object per line, VM lifecycle events (vm_connected, vm_resident, "
+                   "vm_released, vm_refused) with their fields")
+        ->check(CLI::IsMember({"text", "json"}));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -187,6 +192,7 @@ int serve_main(int argc, char** argv) {
         return 2;
     }
     set_log_level(parse_level(o.log_level));
+    set_log_format(o.log_format == "json" ? LogFormat::json : LogFormat::text);
 
     std::vector<ListenerSpec> specs;
     std::string error;

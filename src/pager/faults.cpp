@@ -306,7 +306,7 @@ void VmPager::start_fetch(uint64_t first_page, uint64_t pages, bool fault) {
 void VmPager::note_resident() {
     if (report_.seconds_to_resident >= 0 || !resident()) return;
     report_.seconds_to_resident = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    events_.on_resident(report_.seconds_to_resident);
+    events_.on_resident(*this, report_.seconds_to_resident);
 }
 
 void VmPager::start_prefetch() {

@@ -49,7 +49,8 @@ public:
     // `pages` faulted pages were installed `seconds` after their fault
     // messages were read.
     virtual void on_faults_served(double seconds, uint64_t pages) = 0;
-    virtual void on_resident(double seconds) = 0;
+    // Once per VM, so it may log its lifecycle line.
+    virtual void on_resident(const VmPager& pager, double seconds) = 0;
 };
 
 // What a pager asks of its reactor.
@@ -152,6 +153,7 @@ public:
     const PagerIdentity& id() const { return id_; }
     const std::string& name() const { return id_.name; }
     VmReport& report() { return report_; }
+    const VmReport& report() const { return report_; }
     const Histogram& fault_service() const { return fault_service_; }
     bool waiting_on_fetch() const { return !fetches_.empty(); }
     uint64_t ranges_unmapped() const { return ranges_unmapped_; }

@@ -204,11 +204,19 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
         extra += ", resident after " + std::to_string(static_cast<int>(report.seconds_to_resident * 1000)) + " ms";
     if (vm.pager->ranges_unmapped() != 0)
         extra += ", " + std::to_string(vm.pager->ranges_unmapped()) + " unmapped range(s) dropped";
-    RP_INFO("%s: released (%s): %llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, "
-            "%.1f MiB read%s",
-            vm.name().c_str(), vm.end_reason.c_str(), (unsigned long long)report.faults,
-            (unsigned long long)report.pages_copied_on_fault, (unsigned long long)report.pages_prefetched,
-            (unsigned long long)report.pages_zeroed, report.bytes_read / 1048576.0, extra.c_str());
+    char text[256];
+    snprintf(text, sizeof text, "%llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, %.1f MiB read",
+             (unsigned long long)report.faults, (unsigned long long)report.pages_copied_on_fault,
+             (unsigned long long)report.pages_prefetched, (unsigned long long)report.pages_zeroed,
+             report.bytes_read / 1048576.0);
+    RP_EVENT(LogLevel::info, "vm_released",
+             {{"vm", vm.setup.id}, {"pid", vm.setup.pid}, {"listener", vm.setup.socket_path},
+              {"result", vm.failed ? "failed" : "served"}, {"reason", vm.end_reason},
+              {"seconds_served", report.seconds_served}, {"seconds_to_resident", report.seconds_to_resident},
+              {"faults", report.faults}, {"pages_copied_on_fault", report.pages_copied_on_fault},
+              {"pages_prefetched", report.pages_prefetched}, {"pages_zeroed", report.pages_zeroed},
+              {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()}},
+             vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
     io->remove_file(vm.uffd_file_slot);
     prefetcher.remove(*vm.pager);
     const uint32_t slot = vm.slot;

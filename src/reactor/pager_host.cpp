@@ -76,9 +76,17 @@ void ListenerEvents::on_installed(const InstallResult& r, bool prefetch) {
     if (r.end == InstallResult::End::retry_later) bump(c_.eagain_retries);
 }
 
-void ListenerEvents::on_resident(double seconds) {
+void ListenerEvents::on_resident(const VmPager& pager, double seconds) {
     bump(c_.vms_resident);
     c_.time_to_resident.observe(seconds);
+    const Vm& vm = reactor_.vm_of(pager);
+    const VmReport& report = pager.report();
+    RP_EVENT(LogLevel::info, "vm_resident",
+             {{"vm", vm.setup.id}, {"pid", vm.setup.pid}, {"listener", vm.setup.socket_path},
+              {"seconds_to_resident", seconds}, {"faults", report.faults},
+              {"pages_prefetched", report.pages_prefetched}, {"bytes_read", report.bytes_read}},
+             vm.name() + ": resident after " + std::to_string(static_cast<long long>(seconds * 1000)) + " ms, " +
+                 std::to_string(report.faults) + " faults");
     reactor_.sink.changed();
 }
 

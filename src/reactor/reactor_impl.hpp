@@ -39,7 +39,7 @@ public:
     void on_read(uint64_t bytes, bool page_cache_hit) override;
     void on_installed(const InstallResult& r, bool prefetch) override;
     void on_faults_served(double seconds, uint64_t pages) override { c_.fault_service.observe(seconds, pages); }
-    void on_resident(double seconds) override;
+    void on_resident(const VmPager& pager, double seconds) override;
 
 private:
     Reactor::Impl& reactor_;

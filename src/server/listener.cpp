@@ -342,10 +342,18 @@ private:
         Reactor* target = &ctx_.placement.choose();
         uint64_t bytes = 0;
         for (const Region& r : vm->handshake.regions) bytes += r.size_bytes;
-        RP_INFO("vm %llu (pid %d, uid %u) on %s: %zu region(s), %llu MiB, %llu KiB pages, %s handshake, %s mode -> reactor %u",
-                (unsigned long long)vm->id, vm->pid, vm->uid, vm->socket_path.c_str(), vm->handshake.regions.size(),
-                (unsigned long long)(bytes >> 20), (unsigned long long)(vm->handshake.regions[0].page_size_bytes >> 10),
-                shape_name(vm->handshake.shape), vm->mode == ServeMode::lazy ? "lazy" : "prefetch", target->index());
+        const uint64_t page_kib = vm->handshake.regions[0].page_size_bytes >> 10;
+        const char* mode = vm->mode == ServeMode::lazy ? "lazy" : "prefetch";
+        char text[512];
+        snprintf(text, sizeof text, "vm %llu (pid %d, uid %u) on %s: %zu region(s), %llu MiB, %llu KiB pages, %s handshake, %s mode -> reactor %u",
+                 (unsigned long long)vm->id, vm->pid, vm->uid, vm->socket_path.c_str(), vm->handshake.regions.size(),
+                 (unsigned long long)(bytes >> 20), (unsigned long long)page_kib, shape_name(vm->handshake.shape), mode,
+                 target->index());
+        RP_EVENT(LogLevel::info, "vm_connected",
+                 {{"vm", vm->id}, {"pid", vm->pid}, {"uid", vm->uid}, {"listener", vm->socket_path},
+                  {"regions", vm->handshake.regions.size()}, {"bytes", bytes}, {"page_kib", page_kib},
+                  {"handshake", shape_name(vm->handshake.shape)}, {"mode", mode}, {"reactor", target->index()}},
+                 text);
         const uint64_t id = vm->id;
         const pid_t pid = vm->pid;
         if (auto refused = target->hand_off(std::move(vm))) {
@@ -370,8 +378,10 @@ private:
 
     void refuse(uint32_t index, const std::string& why, Refusal cause = Refusal::handshake) {
         Pending& p = pending_[index];
-        RP_WARN("connection from pid %d on %s refused: %s", p.cred.pid, paths_[p.listener].c_str(),
-                why.c_str());
+        RP_EVENT(LogLevel::warn, "vm_refused",
+                 {{"pid", p.cred.pid}, {"uid", p.cred.uid}, {"listener", paths_[p.listener]},
+                  {"cause", StatsTable::refusal_name(cause)}, {"reason", why}},
+                 "connection from pid " + std::to_string(p.cred.pid) + " on " + paths_[p.listener] + " refused: " + why);
         kill_refused(p.cred.pid, p.pidfd);
         release(index);  // close its fds before anyone can observe the refusal
         stats_.refused(cause);

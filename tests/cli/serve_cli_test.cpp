@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "common/engine_fixture.hpp"
 #include "common/process.hpp"
+#include "common/socket.hpp"
 
 using namespace ringpager;
 using namespace ringpager::testing;
@@ -304,6 +307,59 @@ TEST_F(ServeCliTest, CtlAsksARunningEngine) {
     const int status = server.wait(&log);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
     EXPECT_FALSE(std::filesystem::exists(control));
+}
+
+// --log-format json: every line of the log is one JSON object; the VM
+// lifecycle events carry their fields, so a pipeline needs no regex.
+TEST_F(ServeCliTest, JsonLogCarriesTheLifecycleEvents) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string socket = dir.file("serve.sock");
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--mode", "prefetch",
+                                     "--log-format", "json"});
+    ASSERT_TRUE(wait_for_file(socket));
+    {  // a peer that sends bytes that are no handshake
+        FileDesc peer = connect_to(socket);
+        ASSERT_TRUE(peer.valid());
+        ASSERT_EQ(write(peer.get(), "}", 1), 1);
+        shutdown(peer.get(), SHUT_WR);
+        char c;
+        (void)!read(peer.get(), &c, 1);  // the engine closes it on refusal
+    }
+    std::string guest_out;
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M", "--pattern",
+                                   "random", "--fraction", "0.25"});
+    EXPECT_EQ(guest.wait(&guest_out), 0) << guest_out;
+    kill(server.pid, SIGTERM);
+    std::string log;
+    const int status = server.wait(&log);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
+    std::map<std::string, nlohmann::json> events;
+    size_t lines = 0;
+    for (size_t at = 0, end; (end = log.find('\n', at)) != std::string::npos; at = end + 1) {
+        const auto j = nlohmann::json::parse(log.substr(at, end - at), nullptr, false);
+        ASSERT_FALSE(j.is_discarded()) << log.substr(at, end - at);
+        ASSERT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << j;
+        ++lines;
+        if (j.contains("event")) events[j["event"]] = j;
+    }
+    EXPECT_GE(lines, 5u) << log;
+    ASSERT_EQ(events.count("vm_refused"), 1u) << log;
+    EXPECT_EQ(events["vm_refused"]["cause"], "handshake");
+    EXPECT_EQ(events["vm_refused"]["listener"], socket);
+    ASSERT_EQ(events.count("vm_connected"), 1u) << log;
+    const auto& connected = events["vm_connected"];
+    EXPECT_EQ(connected["pid"].get<int>(), guest.pid);
+    EXPECT_EQ(connected["bytes"].get<uint64_t>(), 4 * MiB);
+    EXPECT_EQ(connected["mode"], "prefetch");
+    ASSERT_EQ(events.count("vm_resident"), 1u) << log;
+    EXPECT_EQ(events["vm_resident"]["vm"], connected["vm"]);
+    ASSERT_EQ(events.count("vm_released"), 1u) << log;
+    const auto& released = events["vm_released"];
+    EXPECT_EQ(released["vm"], connected["vm"]);
+    EXPECT_EQ(released["result"], "served");
+    EXPECT_EQ(released["pages_copied_on_fault"].get<uint64_t>() + released["pages_prefetched"].get<uint64_t>() +
+                  released["pages_zeroed"].get<uint64_t>(),
+              4 * MiB / 4096);
 }
 
 }  // namespace
