@@ -102,6 +102,7 @@ struct EngineStats {
     uint64_t busy_poll_misses = 0;      // busy polls that timed out and slept
     uint64_t stray_fds_closed = 0;      // fds a peer sent after its handshake (closed, never served)
     uint64_t read_buffers_busy = 0;     // registered read buffers held by in-flight or deferred installs
+    uint64_t read_buffer_bytes = 0;     // read buffer memory pinned now (grows with load, shrinks when idle)
     uint64_t handshakes_pending = 0;    // accepted connections whose handshake is not complete
     uint64_t vm_state_bytes = 0;        // memory held for VMs' state, counted against memory_limit_bytes
     uint64_t accept_pauses = 0;         // times accepting paused at the fd limit (backoff)

@@ -107,6 +107,8 @@ public:
         f.gauge("ringpager_vm_state_bytes", "memory held for VMs' page states", {}, double(e.vm_state_bytes));
         f.gauge("ringpager_memory_limit_bytes", "the bound on it (--memory-limit)", {}, double(budgets_.memory_limit_bytes));
         f.gauge("ringpager_read_buffers_busy", "registered read buffers in use", {}, double(e.read_buffers_busy));
+        f.gauge("ringpager_read_buffer_bytes", "read buffer memory pinned (grows with load, given back when idle)", {},
+                double(e.read_buffer_bytes));
         f.counter("ringpager_busy_polls_total", "waits that polled before sleeping, by outcome", {{"result", "hit"}},
                   double(e.busy_poll_hits));
         f.counter("ringpager_busy_polls_total", "waits that polled before sleeping, by outcome", {{"result", "miss"}},

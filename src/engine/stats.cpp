@@ -46,6 +46,7 @@ EngineStats StatsTable::snapshot(const Budgets& budgets) const {
         const ReactorCounters& c = reactors_[i];
         s.vms_active += c.vms_active.load();
         s.read_buffers_busy += c.buffers_busy.load();
+        s.read_buffer_bytes += c.buffers_pinned_bytes.load();
         s.busy_poll_hits += c.busy_poll_hits.load();
         s.busy_poll_misses += c.busy_poll_misses.load();
     }

@@ -292,6 +292,8 @@ void IoLoop::remove_file(unsigned slot) {
 }
 
 Result<void> IoLoop::register_buffers(std::span<const iovec> buffers) { return ring_->register_buffers(buffers); }
+Result<void> IoLoop::register_buffers_sparse(unsigned count) { return ring_->register_buffers_sparse(count); }
+Result<void> IoLoop::update_buffer(unsigned index, const iovec& buffer) { return ring_->update_buffer(index, buffer); }
 
 Result<void> IoLoop::limit_workers(unsigned bounded, unsigned unbounded) {
     return ring_->limit_workers(bounded, unbounded);

@@ -144,6 +144,10 @@ public:
     Result<unsigned> add_file(int fd);
     void remove_file(unsigned slot);
     Result<void> register_buffers(std::span<const iovec> buffers);
+    // A sparse table of `count` buffer entries and its run-time updates (a
+    // null iovec empties an entry; reads still using the old buffer keep it).
+    Result<void> register_buffers_sparse(unsigned count);
+    Result<void> update_buffer(unsigned index, const iovec& buffer);
     Result<void> limit_workers(unsigned bounded, unsigned unbounded);
 
     const std::string& setup_mode() const;

@@ -148,4 +148,17 @@ Result<void> Ring::register_buffers(std::span<const iovec> buffers) {
     return {};
 }
 
+Result<void> Ring::register_buffers_sparse(unsigned count) {
+    const int rc = io_uring_register_buffers_sparse(&ring_, count);
+    if (rc < 0) return Error{-rc, "io_uring_register_buffers_sparse"};
+    return {};
+}
+
+Result<void> Ring::update_buffer(unsigned index, const iovec& buffer) {
+    const __u64 no_tag = 0;
+    const int rc = io_uring_register_buffers_update_tag(&ring_, index, &buffer, &no_tag, 1);
+    if (rc < 0) return Error{-rc, "io_uring_register_buffers_update_tag"};
+    return {};
+}
+
 }  // namespace ringpager::io

@@ -64,6 +64,10 @@ public:
     Result<void> register_files_sparse(unsigned count);
     Result<void> update_file(unsigned slot, int fd);
     Result<void> register_buffers(std::span<const iovec> buffers);
+    // A table of `count` empty buffer entries, filled (or emptied: a null
+    // iovec) one by one at run time with update_buffer.
+    Result<void> register_buffers_sparse(unsigned count);
+    Result<void> update_buffer(unsigned index, const iovec& buffer);
     // Caps the io-wq workers that run this ring's punted file reads.
     Result<void> limit_workers(unsigned bounded, unsigned unbounded);
 

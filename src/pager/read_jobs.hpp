@@ -7,12 +7,12 @@
 
 #include <sys/uio.h>
 
-#include <array>
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "io/io_loop.hpp"
 #include "ringpager/result.hpp"
 
 namespace ringpager {
@@ -36,47 +36,81 @@ struct ReadJob {
     std::vector<uint8_t> poison_pages;
 };
 
+// The buffers are reserved (virtual memory only) at their bound and pinned
+// chunk by chunk as the load asks (io_uring's sparse buffer table): a chunk
+// is registered when a job finds no free slot, and given back (unregistered,
+// its pages returned) when a whole interval's peak would have fit without
+// it. An idle reactor keeps one chunk of fault slots: 1 MiB instead of 28.
 class ReadJobs {
 public:
     static constexpr size_t kSmallBytes = 64 * 1024;
     static constexpr size_t kBigBytes = 2 * 1024 * 1024;
-    // Pinned for the reactor's life: 4 MiB of fault slots and 24 MiB of big
-    // slots.
+    // The bound: 4 MiB of fault slots and 24 MiB of big slots.
     static constexpr unsigned kSmallSlots = 64;
     static constexpr unsigned kBigSlots = 12;
     static constexpr unsigned kBigReservedForFaults = 4;
+    // Chunks: the unit of registration (one buffer-table entry each).
+    static constexpr unsigned kSmallPerChunk = 16;  // 1 MiB
+    static constexpr unsigned kBigPerChunk = 4;     // 8 MiB
+    static constexpr unsigned kSmallChunks = kSmallSlots / kSmallPerChunk;
+    static constexpr unsigned kBigChunks = kBigSlots / kBigPerChunk;
+    static constexpr unsigned kChunks = kSmallChunks + kBigChunks;
+    static constexpr unsigned kMinSmallChunks = 1, kMinBigChunks = 0;
 
     ReadJobs() = default;
     ~ReadJobs();
     ReadJobs(const ReadJobs&) = delete;
     ReadJobs& operator=(const ReadJobs&) = delete;
 
-    // Maps the buffers (and a read-only 2 MiB zero page for hugetlb zero
-    // fills); `iovecs()` is then what the ring registers.
-    Result<void> map();
-    std::array<iovec, 2> iovecs() const;
+    // Reserves the buffers (and a read-only 2 MiB zero page for hugetlb
+    // zero fills), registers a sparse table of kChunks entries with `io`
+    // and pins the minimum. `io` outlives the jobs' use of it.
+    Result<void> map(io::IoLoop& io);
 
-    // A free slot of the size a job needs, or false. Prefetch jobs leave
+    // A free slot of the size a job needs, or false (every chunk of that size
+    // busy and pinned, or pinning one more failed). Prefetch jobs leave
     // kBigReservedForFaults big slots to huge-page faults.
     bool take(bool big, bool prefetch, uint32_t& slot);
     void release(uint32_t slot);
+    // Gives back the top chunk of each size if it is free and the peak of
+    // busy slots since the last call fits without it. True while more than
+    // the minimum stays pinned (call again after an interval).
+    bool shrink();
 
     ReadJob& operator[](uint32_t slot) { return jobs_[slot]; }
     const ReadJob& operator[](uint32_t slot) const { return jobs_[slot]; }
     uint8_t* data(uint32_t slot) const;
     uint64_t capacity(uint32_t slot) const { return is_big(slot) ? kBigBytes : kSmallBytes; }
-    uint16_t buffer_index(uint32_t slot) const { return is_big(slot) ? 1 : 0; }
+    uint16_t buffer_index(uint32_t slot) const {
+        return static_cast<uint16_t>(is_big(slot) ? kSmallChunks + (slot - kSmallSlots) / kBigPerChunk
+                                                  : slot / kSmallPerChunk);
+    }
     const void* zero_buffer() const { return zero_; }
     unsigned prefetch_in_flight() const { return prefetch_in_flight_; }
     size_t busy() const { return busy_; }
+    uint64_t pinned_bytes() const {
+        return small_chunks_ * kSmallPerChunk * kSmallBytes + big_chunks_ * kBigPerChunk * kBigBytes;
+    }
+    bool above_minimum() const { return small_chunks_ > kMinSmallChunks || big_chunks_ > kMinBigChunks; }
 
 private:
     bool is_big(uint32_t slot) const { return slot >= kSmallSlots; }
+    bool grow(bool big);
+    bool pin(unsigned chunk);
+    void unpin(unsigned chunk);
+    unsigned free_big() const { return static_cast<unsigned>(__builtin_popcount(big_free_)); }
 
+    io::IoLoop* io_ = nullptr;
     uint8_t* small_base_ = nullptr;
     uint8_t* big_base_ = nullptr;
     void* zero_ = nullptr;
-    std::vector<uint32_t> small_free_, big_free_;
+    // Free slots of pinned chunks, one bit each (big: slot - kSmallSlots);
+    // the lowest is taken first, so the top chunk empties when load falls.
+    uint64_t small_free_ = 0;
+    uint32_t big_free_ = 0;
+    unsigned small_chunks_ = 0, big_chunks_ = 0;       // pinned, from the bottom
+    unsigned small_busy_ = 0, big_busy_ = 0;
+    unsigned small_peak_ = 0, big_peak_ = 0;           // since the last shrink()
     std::vector<ReadJob> jobs_;
     unsigned prefetch_in_flight_ = 0;
     uint64_t next_sequence_ = 0;

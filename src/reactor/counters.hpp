@@ -22,7 +22,8 @@ struct VmCounters {
 
 // The reactor's own figures.
 struct ReactorCounters {
-    std::atomic<uint64_t> vms_active{0}, buffers_busy{0}, busy_poll_hits{0}, busy_poll_misses{0};
+    std::atomic<uint64_t> vms_active{0}, buffers_busy{0}, buffers_pinned_bytes{0}, busy_poll_hits{0},
+        busy_poll_misses{0};
     void add(std::atomic<uint64_t>& c, uint64_t n) { bump(c, n); }
 };
 

@@ -146,14 +146,11 @@ bool Reactor::Impl::setup(std::string& error) {
         }
     }
 
-    if (auto r = jobs.map(); !r) {
-        error = "cannot map read buffers: " + r.error().message();
+    if (auto r = jobs.map(*io); !r) {
+        error = "cannot set up read buffers: " + r.error().message();
         return false;
     }
-    if (auto r = io->register_buffers(jobs.iovecs()); !r) {
-        error = "cannot register read buffers: " + r.error().message();
-        return false;
-    }
+    counters.buffers_pinned_bytes.store(jobs.pinned_bytes(), std::memory_order_relaxed);
     pager_context = std::make_unique<PagerContext>(PagerContext{*io, jobs, *this, config.pager});
     batch.reserve(kOps);
     // One worker per ring copies punted prefetch reads: enough to overlap the
@@ -263,6 +260,14 @@ void Reactor::Impl::dispatch(const io::Completion& c) {
         case OpKind::timer:
             timer_armed = false;
             break;
+        case OpKind::buffers_timer:
+            buffers_timer_armed = false;
+            if (!jobs.shrink())
+                RP_INFO("reactor %u: idle: read buffers back to %llu KiB pinned", config.index,
+                        (unsigned long long)(jobs.pinned_bytes() >> 10));
+            counters.buffers_pinned_bytes.store(jobs.pinned_bytes(), std::memory_order_relaxed);
+            sink.changed();  // whoever waits on the figures (tests, ctl)
+            break;
         case OpKind::drain_timer:
             drain_timer_op = 0;
             if (!stopping) end_drain();
@@ -369,6 +374,11 @@ void Reactor::Impl::process_turn() {
     const bool faults_recent = std::chrono::steady_clock::now() - last_fault_seen < kFaultQuietPeriod;
     prefetcher.step(jobs, *this, faults_recent, config.prefetch);
     counters.buffers_busy.store(jobs.busy(), std::memory_order_relaxed);
+    counters.buffers_pinned_bytes.store(jobs.pinned_bytes(), std::memory_order_relaxed);
+    if (jobs.above_minimum() && !buffers_timer_armed) {
+        buffers_timer_armed = true;
+        arm_timeout(OpKind::buffers_timer, buffers_ts, kBufferShrinkInterval);
+    }
     if (draining && !stopping) drain_step();
 }
 

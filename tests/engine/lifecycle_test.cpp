@@ -73,6 +73,31 @@ TEST_F(LifecycleTest, HundredVmsKilledAtRandomPointsLeakNothing) {
     EXPECT_EQ(good.wait(&out), 0) << out;
 }
 
+// Read buffers follow the load: an idle reactor pins 1 MiB of them, a
+// prefetching VM makes its reactor pin big slots, and once the engine is idle
+// again they are given back (one chunk per quiet interval).
+TEST_F(LifecycleTest, ReadBuffersGrowWithTheLoadAndAreGivenBackWhenIdle) {
+    constexpr uint64_t kIdleBytes = 1 * MiB;
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch);
+    EXPECT_EQ(e.engine->stats().read_buffer_bytes, 2 * kIdleBytes);
+    uint64_t peak = 0;
+    for (int i = 0; i < 4; i++) {
+        Child guest = spawn(guestsim, guest_args(e.socket, mem, "", 0, 11 + i));
+        std::string out;
+        EXPECT_EQ(guest.wait(&out), 0) << out;
+        ASSERT_TRUE(e.engine->wait_until(
+            [&](const EngineStats& s) {
+                peak = std::max(peak, s.read_buffer_bytes);
+                return s.vms_released >= uint64_t(i + 1);
+            },
+            kWait));
+    }
+    EXPECT_GT(peak, 2 * kIdleBytes + 8 * MiB) << "prefetch pinned no big slots";
+    EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.read_buffer_bytes == 2 * kIdleBytes; },
+                                     std::chrono::seconds(30)))
+        << e.engine->stats().read_buffer_bytes;
+}
+
 TEST_F(LifecycleTest, OldFirecrackerIsReleasedThroughItsPidfdWhenItDies) {
     RunningEngine e = start_engine(dir, mem);
     // Firecracker 1.7-1.11 shape: a connection hang-up alone does not end the VM.
