@@ -10,9 +10,11 @@
 #include <tuple>
 
 #include "cli/serve_config.hpp"
+#include "cli/service_notifier.hpp"
 #include "common/log.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/snapshot.hpp"
+#include "server/socket_activation.hpp"
 #include "uffd/uffd.hpp"
 
 using namespace ringpager;
@@ -188,8 +190,16 @@ int serve_main(int argc, char** argv) {
     }
     set_log_level(parse_level(o.log_level));
 
-    std::vector<ListenerSpec> specs;
+    // Sockets systemd passed come first, before this process opens any fd of
+    // its own: LISTEN_FDS names fds from 3 up, and they are taken (validated,
+    // and closed on a refusal) by number.
+    std::vector<InheritedSocket> inherited;
     std::string error;
+    if (!take_activated_sockets(inherited, error)) {
+        fprintf(stderr, "ringpager serve: %s\n", error.c_str());
+        return 1;
+    }
+    std::vector<ListenerSpec> specs;
     if (o.config_file.empty() ? !listeners_from_flags(o, specs, error) : !flags_fit_config(o, error)) {
         fprintf(stderr, "ringpager serve: %s (see --help)\n", error.c_str());
         return 2;
@@ -248,11 +258,13 @@ int serve_main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
-    auto engine = Engine::start(std::move(config), error);
+    auto engine = Engine::start(std::move(config), std::move(inherited), error);
     if (!engine) {
         fprintf(stderr, "ringpager serve: %s\n", error.c_str());
         return 1;
     }
+    // READY=1 now that every listener listens; destroyed before the engine.
+    ServiceNotifier notifier(*engine);
     // mimalloc replaces malloc process-wide (it is linked first); naming it here
     // also keeps the link from being dropped as unused.
     RP_INFO("serving: %s; allocator mimalloc %d", engine->setup_summary().c_str(), mi_version());
@@ -261,6 +273,7 @@ int serve_main(int argc, char** argv) {
     const auto stop_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.stop_timeout_s * 1000));
     RP_INFO("%s received: no new VMs; finishing restores within %.1f s, then releasing every VM (a second signal "
             "stops at once)", strsignal(signal_number), o.stop_timeout_s);
+    notifier.stopping();
     engine->request_drain(stop_timeout);
     // A second signal cuts the graceful stop short. The watcher thread waits
     // for it; once the engine is done it is woken with a signal of its own.
