@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 
 #include "common/log.hpp"
 #include "engine/budgets.hpp"
@@ -139,11 +140,17 @@ public:
     std::vector<VmReport> reports() const override { return stats_->reports(); }
 
     bool reactors_responsive(std::chrono::milliseconds timeout) const override {
-        auto query = std::make_shared<VmQuery>();
-        query->action = VmQuery::Action::ping;
-        query->remaining = static_cast<unsigned>(reactors_.size());
-        for (auto& r : reactors_) r->ask(query);
-        return query->wait(timeout);
+        std::lock_guard lock(ping_mu_);
+        // One ping in flight at most: while a reactor has not answered the
+        // last one it is asked nothing new, so a stuck reactor's mailbox
+        // does not grow by a ping per watchdog period.
+        if (!ping_ || ping_->wait(std::chrono::milliseconds(0))) {
+            ping_ = std::make_shared<VmQuery>();
+            ping_->action = VmQuery::Action::ping;
+            ping_->remaining = static_cast<unsigned>(reactors_.size());
+            for (auto& r : reactors_) r->ask(ping_);
+        }
+        return ping_->wait(timeout);
     }
 
     int metrics_port() const override { return metrics_ ? metrics_->port() : 0; }
@@ -245,6 +252,8 @@ private:
     EngineConfig config_;
     std::vector<const Source*> sources_;
     std::vector<bool> inherited_;  // per listener: its socket came from systemd
+    mutable std::mutex ping_mu_;
+    mutable std::shared_ptr<VmQuery> ping_;  // the last liveness ping (reactors_responsive), guarded by ping_mu_
     Budgets budgets_;
     std::atomic<uint64_t> next_vm_id_{1};
     // Destroyed in reverse: the reactors (and with reactor 0 the acceptor,
