@@ -135,7 +135,9 @@ int serve_main(int argc, char** argv) {
                  "fault of its guest is served from the snapshot.",
                  "ringpager serve"};
     ServeOptions o;
-    app.add_option("--socket", o.sockets, "Unix socket to listen on (repeatable)");
+    app.add_option("--socket", o.sockets,
+                   "Unix socket to listen on (repeatable); a socket systemd passes (LISTEN_FDS) with this path is "
+                   "served instead of binding it");
     app.add_option("--mem-file", o.mem_files, "Firecracker memory file to serve (one, or one per --socket)");
     app.add_option("--snapshot", o.snapshots, "layered snapshot manifest to serve instead of --mem-file");
     app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")

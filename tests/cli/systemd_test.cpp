@@ -3,7 +3,8 @@
 // the VM counts, WATCHDOG=1 only when asked for, STOPPING=1 on SIGTERM), and
 // socket activation (a VM served through a socket systemd-socket-activate
 // passed, left in place at exit; a passed fd that is not a listening Unix
-// stream socket refused with one exact line).
+// stream socket refused with one exact line), and what the unit's sandbox
+// leans on (LimitMEMLOCK when there is no CAP_IPC_LOCK).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -289,6 +290,30 @@ TEST_F(SystemdTest, APassedListeningSocketAtTheSocketPathIsServedAndLeftInPlace)
     EXPECT_NE(log.find("(from systemd)"), std::string::npos) << log;
     EXPECT_NE(log.find("stopped: 1 VMs served"), std::string::npos) << log;
     EXPECT_TRUE(std::filesystem::exists(socket_path));
+}
+
+// The unit's LimitMEMLOCK=infinity: without CAP_IPC_LOCK (the unit has no
+// capabilities) a reactor's registered read buffers are charged to
+// RLIMIT_MEMLOCK, and a limit below them stops startup with one line that
+// names the limit and the fix.
+TEST_F(SystemdTest, WithoutCapIpcLockALowMemlockLimitIsRefusedWithTheFix) {
+    const std::string setpriv = "/usr/bin/setpriv";
+    if (access(setpriv.c_str(), X_OK) != 0) GTEST_SKIP() << setpriv << " missing (Debian package util-linux)";
+    std::string out;
+    const int status = spawn("/bin/sh", {"-c", "ulimit -l 64 && exec \"$0\" \"$@\"", setpriv, "--inh-caps=-ipc_lock",
+                                         "--bounding-set=-ipc_lock", "--", ringpager, "serve", "--socket", socket_path,
+                                         "--mem-file", mem, "--reactors", "1"})
+                           .wait(&out);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << out;
+    // The ring or its buffers, whichever the kernel charges first.
+    const std::string start = "ringpager serve: reactor 0: cannot ";
+    const std::string end = ": Cannot allocate memory (without CAP_IPC_LOCK, io_uring charges its rings and registered "
+                            "buffers to RLIMIT_MEMLOCK, now 64 KiB: raise it (ulimit -l; LimitMEMLOCK=infinity under "
+                            "systemd) or grant CAP_IPC_LOCK)\n";
+    EXPECT_EQ(out.rfind(start, 0), 0u) << out;
+    EXPECT_TRUE(out.size() > end.size() && out.compare(out.size() - end.size(), end.size(), end) == 0) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+    EXPECT_FALSE(std::filesystem::exists(socket_path));
 }
 
 }  // namespace
