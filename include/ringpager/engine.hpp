@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ringpager/file_desc.hpp"
 #include "ringpager/source.hpp"
 
 namespace ringpager {
@@ -80,6 +81,17 @@ struct EngineConfig {
     bool raise_open_files_limit = true;
 };
 
+// A listening socket this process inherited (systemd socket activation,
+// src/server/socket_activation.hpp), validated: a listening AF_UNIX
+// SOCK_STREAM socket bound to `path`. The engine serves it on the listener
+// whose socket_path names the same path, and never unlinks that path
+// (systemd owns it and keeps it across restarts).
+struct InheritedSocket {
+    FileDesc fd;
+    std::string path;  // what getsockname() says it is bound to
+    std::string name;  // its LISTEN_FDNAMES entry ("unknown" or "" when none was given)
+};
+
 // Counters summed over all reactors (monotonic except the *_active ones).
 struct EngineStats {
     uint64_t vms_accepted = 0;
@@ -130,6 +142,14 @@ public:
     // Binds every socket, starts the reactors, and returns a running engine;
     // on failure returns nullptr with a one-line `error`.
     static std::unique_ptr<Engine> start(EngineConfig config, std::string& error);
+    // The same, serving `inherited` sockets instead of binding their paths.
+    // Each must match a listener's socket_path (compared absolute and
+    // lexically normal); one that matches none refuses the start.
+    static std::unique_ptr<Engine> start(EngineConfig config, std::vector<InheritedSocket> inherited,
+                                         std::string& error);
+    // Answers once every reactor has run its loop and answered a ping
+    // through its mailbox within `timeout` (what the systemd watchdog asks).
+    virtual bool reactors_responsive(std::chrono::milliseconds timeout) const = 0;
     virtual ~Engine() = default;
 
     // Asks every reactor to stop at once: no new VMs, all VMs released. Thread-safe.

@@ -10,9 +10,11 @@
 #include <tuple>
 
 #include "cli/serve_config.hpp"
+#include "cli/service_notifier.hpp"
 #include "common/log.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/snapshot.hpp"
+#include "server/socket_activation.hpp"
 #include "uffd/uffd.hpp"
 
 using namespace ringpager;
@@ -134,7 +136,9 @@ int serve_main(int argc, char** argv) {
                  "fault of its guest is served from the snapshot.",
                  "ringpager serve"};
     ServeOptions o;
-    app.add_option("--socket", o.sockets, "Unix socket to listen on (repeatable)");
+    app.add_option("--socket", o.sockets,
+                   "Unix socket to listen on (repeatable); a socket systemd passes (LISTEN_FDS) with this path is "
+                   "served instead of binding it");
     app.add_option("--mem-file", o.mem_files, "Firecracker memory file to serve (one, or one per --socket)");
     app.add_option("--snapshot", o.snapshots, "layered snapshot manifest to serve instead of --mem-file");
     app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")
@@ -194,8 +198,16 @@ int serve_main(int argc, char** argv) {
     set_log_level(parse_level(o.log_level));
     set_log_format(o.log_format == "json" ? LogFormat::json : LogFormat::text);
 
-    std::vector<ListenerSpec> specs;
+    // Sockets systemd passed come first, before this process opens any fd of
+    // its own: LISTEN_FDS names fds from 3 up, and they are taken (validated,
+    // and closed on a refusal) by number.
+    std::vector<InheritedSocket> inherited;
     std::string error;
+    if (!take_activated_sockets(inherited, error)) {
+        fprintf(stderr, "ringpager serve: %s\n", error.c_str());
+        return 1;
+    }
+    std::vector<ListenerSpec> specs;
     if (o.config_file.empty() ? !listeners_from_flags(o, specs, error) : !flags_fit_config(o, error)) {
         fprintf(stderr, "ringpager serve: %s (see --help)\n", error.c_str());
         return 2;
@@ -254,11 +266,13 @@ int serve_main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
-    auto engine = Engine::start(std::move(config), error);
+    auto engine = Engine::start(std::move(config), std::move(inherited), error);
     if (!engine) {
         fprintf(stderr, "ringpager serve: %s\n", error.c_str());
         return 1;
     }
+    // READY=1 now that every listener listens; destroyed before the engine.
+    ServiceNotifier notifier(*engine);
     // mimalloc replaces malloc process-wide (it is linked first); naming it here
     // also keeps the link from being dropped as unused.
     RP_INFO("serving: %s; allocator mimalloc %d", engine->setup_summary().c_str(), mi_version());
@@ -267,6 +281,7 @@ int serve_main(int argc, char** argv) {
     const auto stop_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.stop_timeout_s * 1000));
     RP_INFO("%s received: no new VMs; finishing restores within %.1f s, then releasing every VM (a second signal "
             "stops at once)", strsignal(signal_number), o.stop_timeout_s);
+    notifier.stopping();
     engine->request_drain(stop_timeout);
     // A second signal cuts the graceful stop short. The watcher thread waits
     // for it; once the engine is done it is woken with a signal of its own.

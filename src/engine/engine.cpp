@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 
 #include "common/log.hpp"
 #include "engine/budgets.hpp"
@@ -17,6 +18,7 @@
 #include "reactor/reactor.hpp"
 #include "ringpager/engine.hpp"
 #include "server/listener.hpp"
+#include "server/socket_activation.hpp"
 
 namespace ringpager {
 namespace {
@@ -32,11 +34,13 @@ public:
         wait();
     }
 
-    bool init(EngineConfig config, std::string& error) {
+    bool init(EngineConfig config, std::vector<InheritedSocket> inherited, std::string& error) {
         if (config.listeners.empty()) {
             error = "nothing to serve: give at least one --socket with a --mem-file or --snapshot";
             return false;
         }
+        std::vector<FileDesc> adopted;  // per listener: the inherited socket it serves, or none
+        if (!match_inherited(config.listeners, inherited, adopted, error)) return false;
         if (config.raise_open_files_limit) raise_fd_limit();
         config_ = std::move(config);
         // One index per distinct source; every ring registers all their files.
@@ -72,10 +76,18 @@ public:
         for (auto& r : reactors_) all.push_back(r.get());
         placement_ = std::make_unique<Placement>(std::move(all));
         std::vector<ListenerBinding> bound;  // closed and removed again if a later one fails
-        for (const ListenerConfig& l : config_.listeners) {
-            auto socket = ListenSocket::bind(l.socket_path, error);
-            if (!socket) return false;
-            bound.push_back(ListenerBinding{std::move(*socket), l.source.get(), index_of[l.source.get()], l.mode,
+        for (size_t i = 0; i < config_.listeners.size(); i++) {
+            const ListenerConfig& l = config_.listeners[i];
+            ListenSocket socket;
+            inherited_.push_back(adopted[i].valid());
+            if (adopted[i].valid()) {
+                socket = ListenSocket::adopt(std::move(adopted[i]), l.socket_path);
+            } else {
+                auto fresh = ListenSocket::bind(l.socket_path, error);
+                if (!fresh) return false;
+                socket = std::move(*fresh);
+            }
+            bound.push_back(ListenerBinding{std::move(socket), l.source.get(), index_of[l.source.get()], l.mode,
                                             l.prefetch_first});
         }
         if (!config_.metrics_listen.empty()) {
@@ -127,6 +139,20 @@ public:
 
     std::vector<VmReport> reports() const override { return stats_->reports(); }
 
+    bool reactors_responsive(std::chrono::milliseconds timeout) const override {
+        std::lock_guard lock(ping_mu_);
+        // One ping in flight at most: while a reactor has not answered the
+        // last one it is asked nothing new, so a stuck reactor's mailbox
+        // does not grow by a ping per watchdog period.
+        if (!ping_ || ping_->wait(std::chrono::milliseconds(0))) {
+            ping_ = std::make_shared<VmQuery>();
+            ping_->action = VmQuery::Action::ping;
+            ping_->remaining = static_cast<unsigned>(reactors_.size());
+            for (auto& r : reactors_) r->ask(ping_);
+        }
+        return ping_->wait(timeout);
+    }
+
     int metrics_port() const override { return metrics_ ? metrics_->port() : 0; }
 
     // ---- ControlTarget ----
@@ -158,9 +184,11 @@ public:
                      " refused: " + std::strerror(reactors_[0]->nice_error()) + ")";
         }
         s += ", io_uring " + (reactors_.empty() ? std::string("?") : reactors_[0]->setup_mode());
-        for (const ListenerConfig& l : config_.listeners)
-            s += "; " + l.socket_path + " <- " + l.source->describe() +
+        for (size_t i = 0; i < config_.listeners.size(); i++) {
+            const ListenerConfig& l = config_.listeners[i];
+            s += "; " + l.socket_path + (inherited_[i] ? " (from systemd)" : "") + " <- " + l.source->describe() +
                  (l.mode == ServeMode::lazy ? " (lazy)" : " (prefetch)");
+        }
         if (metrics_) s += "; metrics on port " + std::to_string(metrics_->port());
         return s;
     }
@@ -188,6 +216,29 @@ private:
                               config_.max_vm_memory_bytes, config_.kill_on_failure};
     }
 
+    // Pairs each inherited socket with the listener of the same path (as
+    // absolute, lexically normal paths): `adopted[i]` is listener i's socket
+    // or none. A socket that matches no listener refuses the start: the
+    // socket unit and the configuration disagree.
+    static bool match_inherited(const std::vector<ListenerConfig>& listeners, std::vector<InheritedSocket>& inherited,
+                                std::vector<FileDesc>& adopted, std::string& error) {
+        adopted.resize(listeners.size());
+        for (InheritedSocket& s : inherited) {
+            const std::string path = comparable_socket_path(s.path);
+            size_t i = 0;
+            while (i < listeners.size() && (adopted[i].valid() || comparable_socket_path(listeners[i].socket_path) != path))
+                i++;
+            if (i == listeners.size()) {
+                error = "socket activation: the passed socket " + escape_for_log(s.path) + " (fd " +
+                        std::to_string(s.fd.get()) + ") is no listener's --socket (or config \"socket\"), or is "
+                        "passed twice: make the socket unit's ListenStream= and the listeners agree";
+                return false;
+            }
+            adopted[i] = std::move(s.fd);
+        }
+        return true;
+    }
+
     static void raise_fd_limit() {
         // Each VM holds a uffd, a connection and a pidfd; the ring's sparse
         // file table is bounded by RLIMIT_NOFILE too.
@@ -200,6 +251,9 @@ private:
 
     EngineConfig config_;
     std::vector<const Source*> sources_;
+    std::vector<bool> inherited_;  // per listener: its socket came from systemd
+    mutable std::mutex ping_mu_;
+    mutable std::shared_ptr<VmQuery> ping_;  // the last liveness ping (reactors_responsive), guarded by ping_mu_
     Budgets budgets_;
     std::atomic<uint64_t> next_vm_id_{1};
     // Destroyed in reverse: the reactors (and with reactor 0 the acceptor,
@@ -214,8 +268,12 @@ private:
 }  // namespace
 
 std::unique_ptr<Engine> Engine::start(EngineConfig config, std::string& error) {
+    return start(std::move(config), {}, error);
+}
+
+std::unique_ptr<Engine> Engine::start(EngineConfig config, std::vector<InheritedSocket> inherited, std::string& error) {
     auto engine = std::make_unique<EngineImpl>();
-    if (!engine->init(std::move(config), error)) return nullptr;
+    if (!engine->init(std::move(config), std::move(inherited), error)) return nullptr;
     return engine;
 }
 

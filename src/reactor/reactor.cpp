@@ -8,13 +8,29 @@
 #include <cstring>
 #include <algorithm>
 #include <future>
+#include <string>
 
 #include "common/log.hpp"
 #include "reactor/reactor_impl.hpp"
 #include "reactor/test_hooks.hpp"
 
 namespace ringpager {
+namespace {
 
+// Without CAP_IPC_LOCK io_uring charges what it pins (its rings on some
+// kernels, the registered read buffers on all) to RLIMIT_MEMLOCK, and
+// systemd's default limit, 8 MiB, is less than one reactor registers. An
+// ENOMEM from setup says so, with the limit and the fix.
+std::string memlock_hint() {
+    rlimit lim{};
+    const std::string limit = getrlimit(RLIMIT_MEMLOCK, &lim) != 0 ? "unknown"
+                              : lim.rlim_cur == RLIM_INFINITY    ? "unlimited"
+                                                                 : std::to_string(lim.rlim_cur / 1024) + " KiB";
+    return " (without CAP_IPC_LOCK, io_uring charges its rings and registered buffers to RLIMIT_MEMLOCK, now " + limit +
+           ": raise it (ulimit -l; LimitMEMLOCK=infinity under systemd) or grant CAP_IPC_LOCK)";
+}
+
+}  // namespace
 
 Reactor::Reactor(ReactorConfig config, ReactorCounters& counters, std::span<VmCounters> listener_counters,
                  ReactorSink& sink)
@@ -115,6 +131,7 @@ bool Reactor::Impl::setup(std::string& error) {
     if (!created) {
         error = "cannot create io_uring with " + std::to_string(file_slots) +
                 " fixed files: " + created.error().message();
+        if (created.error().code == ENOMEM) error += memlock_hint();
         return false;
     }
     io = std::move(*created);
@@ -148,6 +165,7 @@ bool Reactor::Impl::setup(std::string& error) {
 
     if (auto r = jobs.map(*io); !r) {
         error = "cannot set up read buffers: " + r.error().message();
+        if (r.error().code == ENOMEM) error += memlock_hint();
         return false;
     }
     counters.buffers_pinned_bytes.store(jobs.pinned_bytes(), std::memory_order_relaxed);

@@ -29,7 +29,8 @@ struct VmInfo {
 // A question to every reactor about its VMs (the control API): each reactor
 // acts on the VMs it owns and answers; the asker waits for all answers.
 struct VmQuery {
-    enum class Action : uint8_t { list, release, prefetch };
+    // ping: answer at once, touching no VM (the watchdog's liveness check).
+    enum class Action : uint8_t { list, release, prefetch, ping };
     Action action = Action::list;
     uint64_t vm_id = 0;  // 0: every VM (list only)
     std::mutex mu;

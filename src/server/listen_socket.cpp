@@ -118,11 +118,19 @@ Result<ListenSocket> ListenSocket::bind(const std::string& path, std::string& er
     s.path_ = path;
     s.dev_ = st.st_dev;
     s.ino_ = st.st_ino;
+    s.owns_path_ = true;
+    return s;
+}
+
+ListenSocket ListenSocket::adopt(FileDesc fd, std::string path) {
+    ListenSocket s;
+    s.fd_ = std::move(fd);
+    s.path_ = std::move(path);
     return s;
 }
 
 ListenSocket::~ListenSocket() {
-    if (!fd_.valid()) return;
+    if (!fd_.valid() || !owns_path_) return;
     struct stat st {};
     if (stat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) unlink(path_.c_str());
 }

@@ -22,10 +22,15 @@ namespace ringpager {
 // that probe the same path at the same moment both find it free, and the later
 // rename wins.
 //
-// The destructor removes the path only if it still names this socket.
+// The destructor removes the path only if it still names this socket, and
+// never the path of an adopted socket.
 class ListenSocket {
 public:
     static Result<ListenSocket> bind(const std::string& path, std::string& error);
+    // Serves a listening socket bound by someone else (systemd socket
+    // activation, already validated): its path belongs to them, so it is
+    // left in place when the socket closes.
+    static ListenSocket adopt(FileDesc fd, std::string path);
     ListenSocket() = default;
     ListenSocket(ListenSocket&&) = default;
     ListenSocket& operator=(ListenSocket&&) = default;
@@ -39,6 +44,7 @@ private:
     std::string path_;
     dev_t dev_ = 0;
     ino_t ino_ = 0;
+    bool owns_path_ = false;
 };
 
 }  // namespace ringpager

@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -36,21 +37,35 @@ struct Child {
     }
 };
 
-inline Child spawn(const std::string& program, const std::vector<std::string>& args) {
+// What a child gets beyond this process's environment: extra "NAME=value"
+// entries, and fds handed over at fixed numbers ({from, to}; `from` must
+// not be one of the `to` numbers).
+struct SpawnExtras {
+    std::vector<std::string> env;
+    std::vector<std::pair<int, int>> fds;
+};
+
+inline Child spawn(const std::string& program, const std::vector<std::string>& args, const SpawnExtras& extras = {}) {
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) abort();
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 1);
     posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
+    for (auto [from, to] : extras.fds) posix_spawn_file_actions_adddup2(&actions, from, to);  // dup2 clears CLOEXEC
     std::vector<char*> argv;
     std::string name = program;
     argv.push_back(name.data());
     std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
+    std::vector<std::string> env_copy = extras.env;
+    std::vector<char*> envp;
+    for (auto& e : env_copy) envp.push_back(e.data());
+    for (char** e = environ; *e != nullptr; e++) envp.push_back(*e);
+    envp.push_back(nullptr);
     Child child;
-    if (posix_spawn(&child.pid, program.c_str(), &actions, nullptr, argv.data(), environ) != 0) abort();
+    if (posix_spawn(&child.pid, program.c_str(), &actions, nullptr, argv.data(), envp.data()) != 0) abort();
     posix_spawn_file_actions_destroy(&actions);
     close(pipe_fds[1]);
     child.stderr_fd = pipe_fds[0];

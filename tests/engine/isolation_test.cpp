@@ -262,7 +262,15 @@ TEST_F(IsolationTest, MemoryBoundsRefuseAVmThatWouldPassThem) {
 // refusal now signals the exited peer through the pidfd taken at accept, and
 // the process that now holds its pid lives on.
 TEST_F(IsolationTest, ARefusedPeerWhosePidWasReusedIsNotKilledByPid) {
-    start([](EngineConfig& c) { c.kill_on_failure = true; });
+    // The pid recycling below forks until the peer's pid comes round again,
+    // which can take seconds (23 s seen) on a machine shared with other
+    // builders, far past the fixture's 500 ms handshake timeout: the engine
+    // then closed the connection, and the send that should be refused died
+    // of SIGPIPE instead.
+    start([](EngineConfig& c) {
+        c.kill_on_failure = true;
+        c.handshake_timeout = std::chrono::minutes(10);
+    });
     // The peer: connects (so SO_PEERCRED records its pid), hands the
     // connection to the test, and exits.
     int pair[2];
