@@ -142,7 +142,11 @@ TEST(StormTest, TwoHundredVmsAtOnceThenBackToIdle) {
     EXPECT_EQ(fds_after, fds_idle);
     // What stays: the allocator's cached pages and the page-state tables'
     // high-water mark, bounded; not a per-VM leak (200 VMs would show).
+    // Under ThreadSanitizer its shadow memory stays mapped and says nothing
+    // about the engine's own memory: the bound is checked in the other builds.
+#ifndef __SANITIZE_THREAD__
     EXPECT_LE(rss_after, rss_idle + 16 * 1024);
+#endif
     EXPECT_EQ(log.count("failed"), 0u) << log.text();
     kill(server.pid, SIGTERM);
     int status = 0;
