@@ -13,6 +13,7 @@
 #include "common/engine_fixture.hpp"
 #include "common/process.hpp"
 #include "common/socket.hpp"
+#include "common/wait_for_file.hpp"
 
 using namespace ringpager;
 using namespace ringpager::testing;
@@ -30,23 +31,6 @@ protected:
     }
 
     int run(const std::vector<std::string>& args, std::string& out) { return spawn(ringpager, args).wait(&out); }
-
-    // Waits (inotify, no polling) until `path` exists in its directory:
-    // created there, or renamed onto it (how `serve` publishes its socket).
-    static bool wait_for_file(const std::string& path) {
-        const std::string dir = std::filesystem::path(path).parent_path();
-        FileDesc in(inotify_init1(IN_CLOEXEC));
-        if (inotify_add_watch(in.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) return false;
-        const auto deadline = std::chrono::steady_clock::now() + kWait;
-        while (!std::filesystem::exists(path)) {
-            pollfd p{in.get(), POLLIN, 0};
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-            if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::filesystem::exists(path);
-            char buf[4096];
-            (void)!read(in.get(), buf, sizeof buf);
-        }
-        return true;
-    }
 
     // Writes `text` to a file in the temp dir and returns its path.
     std::string write_config(const std::string& name, const std::string& text) const {

@@ -3,8 +3,6 @@
 // the engine is back where it started: the same open fds, read buffers
 // given back, and its RSS within a bound of the idle figure.
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <sys/inotify.h>
 
 #include <condition_variable>
 #include <filesystem>
@@ -14,6 +12,7 @@
 
 #include "common/engine_fixture.hpp"
 #include "common/process.hpp"
+#include "common/wait_for_file.hpp"
 
 using namespace ringpager;
 using namespace ringpager::testing;
@@ -82,21 +81,6 @@ private:
     bool closed_ = false;
     std::thread thread_;
 };
-
-bool wait_for_file(const std::string& path) {
-    const std::string dir = std::filesystem::path(path).parent_path();
-    FileDesc in(inotify_init1(IN_CLOEXEC));
-    if (inotify_add_watch(in.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) return false;
-    const auto deadline = std::chrono::steady_clock::now() + kWait;
-    while (!std::filesystem::exists(path)) {
-        pollfd p{in.get(), POLLIN, 0};
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::filesystem::exists(path);
-        char buf[4096];
-        (void)!read(in.get(), buf, sizeof buf);
-    }
-    return true;
-}
 
 TEST(StormTest, TwoHundredVmsAtOnceThenBackToIdle) {
     constexpr int kVms = 200;

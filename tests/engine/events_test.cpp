@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/engine_fixture.hpp"
+#include "common/parker.hpp"
 #include "reactor/test_hooks.hpp"
 
 using namespace ringpager;
@@ -23,31 +24,6 @@ namespace {
 
 constexpr uint64_t MiB = 1024 * 1024;
 
-// Parks the reactor thread inside a hook until the test releases it.
-class Parker {
-public:
-    void park() {
-        std::unique_lock lock(mu_);
-        parked_ = true;
-        cv_.notify_all();
-        cv_.wait(lock, [&] { return released_; });
-    }
-    bool wait_parked() {
-        std::unique_lock lock(mu_);
-        return cv_.wait_for(lock, kWait, [&] { return parked_; });
-    }
-    void release() {
-        std::lock_guard lock(mu_);
-        released_ = true;
-        cv_.notify_all();
-    }
-
-private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    bool parked_ = false;
-    bool released_ = false;
-};
 
 struct HookGuard {
     test_hooks::Point point;

@@ -3,10 +3,8 @@
 // parked (a barrier, no sleeps), true again once it runs.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
-#include <mutex>
-
 #include "common/engine_fixture.hpp"
+#include "common/parker.hpp"
 #include "reactor/test_hooks.hpp"
 
 using namespace ringpager;
@@ -21,31 +19,18 @@ class Park {
 public:
     explicit Park(unsigned index) {
         test_hooks::arm(test_hooks::Point::before_take_mail, [this, index](uint64_t reactor, uint64_t) {
-            if (reactor != index) return;
-            std::unique_lock lock(mu_);
-            parked_ = true;
-            cv_.notify_all();
-            cv_.wait(lock, [&] { return released_; });
+            if (reactor == index) parker_.park();
         });
     }
     ~Park() {
         release();
         test_hooks::disarm(test_hooks::Point::before_take_mail);
     }
-    bool wait_parked() {
-        std::unique_lock lock(mu_);
-        return cv_.wait_for(lock, kWait, [&] { return parked_; });
-    }
-    void release() {
-        std::lock_guard lock(mu_);
-        released_ = true;
-        cv_.notify_all();
-    }
+    bool wait_parked() { return parker_.wait_parked(); }
+    void release() { parker_.release(); }
 
 private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    bool parked_ = false, released_ = false;
+    Parker parker_;
 };
 
 TEST(LivenessTest, AParkedReactorIsNotResponsiveUntilItRunsAgain) {
