@@ -21,6 +21,9 @@ std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bo
 
 // ---- build ----------------------------------------------------------------
 
+// How format version 2 stores each frame of a layer (docs/snapshot-format.md).
+enum class FrameCodec : uint32_t { none = 0, zstd = 1, lz4 = 2 };
+
 struct SnapshotBuildOptions {
     std::string base_path;                 // Firecracker full memory file
     std::vector<std::string> diff_paths;   // Firecracker diff memory files, oldest first (sparse, same size)
