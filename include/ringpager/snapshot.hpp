@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,15 @@ std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bo
 // How format version 2 stores each frame of a layer (docs/snapshot-format.md).
 enum class FrameCodec : uint32_t { none = 0, zstd = 1, lz4 = 2 };
 
+// Format version 2: each layer's stored blocks are grouped into frames that
+// are stored (compressed) one by one, each decompressible on its own.
+struct FrameOptions {
+    FrameCodec codec = FrameCodec::zstd;
+    int zstd_level = 1;                  // 1..19; see docs/benchmarks.md for what 1 and 3 give
+    uint64_t frame_bytes = 2 << 20;      // plain bytes per frame: a power of two from the block size to 64 MiB
+    unsigned threads = 2;                // frames compressed at once while building
+};
+
 struct SnapshotBuildOptions {
     std::string base_path;                 // Firecracker full memory file
     std::vector<std::string> diff_paths;   // Firecracker diff memory files, oldest first (sparse, same size)
@@ -32,6 +42,7 @@ struct SnapshotBuildOptions {
     unsigned reads_in_flight = 8;          // io_uring reads kept in flight
     uint64_t read_buffer_bytes = 8 << 20;  // bytes per read; a multiple of the block size
     bool sync = true;                      // fsync the files before renaming them into place
+    std::optional<FrameOptions> frames;    // set: format version 2 (frames); unset: version 1
     // Called after each chunk of input is processed; `total_bytes` is what the build will read.
     std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;
 };
@@ -52,6 +63,10 @@ struct SnapshotBuildReport {
     uint64_t extent_count = 0;
     double seconds = 0;
     std::vector<std::string> files_written;   // manifest first, then layers in order
+    // Format version 2 only (zero in version 1).
+    uint64_t frames = 0;
+    uint64_t stored_plain_bytes = 0;   // the stored blocks: blocks_stored * block size
+    uint64_t stored_frame_bytes = 0;   // what their frames take in the layer files
 
     uint64_t bytes_saved() const { return bytes_in > bytes_written ? bytes_in - bytes_written : 0; }
     double gib_per_second() const {
