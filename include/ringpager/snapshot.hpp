@@ -15,9 +15,25 @@
 
 namespace ringpager {
 
-// Opens a layered snapshot manifest; validates header, checksums, every layer's size and identity.
-// Returns nullptr and sets `error` (one line naming the file and the cause) on failure.
-// With `verify_reads` the Source asks the reactor to verify() every block it reads.
+struct LayeredSourceOptions {
+    // The Source asks the reactor to verify() every block it reads.
+    bool verify_reads = true;
+    // Compressed snapshots (format version 2 with zstd or lz4): frames are
+    // decompressed by this many threads of the source's own into an unlinked
+    // temporary file in this directory ("": $TMPDIR, else /tmp), which grows
+    // up to the snapshot's stored (uncompressed) size while VMs are served.
+    std::string decompress_dir;
+    unsigned decompress_threads = 2;
+};
+
+// Opens a layered snapshot manifest (format version 1 or 2); validates header,
+// checksums, frame table, every layer's size and identity. Returns nullptr and
+// sets `error` (one line naming the file and the cause) on failure. The Source
+// of a compressed snapshot answers `fetch` for blocks whose frame is not
+// decompressed yet (docs/snapshot-format.md, "Serving frames").
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, const LayeredSourceOptions& options,
+                                            std::string& error);
+// The same with the default options but `verify_reads`.
 std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error);
 
 // ---- build ----------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include "snapshot/layered/format.hpp"
 #include "snapshot/layered/layer_files.hpp"
 #include "snapshot/layered/read_check.hpp"
+#include "source/frame_source.hpp"
 
 namespace ringpager {
 namespace layered {
@@ -62,12 +63,22 @@ private:
 }  // namespace
 }  // namespace layered
 
-std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error) {
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, const LayeredSourceOptions& options,
+                                            std::string& error) {
     layered::Manifest m;
     std::vector<FileDesc> files;
     error = layered::open_snapshot(manifest_path, m, files);
     if (!error.empty()) return nullptr;
-    return std::make_unique<layered::LayeredSource>(std::move(m), std::move(files), verify_reads);
+    // Uncompressed frames (version 2, codec none) keep every slot where
+    // version 1 has it: they are served the same way.
+    if (m.compressed()) return open_frame_source(std::move(m), std::move(files), options, error);
+    return std::make_unique<layered::LayeredSource>(std::move(m), std::move(files), options.verify_reads);
+}
+
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error) {
+    LayeredSourceOptions options;
+    options.verify_reads = verify_reads;
+    return open_layered_source(manifest_path, options, error);
 }
 
 }  // namespace ringpager

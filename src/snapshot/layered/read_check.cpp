@@ -31,9 +31,13 @@ std::string check_read(const Manifest& m, uint64_t offset, std::span<const std::
         uint64_t stored = m.block_checksum(layer, slot);
         uint64_t read = XXH3_64bits(p, bs);
         if (stored != read) {
-            return "layer " + m.layer_path(layer) + " block at guest offset " + hex64(block * bs) + " (file offset " +
-                   hex64(m.layers[layer].data_offset_bytes + slot * bs) + "): checksum mismatch (stored " +
-                   hex64(stored) + ", read " + hex64(read) + ")";
+            // A compressed block was read from the decompressed-frame cache, not from the layer file.
+            const uint64_t file_offset = m.layers[layer].data_offset_bytes + slot * bs;
+            const std::string from = m.compressed() ? "frame " + std::to_string(slot / m.frame_blocks) +
+                                                          ", read from the decompressed-frame cache"
+                                                    : "file offset " + hex64(file_offset);
+            return "layer " + m.layer_path(layer) + " block at guest offset " + hex64(block * bs) + " (" + from +
+                   "): checksum mismatch (stored " + hex64(stored) + ", read " + hex64(read) + ")";
         }
     }
     return {};
