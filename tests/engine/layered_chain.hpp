@@ -3,6 +3,7 @@
 // built into a manifest, plus the flattened image a restore must match.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,9 @@ struct Chain {
     std::string flat;
 };
 
-inline Chain build_chain(const TempDir& dir, uint64_t size, uint64_t block_size) {
+// With `frames`, the snapshot is format version 2 (frames, compressed or not).
+inline Chain build_chain(const TempDir& dir, uint64_t size, uint64_t block_size,
+                         std::optional<FrameOptions> frames = std::nullopt) {
     Chain chain;
     const std::string base = make_image(dir, "base", size, 0.6, 21);
     std::vector<std::string> diffs;
@@ -39,6 +42,7 @@ inline Chain build_chain(const TempDir& dir, uint64_t size, uint64_t block_size)
     options.diff_paths = diffs;
     options.manifest_path = chain.manifest;
     options.block_size_bytes = block_size;
+    options.frames = frames;
     SnapshotBuildReport report;
     std::string error;
     EXPECT_TRUE(build_layered_snapshot(options, report, error)) << error;
