@@ -106,6 +106,8 @@ struct SnapshotLayerInfo {
     uint64_t stored_blocks = 0;      // slots in the file
     uint64_t referenced_blocks = 0;  // guest blocks served from this layer
     std::string status;              // "ok", or why the file would be refused
+    uint64_t frames = 0;             // format version 2: frames in the file
+    uint64_t stored_file_bytes = 0;  // what its stored blocks take in the file (compressed frames)
 };
 
 struct SnapshotInfo {
@@ -121,6 +123,13 @@ struct SnapshotInfo {
     uint64_t extent_count = 0;
     uint64_t zero_extents = 0;
     uint64_t data_extents = 0;
+    uint64_t stored_plain_bytes = 0;   // every layer's stored blocks: blocks * block size
+    uint64_t stored_file_bytes = 0;    // what the layer files hold for them (version 2: the frames)
+    // Format version 2 ("" and zero in version 1).
+    std::string codec;                 // "none", "zstd", "lz4"
+    uint32_t codec_level = 0;          // the zstd level it was built with
+    uint64_t frame_bytes = 0;          // plain bytes per frame
+    uint64_t frame_count = 0;
     std::vector<SnapshotLayerInfo> layers;
 
     bool layers_ok() const {
@@ -141,14 +150,19 @@ bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& in
 struct SnapshotVerifyReport {
     uint64_t blocks_checked = 0;
     uint64_t bad_blocks = 0;
+    uint64_t frames_checked = 0;   // format version 2
+    uint64_t bad_frames = 0;       // frames whose stored bytes failed their checksum or did not decompress
     uint64_t bytes_read = 0;
     double seconds = 0;
 };
 
 // Opens the snapshot like open_layered_source, then re-hashes every stored
-// block of every layer. Returns true when all are intact; otherwise false with
-// `error` naming the first bad block (lowest guest offset) and its layer file,
-// or why the snapshot could not be opened (then report.bad_blocks is 0).
+// block of every layer (version 2: checks each frame's stored bytes against
+// its checksum, decompresses it, then re-hashes its blocks). Returns true when
+// all are intact; otherwise false with `error` naming the first bad frame (in
+// layer order) or else the first bad block (lowest guest offset) and its layer
+// file, or why the snapshot could not be opened (then report.bad_blocks and
+// report.bad_frames are 0).
 bool verify_layered_snapshot(const std::string& manifest_path, SnapshotVerifyReport& report, std::string& error,
                              const std::function<void(uint64_t done_bytes, uint64_t total_bytes)>& progress = {});
 

@@ -175,9 +175,7 @@ std::string FrameCache::decompress(uint64_t index, Buffers& buffers) {
     const FrameRecord& f = m_.frames[index];
     const uint32_t layer = layer_of(index);
     const uint64_t k = index - m_.frame_base[layer];
-    const std::string where = "layer " + std::to_string(layer) + " (" + m_.layer_path(layer) + ") frame " +
-                              std::to_string(k) + " at file offset " + hex64(f.offset) + " (" +
-                              std::to_string(f.stored_bytes) + " bytes)";
+    const std::string where = describe_frame(m_, layer, k);
     // SAFETY: open validated every frame record: stored_bytes fits the buffer
     // sized from the largest one, plain_bytes is at most frame_blocks blocks.
     std::span<std::byte> stored(buffers.stored.data(), f.stored_bytes);

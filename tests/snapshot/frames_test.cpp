@@ -248,6 +248,49 @@ TEST_F(OneFrame, AFrameCorruptedAfterOpenFailsItsFetchWithOneLineAndIsNeverServe
     EXPECT_EQ(stats->frames_decompressed, 0u);
 }
 
+TEST_F(OneFrame, ABlockWhoseChecksumDisagreesAfterDecompressionFailsTheFetchAndVerify) {
+    // A manifest (and layer header) that says another checksum for layer 0's
+    // slot 3: the frame itself is intact, its block is not what the table says.
+    namespace layered = ringpager::layered;
+    layered::Manifest m;
+    ASSERT_EQ(layered::load_manifest(manifest(), m), "");
+    m.checksums[m.checksum_base[0] + 3] ^= 1;
+    m.layers[0].checksums_xxh3 = XXH3_64bits(m.checksums.data(), m.layers[0].block_count * 8);
+    const auto bytes = layered::encode_manifest(m);
+    write_file(manifest(), Bytes(bytes.begin(), bytes.end()));
+    const std::string layer0 = manifest() + ".layer0.rpl";
+    {
+        auto f = ringpager::FileDesc::open(layer0.c_str(), O_RDWR);
+        ASSERT_TRUE(f.ok());
+        std::array<std::byte, layered::header_bytes> header;
+        ASSERT_EQ(::pread(f->get(), header.data(), header.size(), 0), static_cast<ssize_t>(header.size()));
+        layered::LayerHeader h;
+        ASSERT_EQ(layered::decode_layer_header(header, h), "");
+        h.checksums_xxh3 = m.layers[0].checksums_xxh3;
+        header = layered::encode_layer_header(h);
+        ASSERT_EQ(::pwrite(f->get(), header.data(), header.size(), 0), static_cast<ssize_t>(header.size()));
+    }
+    auto source = open();
+    ASSERT_TRUE(source);
+    // Fetch every frame: layer 0's first one fails, naming the slot.
+    auto sink = std::make_shared<WaitingSink>();
+    source->fetch(0, source->size_bytes(), sink, 1);
+    const std::string error = sink->wait(1);
+    EXPECT_EQ(error.rfind(layered::describe_frame(m, 0, 0) + ": slot 3 decompressed to checksum ", 0), 0u) << error;
+    EXPECT_NE(error.find(", the manifest says " + layered::hex64(m.checksums[3])), std::string::npos) << error;
+
+    ringpager::SnapshotVerifyReport report;
+    std::string verify_error;
+    EXPECT_FALSE(ringpager::verify_layered_snapshot(manifest(), report, verify_error));
+    EXPECT_EQ(report.bad_blocks, 1u);
+    EXPECT_EQ(report.bad_frames, 0u);
+    EXPECT_EQ(report.frames_checked, m.frames.size());
+    EXPECT_NE(verify_error.find("layer " + layer0 + " "), std::string::npos) << verify_error;
+    EXPECT_NE(verify_error.find("(frame 0, decompressed): checksum mismatch (stored " + layered::hex64(m.checksums[3])),
+              std::string::npos)
+        << verify_error;
+}
+
 TEST_F(OneFrame, ClosingTheSourceAnswersEveryFetchStillWaiting) {
     auto source = open(1);
     auto sink = std::make_shared<WaitingSink>();

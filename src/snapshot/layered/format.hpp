@@ -174,6 +174,10 @@ std::string decode_layer_header(std::span<const std::byte, header_bytes> bytes, 
 // XXH3-64 of a layer's slice of the frame table, as its record and header carry it.
 uint64_t hash_frames(std::span<const FrameRecord> frames);
 
+// How messages name frame `k` of layer `layer`: "layer 0 (PATH) frame 3 at
+// file offset 0x... (N bytes)".
+std::string describe_frame(const Manifest& m, uint32_t layer, uint64_t k);
+
 // Version 2: checks every layer's frames against its record (slice inside the
 // table, its hash, one frame per frame_blocks slots, stored back to back from
 // the data offset to the end of the file, sizes within the codec's bound) and

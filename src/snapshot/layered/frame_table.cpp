@@ -16,6 +16,12 @@ uint64_t hash_frames(std::span<const FrameRecord> frames) {
     return XXH3_64bits(frames.data(), frames.size() * frame_record_bytes);
 }
 
+std::string describe_frame(const Manifest& m, uint32_t layer, uint64_t k) {
+    const FrameRecord& f = m.frames[m.frame_base[layer] + k];
+    return "layer " + std::to_string(layer) + " (" + m.layer_path(layer) + ") frame " + std::to_string(k) +
+           " at file offset " + hex64(f.offset) + " (" + std::to_string(f.stored_bytes) + " bytes)";
+}
+
 namespace {
 
 // Checks the frames of layer `index`, which start at m.frames[base]; "" or the cause.
