@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev
+packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev libzstd-dev liblz4-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev prometheus-cpp-dev
           qemu-system-x86)  # the real-guest suite; its kernel and busybox come by `apt-get download`
 fuzz_packages=(clang-19 libfuzzer-19-dev libclang-rt-19-dev)   # fuzz/run.sh, in `test` only

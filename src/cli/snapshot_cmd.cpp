@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "ringpager/snapshot.hpp"
+#include "snapshot/layered/codec.hpp"
 #include "snapshot/layered/file_io.hpp"
 
 namespace {
@@ -70,6 +72,42 @@ uint64_t parse_block_size(const std::string& text) {
     return 0;
 }
 
+// "256K", "2M", "64M", "2097152" -> bytes; 0 when not a size.
+uint64_t parse_frame_size(const std::string& text) {
+    size_t used = 0;
+    unsigned long long value = 0;
+    try {
+        value = std::stoull(text, &used, 10);
+    } catch (const std::exception&) {
+        return 0;
+    }
+    const std::string suffix = text.substr(used);
+    unsigned shift = 0;
+    if (suffix == "K" || suffix == "k" || suffix == "KiB") shift = 10;
+    else if (suffix == "M" || suffix == "m" || suffix == "MiB") shift = 20;
+    else if (!suffix.empty()) return 0;
+    if (value > (uint64_t{1} << 40)) return 0;
+    return static_cast<uint64_t>(value) << shift;
+}
+
+ringpager::FrameCodec parse_codec(const std::string& text) {
+    if (text == "zstd") return ringpager::FrameCodec::zstd;
+    if (text == "lz4") return ringpager::FrameCodec::lz4;
+    return ringpager::FrameCodec::none;
+}
+
+std::string ratio(uint64_t part, uint64_t whole) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3fx", whole ? static_cast<double>(part) / static_cast<double>(whole) : 0.0);
+    return text;
+}
+
+// "zstd level 1, 2 MiB frames" (version 2) for build and inspect.
+std::string describe_frames(const std::string& codec, uint32_t level, uint64_t frame_bytes) {
+    return codec + (codec == "zstd" ? " level " + std::to_string(level) : std::string{}) + ", " +
+           format_bytes(frame_bytes) + " frames";
+}
+
 int fail(const std::string& command, const std::string& error) {
     std::cerr << "ringpager snapshot " << command << ": " << error << "\n";
     return exit_failure;
@@ -77,6 +115,11 @@ int fail(const std::string& command, const std::string& error) {
 
 int run_build(ringpager::SnapshotBuildOptions options, const std::string& block_size, bool progress) {
     options.block_size_bytes = parse_block_size(block_size);
+    if (options.frames && options.frames->frame_bytes % options.block_size_bytes != 0) {
+        std::cerr << "ringpager snapshot build: --frame-size " << format_bytes(options.frames->frame_bytes)
+                  << " is not a multiple of the block size (" << format_bytes(options.block_size_bytes) << ")\n";
+        return exit_usage;
+    }
     ProgressBar bar("building", progress);
     options.progress = bar.callback();
     ringpager::SnapshotBuildReport r;
@@ -94,6 +137,16 @@ int run_build(ringpager::SnapshotBuildOptions options, const std::string& block_
     std::printf("bytes: %s in (%s read), %s written, %s saved\n", format_bytes(r.bytes_in).c_str(),
                 format_bytes(r.bytes_read).c_str(), format_bytes(r.bytes_written).c_str(),
                 format_bytes(r.bytes_saved()).c_str());
+    if (options.frames) {
+        const ringpager::FrameOptions& f = *options.frames;
+        std::printf("frames: %s: %llu frames, %s of blocks stored in %s (%s)\n",
+                    describe_frames(ringpager::layered::codec_name(f.codec), static_cast<uint32_t>(f.zstd_level),
+                                    f.frame_bytes)
+                        .c_str(),
+                    static_cast<unsigned long long>(r.frames), format_bytes(r.stored_plain_bytes).c_str(),
+                    format_bytes(r.stored_frame_bytes).c_str(),
+                    ratio(r.stored_frame_bytes, r.stored_plain_bytes).c_str());
+    }
     std::printf("speed: %.3f s, %.2f GiB/s\n", r.seconds, r.gib_per_second());
     return exit_ok;
 }
@@ -104,7 +157,13 @@ nlohmann::json info_json(const ringpager::SnapshotInfo& info) {
         layers.push_back({{"index", l.index}, {"path", l.path}, {"resolved_path", l.resolved_path},
                           {"id", l.id_hex}, {"file_size_bytes", l.file_size_bytes},
                           {"data_offset_bytes", l.data_offset_bytes}, {"stored_blocks", l.stored_blocks},
-                          {"referenced_blocks", l.referenced_blocks}, {"status", l.status}});
+                          {"referenced_blocks", l.referenced_blocks}, {"frames", l.frames},
+                          {"stored_file_bytes", l.stored_file_bytes}, {"status", l.status}});
+    }
+    nlohmann::json frames = nullptr;   // version 1 has none
+    if (!info.codec.empty()) {
+        frames = {{"codec", info.codec}, {"level", info.codec_level}, {"frame_bytes", info.frame_bytes},
+                  {"count", info.frame_count}};
     }
     return {{"manifest", info.manifest_path},
             {"manifest_size_bytes", info.manifest_size_bytes},
@@ -114,6 +173,8 @@ nlohmann::json info_json(const ringpager::SnapshotInfo& info) {
             {"guest_size_bytes", info.guest_size_bytes},
             {"blocks", {{"total", info.block_count}, {"zero", info.zero_blocks}, {"data", info.data_blocks}}},
             {"extents", {{"total", info.extent_count}, {"zero", info.zero_extents}, {"data", info.data_extents}}},
+            {"stored", {{"plain_bytes", info.stored_plain_bytes}, {"file_bytes", info.stored_file_bytes}}},
+            {"frames", frames},
             {"layers", layers},
             {"ok", info.layers_ok()}};
 }
@@ -128,11 +189,21 @@ void print_info(const ringpager::SnapshotInfo& info) {
     std::printf("blocks       %llu zero, %llu data\n", u(info.zero_blocks), u(info.data_blocks));
     std::printf("extents      %llu (%llu zero, %llu data)\n", u(info.extent_count), u(info.zero_extents),
                 u(info.data_extents));
+    if (info.codec.empty()) {
+        std::printf("stored       %s of blocks, as they are (no frames)\n",
+                    format_bytes(info.stored_plain_bytes).c_str());
+    } else {
+        std::printf("frames       %s: %llu frames, %s of blocks stored in %s (%s)\n",
+                    describe_frames(info.codec, info.codec_level, info.frame_bytes).c_str(), u(info.frame_count),
+                    format_bytes(info.stored_plain_bytes).c_str(), format_bytes(info.stored_file_bytes).c_str(),
+                    ratio(info.stored_file_bytes, info.stored_plain_bytes).c_str());
+    }
     std::printf("layers       %zu\n", info.layers.size());
     for (const auto& l : info.layers) {
-        std::printf("  %u  %s  %s  %llu stored, %llu referenced  id %s  %s\n", l.index, l.path.c_str(),
+        const std::string frames = info.codec.empty() ? "" : ", " + std::to_string(l.frames) + " frames";
+        std::printf("  %u  %s  %s  %llu stored, %llu referenced%s  id %s  %s\n", l.index, l.path.c_str(),
                     format_bytes(l.file_size_bytes).c_str(), u(l.stored_blocks), u(l.referenced_blocks),
-                    l.id_hex.c_str(), l.status.c_str());
+                    frames.c_str(), l.id_hex.c_str(), l.status.c_str());
     }
 }
 
@@ -159,8 +230,11 @@ int run_verify(const std::string& manifest, bool progress) {
     bool ok = ringpager::verify_layered_snapshot(manifest, r, error, bar.callback());
     bar.finish();
     if (!ok) return fail("verify", error);
-    std::printf("verified %s: %llu stored blocks intact (%s read in %.3f s)\n", manifest.c_str(),
-                static_cast<unsigned long long>(r.blocks_checked), format_bytes(r.bytes_read).c_str(), r.seconds);
+    const std::string frames =
+        r.frames_checked ? " in " + std::to_string(r.frames_checked) + " frames" : std::string{};
+    std::printf("verified %s: %llu stored blocks intact%s (%s read in %.3f s)\n", manifest.c_str(),
+                static_cast<unsigned long long>(r.blocks_checked), frames.c_str(), format_bytes(r.bytes_read).c_str(),
+                r.seconds);
     return exit_ok;
 }
 
@@ -188,6 +262,30 @@ int snapshot_main(int argc, char** argv) {
     build->add_option("--block-size", block_size, "block size: 4K, or 2M for huge-page guests (default 4K)")
         ->check(CLI::Validator(
             [](std::string& text) { return parse_block_size(text) ? std::string{} : "must be 4K or 2M"; }, "4K|2M"));
+    std::string compress, frame_size = "2M";
+    ringpager::FrameOptions frame_options;
+    CLI::Option* compress_option =
+        build->add_option("--compress", compress,
+                          "store blocks in frames compressed with zstd or lz4, or uncompressed (none): "
+                          "format version 2 (default: version 1, no frames)")
+            ->check(CLI::IsMember({"zstd", "lz4", "none"}));
+    build->add_option("--zstd-level", frame_options.zstd_level, "zstd compression level, 1 to 19 (default 1)")
+        ->check(CLI::Range(1, 19))
+        ->needs(compress_option);
+    build->add_option("--frame-size", frame_size,
+                      "plain bytes per frame: a power of two from the block size to 64M (default 2M)")
+        ->check(CLI::Validator(
+            [](std::string& text) {
+                const uint64_t bytes = parse_frame_size(text);
+                return bytes >= 4096 && bytes <= (64u << 20) && std::has_single_bit(bytes)
+                           ? std::string{}
+                           : "must be a power of two from 4K to 64M";
+            },
+            "SIZE"))
+        ->needs(compress_option);
+    build->add_option("--compress-threads", frame_options.threads, "frames compressed at once (default 2)")
+        ->check(CLI::Range(1u, 64u))
+        ->needs(compress_option);
     build->add_flag("--no-sync", no_sync, "do not fsync the written files (faster; not crash safe)");
     build->add_flag("--no-progress", no_progress, "never draw the progress bar");
 
@@ -195,7 +293,8 @@ int snapshot_main(int argc, char** argv) {
     inspect->add_option("manifest", manifest, "manifest file")->required();
     inspect->add_flag("--json", json, "print JSON instead of text");
 
-    CLI::App* verify = app.add_subcommand("verify", "Re-hash every stored block; exit 1 naming the first bad one.");
+    CLI::App* verify = app.add_subcommand("verify", "Re-hash every stored block (and check every frame of a compressed "
+                                                    "snapshot); exit 1 naming the first bad one.");
     verify->add_option("manifest", manifest, "manifest file")->required();
     verify->add_flag("--no-progress", no_progress, "never draw the progress bar");
 
@@ -206,6 +305,11 @@ int snapshot_main(int argc, char** argv) {
     }
     if (build->parsed()) {
         build_options.sync = !no_sync;
+        if (!compress.empty()) {
+            frame_options.codec = parse_codec(compress);
+            frame_options.frame_bytes = parse_frame_size(frame_size);
+            build_options.frames = frame_options;
+        }
         return run_build(std::move(build_options), block_size, !no_progress);
     }
     if (inspect->parsed()) return run_inspect(manifest, json);
