@@ -12,6 +12,8 @@ cd "$(dirname "$0")"
 
 packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
+          libcurl4-openssl-dev                 # the S3 client (src/remote)
+          ceph-mon ceph-osd radosgw            # the remote suite's object store (tests/remote/rgw.sh)
           qemu-system-x86)  # the real-guest suite; its kernel and busybox come by `apt-get download`
 fuzz_packages=(clang-19 libfuzzer-19-dev libclang-rt-19-dev)   # fuzz/run.sh, in `test` only
 
