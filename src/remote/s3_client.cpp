@@ -15,13 +15,6 @@ constexpr size_t max_small_answer_bytes = 64 << 10;   // PUT/DELETE/multipart an
 constexpr size_t max_list_answer_bytes = 8 << 20;     // 1000 keys of 1 KiB plus their fields
 constexpr size_t max_token_bytes = 1024;
 
-uint64_t splitmix64(uint64_t& state) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 S3Error invalid_response(const std::string& name, const std::string& cause) {
     return S3Error{S3Error::Kind::invalid_response, 200, name + ": " + cause};
 }
@@ -53,7 +46,7 @@ S3Result<S3Response> S3Client::perform(const S3Request& request) {
         if (attempt > 1) {
             ++stats_.retries;
             // Backoff between attempts (not waiting for an event: the store asked us to come back later).
-            std::this_thread::sleep_for(std::chrono::milliseconds(retry.delay_ms(attempt, splitmix64(jitter_state_))));
+            std::this_thread::sleep_for(std::chrono::milliseconds(retry.delay_ms(attempt, next_random(jitter_state_))));
         }
         Exchange exchange(config_, request);
         if (auto e = exchange.attach(easy_); !e.empty()) return invalid_argument(request.name() + ": " + e);

@@ -63,7 +63,6 @@ struct S3ClientStats {
 inline constexpr uint32_t max_list_keys = 1000;
 inline constexpr uint32_t max_part_count = 10000;
 inline constexpr uint64_t min_part_bytes = 5 << 20;     // S3's floor for every part but the last
-inline constexpr uint64_t max_object_bytes = uint64_t{5} << 40;
 
 class S3Client {
 public:

@@ -21,6 +21,14 @@ struct RetryPolicy {
     uint32_t delay_ms(unsigned attempt, uint64_t random) const;
 };
 
+// The jitter's random numbers: splitmix64 over `state` (seeded once per client).
+inline uint64_t next_random(uint64_t& state) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 struct S3Config {
     std::string endpoint;            // "http://host:port" or "https://host[:port]", no path
     std::string access_key_id;

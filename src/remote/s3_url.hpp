@@ -3,6 +3,7 @@
 // percent-encoded, query parameters sorted: libcurl signs the URL as it is).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,6 +19,7 @@ struct S3Location {
 };
 
 inline constexpr size_t max_key_bytes = 1024;
+inline constexpr uint64_t max_object_bytes = uint64_t{5} << 40;   // S3's largest object
 
 // S3's bucket naming rules: 3 to 63 characters of a-z, 0-9, '.', '-', starting
 // and ending with a letter or digit, no "..", not shaped like an IPv4 address.

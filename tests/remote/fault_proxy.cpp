@@ -180,10 +180,9 @@ void FaultProxy::serve(int client, Plan plan) {
         std::lock_guard lock(mutex_);
         open_fds_.push_back(upstream);
     }
-    uint64_t answer_bytes = 0;     // upstream -> client bytes forwarded
     bool delayed = false;
     std::string head;              // the first answer's bytes up to its blank line
-    bool in_body = false, corrupted = false;
+    bool in_body = false, applied = false;
     uint64_t body_at = 0;
     char buf[16384];
     for (;;) {
@@ -203,23 +202,29 @@ void FaultProxy::serve(int client, Plan plan) {
             pollfd stop{stop_fd_, POLLIN, 0};
             if (::poll(&stop, 1, static_cast<int>(plan.amount)) > 0) break;   // the injected latency
         }
-        if (plan.mode == Mode::corrupt && !corrupted) {
-            for (size_t i = 0; i < n && !corrupted; ++i) {
+        // Walk the first answer: its head up to the blank line, then its body.
+        size_t forward = n;
+        bool cut = false;
+        if (plan.mode == Mode::corrupt || plan.mode == Mode::truncate) {
+            for (size_t i = 0; i < n && !applied; ++i) {
                 if (!in_body) {
                     head += buf[i];
                     in_body = head.size() >= 4 && head.compare(head.size() - 4, 4, "\r\n\r\n") == 0;
-                } else if (body_at++ == plan.amount) {
-                    buf[i] = static_cast<char>(buf[i] ^ 0x01);
-                    corrupted = true;
+                    continue;
                 }
+                if (body_at == plan.amount) {
+                    applied = true;   // the byte the mode acts on
+                    if (plan.mode == Mode::corrupt) {
+                        buf[i] = static_cast<char>(buf[i] ^ 0x01);
+                    } else {
+                        forward = i;
+                        cut = true;
+                    }
+                }
+                ++body_at;
             }
         }
-        if (plan.mode == Mode::truncate && answer_bytes + n >= plan.amount) {
-            send_all(client, buf, plan.amount - answer_bytes);
-            break;
-        }
-        if (!send_all(client, buf, n)) break;
-        answer_bytes += n;
+        if (!send_all(client, buf, forward) || cut) break;
     }
     forget(client);
     forget(upstream);

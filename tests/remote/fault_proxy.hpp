@@ -21,7 +21,7 @@ public:
         pass,       // forward both ways
         delay,      // hold the answer `amount` ms before its first byte
         reset,      // read the request's first bytes, then reset the connection (RST)
-        truncate,   // forward only the answer's first `amount` bytes (headers included), then close
+        truncate,   // forward the first answer's head and `amount` bytes of its body, then close
         corrupt,    // flip one bit of body byte `amount` of the first answer
         fail_503,   // answer the request with 503 SlowDown and close
     };
