@@ -15,7 +15,7 @@ void usage(FILE* out) {
             "\n"
             "commands:\n"
             "  serve      serve memory snapshots to VMs that connect to a Unix socket\n"
-            "  snapshot   build, inspect and verify layered snapshots\n"
+            "  snapshot   build, inspect, verify, push and list layered snapshots (local or s3://)\n"
             "\n"
             "Run 'ringpager <command> --help' for a command's options.\n"
             "Related tools: rp-guestsim (guest simulator), rp-bench (restore benchmark), rp-baseline.\n");
