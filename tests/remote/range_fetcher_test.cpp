@@ -84,9 +84,9 @@ protected:
 };
 
 TEST_F(RangeFetcherTest, ManyParallelRangesComeBackByteForByte) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     auto f = start({}, rgw().config());
     ASSERT_TRUE(f);
-    Collector c;
     std::mt19937_64 rng(3);
     std::map<uint64_t, std::pair<uint64_t, uint64_t>> asked;
     for (int i = 0; i < 300; ++i) {
@@ -107,13 +107,13 @@ TEST_F(RangeFetcherTest, ManyParallelRangesComeBackByteForByte) {
 }
 
 TEST_F(RangeFetcherTest, QueuedFaultsStartBeforeQueuedPrefetch) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     RangeFetcher::Options options;
     options.max_in_flight = 1;
     options.prefetch_max_in_flight = 1;
     options.start_paused = true;   // everything is queued before the first start
     auto f = start(options, rgw().config());
     ASSERT_TRUE(f);
-    Collector c;
     std::vector<uint64_t> prefetch, faults;
     for (int i = 0; i < 6; ++i) prefetch.push_back(submit(*f, 4096 * i, 4096, FetchPriority::prefetch, c));
     for (int i = 0; i < 3; ++i) faults.push_back(submit(*f, 65536 * i, 100, FetchPriority::fault, c));
@@ -125,13 +125,13 @@ TEST_F(RangeFetcherTest, QueuedFaultsStartBeforeQueuedPrefetch) {
 }
 
 TEST_F(RangeFetcherTest, PrefetchNeverTakesMoreThanItsShareOfTransfers) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     RangeFetcher::Options options;
     options.max_in_flight = 3;
     options.prefetch_max_in_flight = 1;
     options.start_paused = true;
     auto f = start(options, rgw().config());
     ASSERT_TRUE(f);
-    Collector c;
     std::mutex mutex;
     std::vector<uint32_t> others_in_flight;   // seen by each callback (nothing starts while one runs)
     RangeCallback inner = c.callback();
@@ -154,13 +154,13 @@ TEST_F(RangeFetcherTest, PrefetchNeverTakesMoreThanItsShareOfTransfers) {
 }
 
 TEST_F(RangeFetcherTest, PromoteMovesAQueuedPrefetchAmongTheFaults) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     RangeFetcher::Options options;
     options.max_in_flight = 1;
     options.prefetch_max_in_flight = 1;
     options.start_paused = true;
     auto f = start(options, rgw().config());
     ASSERT_TRUE(f);
-    Collector c;
     std::vector<uint64_t> t;
     for (int i = 0; i < 4; ++i) t.push_back(submit(*f, 4096 * i, 4096, FetchPriority::prefetch, c));
     uint64_t fault = submit(*f, 0, 10, FetchPriority::fault, c);
@@ -174,11 +174,11 @@ TEST_F(RangeFetcherTest, PromoteMovesAQueuedPrefetchAmongTheFaults) {
 }
 
 TEST_F(RangeFetcherTest, CancelledQueuedRequestsAreCalledBackAsCancelled) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     RangeFetcher::Options options;
     options.start_paused = true;
     auto f = start(options, rgw().config());
     ASSERT_TRUE(f);
-    Collector c;
     std::vector<uint64_t> t;
     for (int i = 0; i < 10; ++i) t.push_back(submit(*f, 1000 * i, 1000, FetchPriority::prefetch, c));
     for (int i = 0; i < 10; i += 2) EXPECT_TRUE(f->cancel(t[i]));
@@ -201,11 +201,11 @@ TEST_F(RangeFetcherTest, CancelledQueuedRequestsAreCalledBackAsCancelled) {
 }
 
 TEST_F(RangeFetcherTest, DestroyingTheFetcherCallsEveryRequestBack) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     RangeFetcher::Options options;
     options.start_paused = true;
     auto f = start(options, rgw().config());
     ASSERT_TRUE(f);
-    Collector c;
     for (int i = 0; i < 5; ++i) submit(*f, 0, 100, i % 2 ? FetchPriority::fault : FetchPriority::prefetch, c);
     f.reset();
     ASSERT_EQ(c.order().size(), 5u);
@@ -216,9 +216,9 @@ TEST_F(RangeFetcherTest, DestroyingTheFetcherCallsEveryRequestBack) {
 }
 
 TEST_F(RangeFetcherTest, FailedAttemptsAreRetriedAndFailuresNamed) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     auto f = start({}, proxied());
     ASSERT_TRUE(f);
-    Collector c;
     proxy->set(Mode::reset, 2);
     uint64_t ok = submit(*f, 100, 5000, FetchPriority::fault, c);
     ASSERT_TRUE(c.wait_for(1));
@@ -240,13 +240,13 @@ TEST_F(RangeFetcherTest, FailedAttemptsAreRetriedAndFailuresNamed) {
 }
 
 TEST_F(RangeFetcherTest, RequestsItCannotServeAreRefusedAtOnce) {
+    Collector c;   // outlives the fetcher, which calls back into it until destroyed
     RangeFetcher::Options options;
     options.max_queued = 2;
     options.max_range_bytes = 1 << 20;
     options.start_paused = true;
     auto f = start(options, rgw().config());
     ASSERT_TRUE(f);
-    Collector c;
     auto refused = [&](RangeRequest r) {
         r.done = r.done ? r.done : c.callback();
         auto t = f->submit(std::move(r));
