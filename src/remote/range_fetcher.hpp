@@ -14,7 +14,8 @@
 //    not hash), write them to the cache, then post "chunk ready" to each
 //    waiting reactor's mailbox (FetchSink::fetched). Keep the callback short:
 //    while it runs no other transfer progresses. It may call submit, cancel
-//    and promote.
+//    and promote, never destroy the fetcher; whatever it writes into must
+//    outlive the fetcher (the destructor calls back what is still pending).
 //  - Priorities: a queued fault request always starts before any queued
 //    prefetch request, and prefetch requests never hold more than
 //    `prefetch_max_in_flight` of the `max_in_flight` transfers, so a fault
