@@ -97,7 +97,8 @@ case "${1:-}" in
         # -O0 (debug): half the compile time of -O2 and the tests stay I/O-bound; no access is
         # optimized away. Only the `ringpager` binary links mimalloc, and libtsan comes first in
         # its link order, so TSan's malloc interposes and mimalloc stays idle (as under ASan).
-        # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads.
+        # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads; so does
+        # remote (about 14 s, half of it starting and stopping RGW): the range fetcher is a thread.
         build build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
         # real-guest is built and run in the normal build only (QEMU under TCG is slow enough).
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan --no-suite real-guest || rc=$?
