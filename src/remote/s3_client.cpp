@@ -6,23 +6,15 @@
 #include <thread>
 
 #include "common/log.hpp"
-#include "remote/s3_xml.hpp"
 
 namespace ringpager::remote {
 namespace {
 
 constexpr size_t max_small_answer_bytes = 64 << 10;   // PUT/DELETE/multipart answers
 constexpr size_t max_list_answer_bytes = 8 << 20;     // 1000 keys of 1 KiB plus their fields
-constexpr size_t max_token_bytes = 1024;
 
-S3Error invalid_response(const std::string& name, const std::string& cause) {
-    return S3Error{S3Error::Kind::invalid_response, 200, name + ": " + cause};
-}
-
-// An upload id or ETag from the store: bounded, printable, non-empty.
-bool sane_token(std::string_view text) {
-    return !text.empty() && text.size() <= max_token_bytes &&
-           std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+std::string_view as_text(const std::vector<std::byte>& body) {
+    return {reinterpret_cast<const char*>(body.data()), body.size()};
 }
 
 }  // namespace
@@ -151,10 +143,7 @@ S3Result<std::string> S3Client::create_multipart(const S3Location& object) {
     request.max_body_bytes = max_small_answer_bytes;
     auto r = perform(request);
     if (!r) return r.error();
-    std::string_view doc(reinterpret_cast<const char*>(r->body.data()), r->body.size());
-    auto id = xml::text(doc, "UploadId", max_token_bytes);
-    if (!id || !sane_token(*id)) return invalid_response(request.name(), "no usable UploadId in the answer");
-    return *id;
+    return parse_upload_id(as_text(r->body), request.name());
 }
 
 S3Result<std::string> S3Client::upload_part(const S3Location& object, const std::string& upload_id, uint32_t number,
@@ -174,15 +163,6 @@ S3Result<std::string> S3Client::upload_part(const S3Location& object, const std:
     return r->etag;
 }
 
-std::string complete_multipart_body(std::span<const CompletedPart> parts) {
-    std::string body = "<CompleteMultipartUpload>";
-    for (const CompletedPart& p : parts) {
-        body += "<Part><PartNumber>" + std::to_string(p.number) + "</PartNumber><ETag>" + xml::escape(p.etag) +
-                "</ETag></Part>";
-    }
-    return body + "</CompleteMultipartUpload>";
-}
-
 S3Result<std::string> S3Client::complete_multipart(const S3Location& object, const std::string& upload_id,
                                                    std::span<const CompletedPart> parts) {
     if (parts.empty() || parts.size() > max_part_count) {
@@ -198,16 +178,7 @@ S3Result<std::string> S3Client::complete_multipart(const S3Location& object, con
     request.max_body_bytes = max_small_answer_bytes;
     auto r = perform(request);
     if (!r) return r.error();
-    // S3 may answer 200 and still report a failure in the body.
-    std::string_view doc(reinterpret_cast<const char*>(r->body.data()), r->body.size());
-    if (!xml::find_element(doc, "CompleteMultipartUploadResult")) {
-        std::string code = escape_for_log(xml::text(doc, "Code", 64).value_or("no result"), 64);
-        return S3Error{S3Error::Kind::server, 200, request.name() + ": completing the upload failed (" + code + ")"};
-    }
-    // RGW (Ceph 16) answers an empty <ETag/>; a HEAD of the object has the real one.
-    auto etag = xml::text(doc, "ETag", max_token_bytes).value_or("");
-    if (!etag.empty() && !sane_token(etag)) return invalid_response(request.name(), "the completed upload's ETag is malformed");
-    return etag;
+    return parse_complete_answer(as_text(r->body), request.name());
 }
 
 S3Result<Done> S3Client::abort_multipart(const S3Location& object, const std::string& upload_id) {
@@ -221,48 +192,6 @@ S3Result<Done> S3Client::abort_multipart(const S3Location& object, const std::st
     return Done{};
 }
 
-S3Result<ListPage> parse_list_page(std::string_view doc, const std::string& name, const std::string& prefix,
-                                   uint32_t max_keys) {
-    if (!xml::find_element(doc, "ListBucketResult")) return invalid_response(name, "the answer is not a listing");
-    auto truncated = xml::text(doc, "IsTruncated", 8);
-    if (!truncated || (*truncated != "true" && *truncated != "false")) {
-        return invalid_response(name, "the listing has no IsTruncated true|false");
-    }
-    ListPage page;
-    size_t at = 0, next = 0;
-    while (auto contents = xml::find_element(doc, "Contents", at, &next)) {
-        at = next;
-        if (page.objects.size() == max_keys) {
-            return invalid_response(name, "the listing holds more than the " + std::to_string(max_keys) + " keys asked for");
-        }
-        ObjectSummary o;
-        auto key = xml::text(*contents, "Key", max_key_bytes);
-        auto size = xml::text(*contents, "Size", 24);
-        auto parsed_size = size ? xml::parse_u64(*size) : std::nullopt;
-        if (!key || key->empty() || !parsed_size) {
-            return invalid_response(name, "listing entry " + std::to_string(page.objects.size()) +
-                                              " has no usable Key or Size");
-        }
-        if (key->rfind(prefix, 0) != 0) {
-            return invalid_response(name, "the listing holds key '" + escape_for_log(*key) + "' outside the prefix");
-        }
-        if (!page.objects.empty() && *key <= page.objects.back().key) {
-            return invalid_response(name, "the listing's keys are not in increasing order");
-        }
-        o.key = std::move(*key);
-        o.size_bytes = *parsed_size;
-        o.etag = xml::text(*contents, "ETag", max_token_bytes).value_or("");
-        o.last_modified = xml::text(*contents, "LastModified", 64).value_or("");
-        page.objects.push_back(std::move(o));
-    }
-    if (*truncated == "true") {
-        auto token = xml::text(doc, "NextContinuationToken", max_token_bytes);
-        if (!token || !sane_token(*token)) return invalid_response(name, "a truncated listing without a usable NextContinuationToken");
-        page.next_token = std::move(*token);
-    }
-    return page;
-}
-
 S3Result<ListPage> S3Client::list_page(const std::string& bucket, const std::string& prefix,
                                        const std::string& continuation_token, uint32_t max_keys) {
     if (max_keys == 0 || max_keys > max_list_keys) return invalid_argument("max_keys must be 1..1000");
@@ -274,8 +203,7 @@ S3Result<ListPage> S3Client::list_page(const std::string& bucket, const std::str
     request.max_body_bytes = max_list_answer_bytes;
     auto r = perform(request);
     if (!r) return r.error();
-    std::string_view doc(reinterpret_cast<const char*>(r->body.data()), r->body.size());
-    return parse_list_page(doc, "s3://" + bucket + "/" + prefix, prefix, max_keys);
+    return parse_list_page(as_text(r->body), "s3://" + bucket + "/" + prefix, prefix, max_keys);
 }
 
 S3Result<std::vector<ObjectSummary>> S3Client::list(const std::string& bucket, const std::string& prefix,

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "remote/s3_answers.hpp"
 #include "remote/s3_config.hpp"
 #include "remote/s3_error.hpp"
 #include "remote/s3_exchange.hpp"
@@ -32,23 +33,6 @@ struct ObjectInfo {
     uint64_t size_bytes = 0;
     std::string etag;            // as the store sent it, quotes included
     std::string last_modified;   // HTTP date
-};
-
-struct ObjectSummary {
-    std::string key;
-    uint64_t size_bytes = 0;
-    std::string etag;
-    std::string last_modified;   // ISO 8601, as listed
-};
-
-struct ListPage {
-    std::vector<ObjectSummary> objects;   // in key order
-    std::string next_token;               // "" when this was the last page
-};
-
-struct CompletedPart {
-    uint32_t number = 0;   // 1..10000
-    std::string etag;
 };
 
 // What a client has sent, for tests and progress reports.
@@ -112,10 +96,5 @@ private:
     S3ClientStats stats_;
     uint64_t jitter_state_ = 0;
 };
-
-// Parsers of the store's XML answers (exposed for the tests of hostile bodies).
-S3Result<ListPage> parse_list_page(std::string_view xml, const std::string& name, const std::string& prefix,
-                                   uint32_t max_keys);
-std::string complete_multipart_body(std::span<const CompletedPart> parts);
 
 }  // namespace ringpager::remote

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "remote/s3_answers.hpp"
 #include "remote/s3_client.hpp"
 #include "remote/s3_xml.hpp"
 
@@ -183,6 +184,43 @@ TEST(S3Multipart, TheCompleteBodyEscapesETags) {
     EXPECT_EQ(complete_multipart_body(parts),
               "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>&quot;abc&quot;</ETag></Part>"
               "<Part><PartNumber>2</PartNumber><ETag>&quot;d&amp;e&quot;</ETag></Part></CompleteMultipartUpload>");
+}
+
+TEST(S3Multipart, TheUploadIdMustBeUsable) {
+    auto id = parse_upload_id("<InitiateMultipartUploadResult><UploadId>2~abc&amp;d</UploadId>"
+                              "</InitiateMultipartUploadResult>",
+                              "s3://b/k");
+    ASSERT_TRUE(id) << id.error().message;
+    EXPECT_EQ(*id, "2~abc&d");
+    for (const std::string& doc : {std::string("<Error/>"), std::string("<UploadId></UploadId>"),
+                                  "<UploadId>" + std::string(1025, 'a') + "</UploadId>",
+                                  std::string("<UploadId>a&#10;b</UploadId>"), std::string("<UploadId>a&bogus;</UploadId>")}) {
+        auto r = parse_upload_id(doc, "s3://b/k");
+        ASSERT_FALSE(r) << doc;
+        EXPECT_EQ(r.error().kind, S3Error::Kind::invalid_response);
+        EXPECT_EQ(r.error().message, "s3://b/k: no usable UploadId in the answer");
+    }
+}
+
+TEST(S3Multipart, ACompleteAnswerOf200CanStillBeAFailure) {
+    auto etag = parse_complete_answer("<CompleteMultipartUploadResult><ETag>&quot;e-2&quot;</ETag>"
+                                      "</CompleteMultipartUploadResult>",
+                                      "s3://b/k");
+    ASSERT_TRUE(etag) << etag.error().message;
+    EXPECT_EQ(*etag, "\"e-2\"");
+    auto rgw = parse_complete_answer("<CompleteMultipartUploadResult><ETag/></CompleteMultipartUploadResult>", "s3://b/k");
+    ASSERT_TRUE(rgw) << rgw.error().message;
+    EXPECT_EQ(*rgw, "");
+
+    auto failed = parse_complete_answer("<Error><Code>InternalError</Code></Error>", "s3://b/k");
+    ASSERT_FALSE(failed);
+    EXPECT_EQ(failed.error().kind, S3Error::Kind::server);
+    EXPECT_EQ(failed.error().message, "s3://b/k: completing the upload failed (InternalError)");
+    EXPECT_EQ(parse_complete_answer("", "s3://b/k").error().message, "s3://b/k: completing the upload failed (no result)");
+    auto malformed = parse_complete_answer(
+        "<CompleteMultipartUploadResult><ETag>a&#1;b</ETag></CompleteMultipartUploadResult>", "s3://b/k");
+    ASSERT_FALSE(malformed);
+    EXPECT_EQ(malformed.error().message, "s3://b/k: the completed upload's ETag is malformed");
 }
 
 }  // namespace
