@@ -12,6 +12,8 @@ cd "$(dirname "$0")"
 
 packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev libzstd-dev liblz4-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev prometheus-cpp-dev
+          libcurl4-openssl-dev                 # the S3 client (src/remote)
+          ceph-mon ceph-osd radosgw            # the remote suite's object store (tests/remote/rgw.sh)
           qemu-system-x86)  # the real-guest suite; its kernel and busybox come by `apt-get download`
 fuzz_packages=(clang-19 libfuzzer-19-dev libclang-rt-19-dev)   # fuzz/run.sh, in `test` only
 
@@ -95,7 +97,8 @@ case "${1:-}" in
         # -O0 (debug): half the compile time of -O2 and the tests stay I/O-bound; no access is
         # optimized away. Only the `ringpager` binary links mimalloc, and libtsan comes first in
         # its link order, so TSan's malloc interposes and mimalloc stays idle (as under ASan).
-        # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads.
+        # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads; so does
+        # remote (about 14 s, half of it starting and stopping RGW): the range fetcher is a thread.
         build build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
         # real-guest is built and run in the normal build only (QEMU under TCG is slow enough).
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan --no-suite real-guest || rc=$?

@@ -1,6 +1,7 @@
-// `ringpager snapshot build|inspect|verify`: the operator's tool for layered
-// snapshots (docs/snapshot-format.md). Exit codes: 0 ok, 1 runtime failure,
-// 2 usage error. Errors are one line on stderr naming the file and the cause.
+// `ringpager snapshot build|inspect|verify|push|ls`: the operator's tool for
+// layered snapshots (docs/snapshot-format.md), local or in an object store
+// (docs/remote.md). Exit codes: 0 ok, 1 runtime failure, 2 usage error.
+// Errors are one line on stderr naming the file or object and the cause.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -8,9 +9,12 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "common/log.hpp"
+#include "remote/snapshot_store.hpp"
 #include "ringpager/snapshot.hpp"
 #include "snapshot/layered/codec.hpp"
 #include "snapshot/layered/file_io.hpp"
@@ -207,10 +211,48 @@ void print_info(const ringpager::SnapshotInfo& info) {
     }
 }
 
+// A client configured from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION.
+std::unique_ptr<ringpager::remote::S3Client> s3_client(std::string& error) {
+    auto config = ringpager::remote::S3Config::from_environment();
+    if (!config) {
+        error = config.error().message;
+        return nullptr;
+    }
+    auto client = ringpager::remote::S3Client::create(std::move(*config));
+    if (!client) {
+        error = client.error().message;
+        return nullptr;
+    }
+    return std::move(*client);
+}
+
+// Parses an s3:// argument; prints the usage error and returns false when it is not one.
+bool parse_url(const std::string& command, const std::string& text, ringpager::remote::KeyRule rule,
+               ringpager::remote::S3Location& out) {
+    std::string error = ringpager::remote::parse_s3_url(text, rule, out);
+    if (error.empty()) return true;
+    std::cerr << "ringpager snapshot " << command << ": " << error << "\n";
+    return false;
+}
+
+bool inspect_any(const std::string& manifest, ringpager::SnapshotInfo& info, std::string& error, bool& usage) {
+    if (manifest.rfind("s3://", 0) != 0) return ringpager::inspect_layered_snapshot(manifest, info, error);
+    ringpager::remote::S3Location at;
+    if (!parse_url("inspect", manifest, ringpager::remote::KeyRule::required, at)) {
+        usage = true;
+        return false;
+    }
+    auto client = s3_client(error);
+    if (!client) return false;
+    error = ringpager::remote::inspect_remote_snapshot(*client, at, info);
+    return error.empty();
+}
+
 int run_inspect(const std::string& manifest, bool json) {
     ringpager::SnapshotInfo info;
     std::string error;
-    if (!ringpager::inspect_layered_snapshot(manifest, info, error)) return fail("inspect", error);
+    bool usage = false;
+    if (!inspect_any(manifest, info, error, usage)) return usage ? exit_usage : fail("inspect", error);
     if (json) {
         std::cout << info_json(info).dump(2) << "\n";
     } else {
@@ -238,10 +280,58 @@ int run_verify(const std::string& manifest, bool progress) {
     return exit_ok;
 }
 
+int run_push(const std::string& manifest, const std::string& url, bool progress) {
+    ringpager::remote::S3Location at;
+    if (!parse_url("push", url, ringpager::remote::KeyRule::required, at)) return exit_usage;
+    std::string error;
+    auto client = s3_client(error);
+    if (!client) return fail("push", error);
+    ProgressBar bar("pushing", progress);
+    ringpager::remote::PushOptions options;
+    options.progress = bar.callback();
+    ringpager::remote::PushReport r;
+    error = ringpager::remote::push_snapshot(*client, manifest, at, options, r);
+    bar.finish();
+    if (!error.empty()) return fail("push", error);
+    double mib_per_s = r.seconds > 0 ? static_cast<double>(r.bytes_uploaded) / r.seconds / (1 << 20) : 0.0;
+    std::printf("pushed %s to %s: %u layers uploaded, %u already in the bucket\n", manifest.c_str(), at.url().c_str(),
+                r.layers_uploaded, r.layers_present);
+    std::printf("bytes: %s sent (manifest %s), %s already there; %llu blocks verified on the way\n",
+                format_bytes(r.bytes_uploaded).c_str(), format_bytes(r.manifest_bytes).c_str(),
+                format_bytes(r.bytes_skipped).c_str(), static_cast<unsigned long long>(r.blocks_verified));
+    std::printf("speed: %.3f s, %.1f MiB/s\n", r.seconds, mib_per_s);
+    return exit_ok;
+}
+
+int run_ls(const std::string& url) {
+    ringpager::remote::S3Location at;
+    if (!parse_url("ls", url, ringpager::remote::KeyRule::optional, at)) return exit_usage;
+    std::string error;
+    auto client = s3_client(error);
+    if (!client) return fail("ls", error);
+    ringpager::remote::RemoteListing listing;
+    error = ringpager::remote::list_snapshots(*client, at, listing);
+    if (!error.empty()) return fail("ls", error);
+    for (const auto& s : listing.snapshots) {
+        std::printf("s3://%s/%s  %s guest  %s blocks  %u layers  manifest %s  %s\n", at.bucket.c_str(),
+                    ringpager::escape_for_log(s.key, ringpager::remote::max_key_bytes * 4).c_str(),
+                    format_bytes(s.header.guest_size_bytes).c_str(), format_bytes(s.header.block_size_bytes).c_str(),
+                    s.header.layer_count, format_bytes(s.manifest_bytes).c_str(),
+                    ringpager::escape_for_log(s.last_modified).c_str());
+    }
+    std::printf("%zu snapshot(s)", listing.snapshots.size());
+    if (listing.other_objects) {
+        std::printf(", %llu other object(s) that are not manifests", static_cast<unsigned long long>(listing.other_objects));
+    }
+    std::printf("\n");
+    return exit_ok;
+}
+
 }  // namespace
 
 int snapshot_main(int argc, char** argv) {
-    CLI::App app{"Build, inspect and verify ringpager layered snapshots (docs/snapshot-format.md).",
+    CLI::App app{"Build, inspect, verify, push and list ringpager layered snapshots (docs/snapshot-format.md, "
+                 "docs/remote.md).",
                  "ringpager snapshot"};
     app.require_subcommand(1);
 
@@ -290,8 +380,18 @@ int snapshot_main(int argc, char** argv) {
     build->add_flag("--no-progress", no_progress, "never draw the progress bar");
 
     CLI::App* inspect = app.add_subcommand("inspect", "Print what a manifest holds and check its layer files.");
-    inspect->add_option("manifest", manifest, "manifest file")->required();
+    inspect->add_option("manifest", manifest, "manifest file, or s3://BUCKET/NAME")->required();
     inspect->add_flag("--json", json, "print JSON instead of text");
+
+    std::string url;
+    CLI::App* push = app.add_subcommand("push", "Upload a snapshot to an object store (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                                                "AWS_SECRET_ACCESS_KEY, AWS_REGION); layers already there are not sent.");
+    push->add_option("manifest", manifest, "manifest file")->required();
+    push->add_option("url", url, "s3://BUCKET/NAME: where the manifest goes (layers go to s3://BUCKET/layers/)")->required();
+    push->add_flag("--no-progress", no_progress, "never draw the progress line");
+
+    CLI::App* ls = app.add_subcommand("ls", "List the snapshots in a bucket, under an optional prefix.");
+    ls->add_option("url", url, "s3://BUCKET/[PREFIX]")->required();
 
     CLI::App* verify = app.add_subcommand("verify", "Re-hash every stored block (and check every frame of a compressed "
                                                     "snapshot); exit 1 naming the first bad one.");
@@ -313,5 +413,7 @@ int snapshot_main(int argc, char** argv) {
         return run_build(std::move(build_options), block_size, !no_progress);
     }
     if (inspect->parsed()) return run_inspect(manifest, json);
+    if (push->parsed()) return run_push(manifest, url, !no_progress);
+    if (ls->parsed()) return run_ls(url);
     return run_verify(manifest, !no_progress);
 }

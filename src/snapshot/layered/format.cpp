@@ -458,6 +458,14 @@ std::string decode_manifest(std::span<const std::byte> bytes, const std::string&
     return {};
 }
 
+std::string peek_manifest_header(std::span<const std::byte> header, uint64_t file_size, ManifestHeaderSummary& out) {
+    if (header.size() < header_bytes) return truncated_header(header.size());
+    ManifestHeader h;
+    if (auto e = check_header(header.first(header_bytes), file_size, h); !e.empty()) return e;
+    out = {h.block_size_bytes, h.guest_size_bytes, h.layer_count, h.snapshot_id};
+    return {};
+}
+
 std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h) {
     std::array<std::byte, header_bytes> out{};
     std::span<std::byte> b(out);

@@ -165,6 +165,18 @@ std::string load_manifest(const std::string& path, Manifest& out);
 // check, so they refuse and accept the same bytes with the same message.
 std::string decode_manifest(std::span<const std::byte> bytes, const std::string& path, Manifest& out);
 
+// What the 128 header bytes of a manifest say, once they pass every check a
+// reader makes on them alone (magic, version, header checksum, field
+// consistency, and `file_size` = header + tables): for listings that read
+// only the header (`ringpager snapshot ls s3://...`). Returns "" or the cause.
+struct ManifestHeaderSummary {
+    uint64_t block_size_bytes = 0;
+    uint64_t guest_size_bytes = 0;
+    uint32_t layer_count = 0;
+    LayerId snapshot_id{};
+};
+std::string peek_manifest_header(std::span<const std::byte> header, uint64_t file_size, ManifestHeaderSummary& out);
+
 // Layer header: 128 bytes at offset 0 of a layer file.
 std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h);
 // Decodes a layer header of either version; returns "" or the cause (without

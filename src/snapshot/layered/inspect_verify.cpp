@@ -8,6 +8,7 @@
 
 #include "ringpager/snapshot.hpp"
 #include "snapshot/layered/codec.hpp"
+#include "snapshot/layered/describe.hpp"
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/format.hpp"
 #include "snapshot/layered/layer_files.hpp"
@@ -138,17 +139,9 @@ std::string describe_first_bad(const Manifest& m, const std::vector<BadBlock>& b
 }
 
 }  // namespace
-}  // namespace layered
 
-bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& info, std::string& error) {
-    using namespace layered;
-    info = SnapshotInfo{};
-    Manifest m;
-    error = load_manifest(manifest_path, m);
-    if (!error.empty()) return false;
-    struct stat st {};
-    if (::stat(manifest_path.c_str(), &st) == 0) info.manifest_size_bytes = static_cast<uint64_t>(st.st_size);
-    info.manifest_path = manifest_path;
+void describe_manifest(const Manifest& m, SnapshotInfo& info) {
+    info.manifest_path = m.path;
     info.version = m.version;
     info.snapshot_id_hex = hex_id(m.snapshot_id);
     info.block_size_bytes = m.block_size_bytes;
@@ -169,8 +162,6 @@ bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& in
         layer.frames = rec.frame_count;
         layer.stored_file_bytes = rec.file_size_bytes - rec.data_offset_bytes;
         info.stored_file_bytes += layer.stored_file_bytes;
-        FileDesc file;
-        if (auto e = open_layer(m, i, file); !e.empty()) layer.status = e;
         info.layers.push_back(std::move(layer));
     }
     for (size_t i = 0; i < m.extents.size(); ++i) {
@@ -183,6 +174,23 @@ bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& in
             ++info.data_extents;
             info.layers[location_layer(m.extents[i].location)].referenced_blocks += blocks;
         }
+    }
+}
+
+}  // namespace layered
+
+bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& info, std::string& error) {
+    using namespace layered;
+    info = SnapshotInfo{};
+    Manifest m;
+    error = load_manifest(manifest_path, m);
+    if (!error.empty()) return false;
+    describe_manifest(m, info);
+    struct stat st {};
+    if (::stat(manifest_path.c_str(), &st) == 0) info.manifest_size_bytes = static_cast<uint64_t>(st.st_size);
+    for (uint32_t i = 0; i < m.layers.size(); ++i) {
+        FileDesc file;
+        if (auto e = open_layer(m, i, file); !e.empty()) info.layers[i].status = e;
     }
     return true;
 }
