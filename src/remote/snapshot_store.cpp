@@ -17,12 +17,15 @@ namespace {
 
 using namespace layered;
 
-// Re-hashes a layer's stored blocks as its bytes stream past in file order,
-// against the manifest's checksum table: a layer that changed on disk since
-// it was built is never pushed.
-class BlockChecker {
+// Re-hashes a layer's stored bytes as they stream past in file order against
+// the manifest: a layer that changed on disk since it was built is never
+// pushed. Version 1 (and version 2 without compression) checks every block
+// against its checksum; a compressed layer checks every frame's stored bytes
+// against the frame's checksum (its blocks are checked when a server
+// decompresses it).
+class StoredChecker {
 public:
-    BlockChecker(const Manifest& m, uint32_t layer)
+    StoredChecker(const Manifest& m, uint32_t layer)
         : m_(m), layer_(layer), state_(XXH3_createState(), &XXH3_freeState) {
         if (state_) XXH3_64bits_reset(state_.get());
     }
@@ -31,38 +34,54 @@ public:
     std::string feed(uint64_t offset, std::span<const std::byte> bytes) {
         if (!state_) return "out of memory";
         const LayerRecord& rec = m_.layers[layer_];
-        const uint64_t bs = m_.block_size_bytes;
         uint64_t skip = offset < rec.data_offset_bytes ? std::min<uint64_t>(rec.data_offset_bytes - offset, bytes.size()) : 0;
         bytes = bytes.subspan(skip);   // the header and its padding were checked when the file was opened
-        while (!bytes.empty()) {
-            size_t take = std::min<uint64_t>(bs - in_block_, bytes.size());
+        while (!bytes.empty() && unit_ < units()) {
+            const uint64_t unit_bytes = unit_length(unit_);
+            size_t take = std::min<uint64_t>(unit_bytes - in_unit_, bytes.size());
             XXH3_64bits_update(state_.get(), bytes.data(), take);
             bytes = bytes.subspan(take);
-            in_block_ += take;
-            if (in_block_ < bs) break;
-            uint64_t read = XXH3_64bits_digest(state_.get());
-            uint64_t stored = m_.block_checksum(layer_, slot_);
-            if (read != stored) {
-                return "layer " + m_.layer_path(layer_) + " slot " + std::to_string(slot_) + " (file offset " +
-                       hex64(rec.data_offset_bytes + slot_ * bs) + "): checksum mismatch (stored " + hex64(stored) +
-                       ", read " + hex64(read) + "): the file changed since it was built; nothing of it was pushed";
-            }
-            ++slot_;
-            ++verified_;
-            in_block_ = 0;
-            XXH3_64bits_reset(state_.get());
+            in_unit_ += take;
+            if (in_unit_ < unit_bytes) break;
+            if (auto e = finish_unit(); !e.empty()) return e;
         }
         return {};
     }
     uint64_t verified() const { return verified_; }
 
 private:
+    bool frames() const { return m_.compressed(); }
+    uint64_t units() const { return frames() ? m_.layers[layer_].frame_count : m_.layers[layer_].block_count; }
+    uint64_t unit_length(uint64_t i) const {
+        return frames() ? m_.frames[m_.frame_base[layer_] + i].stored_bytes : m_.block_size_bytes;
+    }
+    std::string finish_unit() {
+        const LayerRecord& rec = m_.layers[layer_];
+        const uint64_t read = XXH3_64bits_digest(state_.get());
+        const uint64_t stored =
+            frames() ? m_.frames[m_.frame_base[layer_] + unit_].checksum : m_.block_checksum(layer_, unit_);
+        if (read != stored) {
+            const std::string what =
+                frames() ? "frame " + std::to_string(unit_) + " (file offset " +
+                               hex64(m_.frames[m_.frame_base[layer_] + unit_].offset) + ")"
+                         : "slot " + std::to_string(unit_) + " (file offset " +
+                               hex64(rec.data_offset_bytes + unit_ * m_.block_size_bytes) + ")";
+            return "layer " + m_.layer_path(layer_) + " " + what + ": checksum mismatch (stored " + hex64(stored) +
+                   ", read " + hex64(read) + "): the file changed since it was built; nothing of it was pushed";
+        }
+        verified_ += frames() ? m_.frames[m_.frame_base[layer_] + unit_].plain_bytes / m_.block_size_bytes : 1;
+        ++unit_;
+        in_unit_ = 0;
+        XXH3_64bits_reset(state_.get());
+        return {};
+    }
+
     const Manifest& m_;
     uint32_t layer_;
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state_;
-    uint64_t slot_ = 0;
-    uint64_t in_block_ = 0;
-    uint64_t verified_ = 0;
+    uint64_t unit_ = 0;      // block (slot) or frame
+    uint64_t in_unit_ = 0;
+    uint64_t verified_ = 0;  // blocks
 };
 
 struct Progress {
@@ -76,7 +95,7 @@ struct Progress {
 };
 
 std::string upload_whole(S3Client& client, const S3Location& at, int fd, const Manifest& m, uint32_t index,
-                         BlockChecker& checker, Progress& progress) {
+                         StoredChecker& checker, Progress& progress) {
     const uint64_t size = m.layers[index].file_size_bytes;
     std::vector<std::byte> bytes(size);
     const std::string name = "layer " + std::to_string(index) + " file " + m.layer_path(index);
@@ -89,7 +108,7 @@ std::string upload_whole(S3Client& client, const S3Location& at, int fd, const M
 }
 
 std::string upload_parts(S3Client& client, const S3Location& at, int fd, const Manifest& m, uint32_t index,
-                         BlockChecker& checker, const PushOptions& options, Progress& progress) {
+                         StoredChecker& checker, const PushOptions& options, Progress& progress) {
     const uint64_t size = m.layers[index].file_size_bytes;
     const std::string name = "layer " + std::to_string(index) + " file " + m.layer_path(index);
     uint64_t part_bytes = options.part_bytes;
@@ -177,7 +196,7 @@ std::string push_snapshot(S3Client& client, const std::string& manifest_path, co
     }
     for (uint32_t i : missing) {
         S3Location at{destination.bucket, layer_key(m.layers[i].id)};
-        BlockChecker checker(m, i);
+        StoredChecker checker(m, i);
         std::string e = m.layers[i].file_size_bytes > options.multipart_threshold_bytes
                             ? upload_parts(client, at, files[i].get(), m, i, checker, options, progress)
                             : upload_whole(client, at, files[i].get(), m, i, checker, progress);

@@ -92,15 +92,23 @@ void extend_snapshot(const std::string& manifest_a, const std::string& manifest_
 
 class SnapshotPushTest : public BucketFixture {
 protected:
-    // A 3-layer chain: a 2 MiB base and two diffs.
-    void build_chain() {
+    // A 3-layer chain: a 2 MiB base and two diffs (format version 2 with `frames`).
+    void build_chain(std::optional<ringpager::FrameOptions> frames = std::nullopt) {
         Bytes memory(512 * P);
         PageGen gen(41, 0.6, 0.1);
         gen.fill(memory, 0, 512);
         snaptest::write_file(dir_.file("base"), memory);
         snaptest::write_sparse_diff(dir_.file("diff1"), memory, snaptest::change_pages(memory, gen, 0.1));
         snaptest::write_sparse_diff(dir_.file("diff2"), memory, snaptest::change_pages(memory, gen, 0.1));
-        snaptest::build(dir_.file("base"), {dir_.file("diff1"), dir_.file("diff2")}, manifest());
+        ringpager::SnapshotBuildOptions options;
+        options.base_path = dir_.file("base");
+        options.diff_paths = {dir_.file("diff1"), dir_.file("diff2")};
+        options.manifest_path = manifest();
+        options.sync = false;
+        options.frames = frames;
+        ringpager::SnapshotBuildReport report;
+        std::string error;
+        ASSERT_TRUE(ringpager::build_layered_snapshot(options, report, error)) << error;
         ASSERT_EQ(layered::load_manifest(manifest(), m_), "");
     }
     std::string manifest() const { return dir_.file("snap.rpm"); }
@@ -166,6 +174,41 @@ TEST_F(SnapshotPushTest, AChainLandsAsContentAddressedLayersAndItsManifest) {
     auto j = nlohmann::json::parse(json.out);
     EXPECT_EQ(j["ok"], true);
     EXPECT_EQ(j["layers"][2]["resolved_path"], url(layer_key(m_.layers[2].id)));
+}
+
+TEST_F(SnapshotPushTest, ACompressedChainIsCheckedFrameByFrameAndLandsByteForByte) {
+    ringpager::FrameOptions frames;
+    frames.codec = ringpager::FrameCodec::zstd;
+    frames.frame_bytes = 64 << 10;
+    build_chain(frames);
+    ASSERT_GT(m_.frames.size(), 3u);
+    PushReport report;
+    ASSERT_EQ(push_snapshot(*client, manifest(), at("z"), {}, report), "");
+    EXPECT_EQ(report.layers_uploaded, 3u);
+    EXPECT_EQ(report.blocks_verified, m_.checksums.size());
+    for (uint32_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(object_hash(layer_key(m_.layers[i].id)), file_hash(m_.layer_path(i))) << "layer " << i;
+    }
+    CliRun local = run({"inspect", manifest()});
+    CliRun remote = run({"inspect", url("z")});
+    ASSERT_EQ(remote.code, 0) << remote.err;
+    EXPECT_NE(remote.out.find("frames       zstd level 1, 64 KiB frames: "), std::string::npos) << remote.out;
+    EXPECT_EQ(remote.out.substr(remote.out.find('\n')), local.out.substr(local.out.find('\n')));
+
+    // A frame changed on disk after the build: nothing of its layer goes up.
+    const layered::FrameRecord frame = m_.frames[m_.frame_base[1] + 1];
+    Bytes layer = snaptest::read_file(m_.layer_path(1));
+    layer[frame.offset + 3] ^= std::byte{0x40};
+    snaptest::write_file(m_.layer_path(1), layer);
+    ASSERT_TRUE(client->remove(at(layer_key(m_.layers[1].id))));
+    const std::string error = push_snapshot(*client, manifest(), at("z2"), {}, report);
+    EXPECT_EQ(error.rfind("layer " + m_.layer_path(1) + " frame 1 (file offset " + layered::hex64(frame.offset) +
+                              "): checksum mismatch (stored " + layered::hex64(frame.checksum) + ", read ",
+                          0),
+              0u)
+        << error;
+    EXPECT_NE(error.find("): the file changed since it was built; nothing of it was pushed"), std::string::npos) << error;
+    EXPECT_FALSE(client->head(at(layer_key(m_.layers[1].id))));
 }
 
 TEST_F(SnapshotPushTest, ASnapshotSharingTheBaseUploadsOnlyItsNewLayer) {
