@@ -55,7 +55,8 @@ public:
     }
 
     ReadPlan plan(uint64_t offset, uint64_t max_length_bytes) const override;
-    void fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie) const override;
+    void fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie,
+               FetchFor why) const override;
 
     std::string verify(uint64_t offset, std::span<const std::byte> bytes) const override {
         return check_read(m_, offset, bytes);
@@ -128,8 +129,11 @@ ReadPlan FrameSource::plan(uint64_t offset, uint64_t max_length_bytes) const {
     return ReadPlan{ReadPlan::Kind::ready, cache_index(), cache_offset(p, offset), length};
 }
 
-void FrameSource::fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink,
-                        uint64_t cookie) const {
+// Frames are decompressed in the order asked for: a fault waits behind at
+// most what the workers hold (`why` is not used yet).
+void FrameSource::fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie,
+                        FetchFor why) const {
+    (void)why;
     // Every frame a data block of the range lives in, that is not ready yet.
     std::vector<uint64_t> frames;
     const uint64_t size = m_.guest_size_bytes;
