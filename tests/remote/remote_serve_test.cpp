@@ -1,0 +1,182 @@
+// Pins serving a layered snapshot from the object store end to end: a 3-layer
+// chain pushed to the suite's Ceph RGW is restored byte-exact (every page's
+// XXH3 against the flattened image) to simulated VMs through the real engine,
+// lazy and prefetch, from an empty chunk cache; many VMs at once fetch each
+// chunk exactly once; an engine restarted on the same cache directory
+// verifies and reuses what is there and fetches nothing; a second cache on a
+// directory in use is refused with one line; a chunk corrupted on the way is
+// fetched again, once.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "common/engine_fixture.hpp"
+#include "engine/layered_chain.hpp"
+#include "remote/chunk_cache.hpp"
+#include "remote/snapshot_store.hpp"
+#include "snapshot/layered/format.hpp"
+#include "source/remote_source.hpp"
+#include "test_util.hpp"
+
+using namespace ringpager;
+using namespace ringpager::remote;
+using namespace ringpager::testing;
+using rgwtest::FaultProxy;
+using rgwtest::rgw;
+
+namespace {
+
+constexpr uint64_t MiB = 1024 * 1024;
+constexpr uint64_t kChunkBytes = 256 << 10;
+
+// A 3-layer chain built locally and pushed to a fresh bucket as "snap".
+class RemoteServe : public rgwtest::ProxyFixture {
+protected:
+    void SetUp() override {
+        ProxyFixture::SetUp();
+        if (HasFatalFailure()) return;
+        chain_ = build_chain(dir_, 16 * MiB, 4096);
+        PushReport report;
+        ASSERT_EQ(push_snapshot(*client, chain_.manifest, at("snap"), PushOptions{}, report), "");
+        ASSERT_EQ(report.layers_uploaded, 3u);
+        ASSERT_EQ(layered::load_manifest(chain_.manifest, m_), "");
+    }
+
+    std::shared_ptr<ChunkCache> open_cache(S3Config config, std::string* error_out = nullptr) {
+        ChunkCacheOptions options;
+        options.directory = dir_.file("cache");
+        options.chunk_bytes = kChunkBytes;
+        std::shared_ptr<ChunkCache> cache;
+        const std::string error = ChunkCache::open(std::move(config), options, cache);
+        if (error_out) *error_out = error;
+        else EXPECT_EQ(error, "");
+        return cache;
+    }
+
+    std::shared_ptr<const Source> open_source(const std::shared_ptr<ChunkCache>& cache) {
+        std::string error;
+        std::shared_ptr<const Source> source = open_remote_source(*client, at("snap"), cache, {}, error);
+        EXPECT_TRUE(source) << error;
+        return source;
+    }
+
+    // Chunks holding at least one block a guest block maps to: what a VM made
+    // resident needs, each exactly once.
+    uint64_t referenced_chunks() const {
+        std::set<std::pair<uint32_t, uint64_t>> chunks;
+        const uint64_t slots = kChunkBytes / m_.block_size_bytes;
+        for (size_t i = 0; i < m_.extents.size(); ++i) {
+            const auto& e = m_.extents[i];
+            if (layered::is_zero_location(e.location)) continue;
+            const uint64_t first = layered::location_slot(e.location);
+            const uint64_t count = m_.extent_end_block(i) - e.first_block;
+            for (uint64_t s = first; s < first + count; ++s) chunks.insert({layered::location_layer(e.location), s / slots});
+        }
+        return chunks.size();
+    }
+
+    // `vms` guests connect at once; each touches all of its memory (lazy) or is
+    // prefetched to resident; every page must match the flattened image.
+    void restore(RunningEngine& e, ServeMode mode, unsigned vms, uint64_t vms_before) {
+        auto image = sim::ExpectedImage::open(chain_.flat);
+        ASSERT_TRUE(image.ok());
+        std::vector<sim::Guest> guests;
+        guests.reserve(vms);   // a connected guest is never moved
+        for (unsigned i = 0; i < vms; ++i) {
+            guests.push_back(make_guest(e.socket, {8 * MiB, 8 * MiB}));
+            ASSERT_TRUE(guests.back().connect_and_send().ok());
+        }
+        if (mode == ServeMode::lazy) {
+            std::vector<std::thread> threads;
+            for (unsigned i = 0; i < vms; ++i) {
+                threads.emplace_back([&, i] { guests[i].touch(sim::Pattern::random, 2, 1.0, 4 + i); });
+            }
+            for (auto& t : threads) t.join();
+        } else {
+            ASSERT_TRUE(e.engine->wait_until(
+                [&](const EngineStats& s) { return s.vms_resident == vms_before + vms; }, kWait));
+        }
+        for (auto& guest : guests) {
+            const sim::VerifyReport report = guest.verify(*image);
+            EXPECT_EQ(report.pages_checked, guest.page_count());
+            EXPECT_EQ(report.mismatches, 0u) << report.describe();
+        }
+    }
+
+    TempDir dir_;
+    Chain chain_;
+    layered::Manifest m_;
+};
+
+TEST_F(RemoteServe, ManyVmsFromAnEmptyCacheFetchEachChunkOnceThenARestartFetchesNothing) {
+    for (ServeMode mode : {ServeMode::prefetch, ServeMode::lazy}) {
+        SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
+        std::filesystem::remove_all(dir_.file("cache"));
+        {
+            auto cache = open_cache(rgw().config());
+            ASSERT_TRUE(cache);
+            auto source = open_source(cache);
+            ASSERT_TRUE(source);
+            RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+            restore(e, mode, 4, 0);
+            const ChunkCacheStats s = cache->stats();
+            EXPECT_EQ(s.fetches, referenced_chunks());   // one range GET per chunk, however many VMs wait
+            EXPECT_EQ(cache->fetcher().stats().succeeded, referenced_chunks());
+            EXPECT_EQ(s.refetches, 0u);
+            EXPECT_EQ(s.chunk_failures, 0u);
+            EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+            ASSERT_TRUE(e.engine->wait_released(4, kWait));
+        }
+        // A restarted engine on the same directory: every chunk verified and reused.
+        auto cache = open_cache(rgw().config());
+        ASSERT_TRUE(cache);
+        auto source = open_source(cache);
+        ASSERT_TRUE(source);
+        EXPECT_EQ(cache->stats().reused_chunks, referenced_chunks());
+        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+        restore(e, mode, 1, 0);
+        EXPECT_EQ(cache->stats().fetches, 0u);
+        EXPECT_EQ(cache->fetcher().stats().submitted, 0u);
+    }
+}
+
+TEST_F(RemoteServe, ASecondCacheOnADirectoryInUseIsRefusedWithOneLine) {
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    std::string error;
+    EXPECT_FALSE(open_cache(rgw().config(), &error));
+    EXPECT_EQ(error, "cache directory " + dir_.file("cache") + " is in use by another chunk cache (pid " +
+                         std::to_string(::getpid()) + " holds " + dir_.file("cache") +
+                         "/lock); give each engine its own --cache-dir");
+}
+
+TEST_F(RemoteServe, ACorruptChunkIsFetchedAgainOnceAndNeverServed) {
+    // Every answer through the proxy has one byte flipped for the next 1 connection.
+    auto cache = open_cache(proxied());
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    proxy->set(FaultProxy::Mode::corrupt, 1);
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    restore(e, ServeMode::prefetch, 1, 0);
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_EQ(s.refetches, 1u);
+    EXPECT_EQ(s.fetches, referenced_chunks() + 1);
+    EXPECT_EQ(s.chunk_failures, 0u);
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+}
+
+TEST_F(RemoteServe, AMissingSnapshotOrLayerIsOneLineAtOpen) {
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    std::string error;
+    EXPECT_FALSE(open_remote_source(*client, at("nope"), cache, {}, error));
+    EXPECT_NE(error.find("s3://" + bucket + "/nope"), std::string::npos) << error;
+    EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+    ASSERT_TRUE(client->remove(at(layer_key(m_.layers[1].id))));
+    EXPECT_FALSE(open_remote_source(*client, at("snap"), cache, {}, error));
+    EXPECT_EQ(error.rfind("s3://" + bucket + "/snap: layer 1: ", 0), 0u) << error;
+}
+
+}  // namespace
