@@ -1,9 +1,10 @@
 // Pins serving a layered snapshot from the object store end to end: a 3-layer
 // chain pushed to the suite's Ceph RGW is restored byte-exact (every page's
 // XXH3 against the flattened image) to simulated VMs through the real engine,
-// lazy and prefetch, from an empty chunk cache; many VMs at once fetch each
-// chunk exactly once; an engine restarted on the same cache directory
-// verifies and reuses what is there and fetches nothing; a second cache on a
+// lazy and prefetch, 4 KiB and 2 MiB pages, from an empty chunk cache; many
+// VMs at once fetch each chunk exactly once; an engine restarted on the same
+// cache directory verifies and reuses what is there and fetches nothing; a
+// bounded cache evicts and still serves every page; a second cache on a
 // directory in use is refused with one line; a chunk corrupted on the way is
 // fetched again, once.
 #include <gtest/gtest.h>
@@ -33,20 +34,24 @@ constexpr uint64_t kChunkBytes = 256 << 10;
 // A 3-layer chain built locally and pushed to a fresh bucket as "snap".
 class RemoteServe : public rgwtest::ProxyFixture {
 protected:
-    void SetUp() override {
+    void SetUp() override { set_up(4096); }
+    void set_up(uint64_t block_size) {
         ProxyFixture::SetUp();
         if (HasFatalFailure()) return;
-        chain_ = build_chain(dir_, 16 * MiB, 4096);
+        block_size_ = block_size;
+        chain_ = build_chain(dir_, 16 * MiB, block_size);
         PushReport report;
         ASSERT_EQ(push_snapshot(*client, chain_.manifest, at("snap"), PushOptions{}, report), "");
         ASSERT_EQ(report.layers_uploaded, 3u);
         ASSERT_EQ(layered::load_manifest(chain_.manifest, m_), "");
     }
 
-    std::shared_ptr<ChunkCache> open_cache(S3Config config, std::string* error_out = nullptr) {
+    std::shared_ptr<ChunkCache> open_cache(S3Config config, std::string* error_out = nullptr,
+                                           const std::function<void(ChunkCacheOptions&)>& tweak = {}) {
         ChunkCacheOptions options;
         options.directory = dir_.file("cache");
         options.chunk_bytes = kChunkBytes;
+        if (tweak) tweak(options);
         std::shared_ptr<ChunkCache> cache;
         const std::string error = ChunkCache::open(std::move(config), options, cache);
         if (error_out) *error_out = error;
@@ -65,7 +70,7 @@ protected:
     // resident needs, each exactly once.
     uint64_t referenced_chunks() const {
         std::set<std::pair<uint32_t, uint64_t>> chunks;
-        const uint64_t slots = kChunkBytes / m_.block_size_bytes;
+        const uint64_t slots = std::max<uint64_t>(1, kChunkBytes / m_.block_size_bytes);
         for (size_t i = 0; i < m_.extents.size(); ++i) {
             const auto& e = m_.extents[i];
             if (layered::is_zero_location(e.location)) continue;
@@ -84,7 +89,7 @@ protected:
         std::vector<sim::Guest> guests;
         guests.reserve(vms);   // a connected guest is never moved
         for (unsigned i = 0; i < vms; ++i) {
-            guests.push_back(make_guest(e.socket, {8 * MiB, 8 * MiB}));
+            guests.push_back(make_guest(e.socket, {8 * MiB, 8 * MiB}, block_size_));
             ASSERT_TRUE(guests.back().connect_and_send().ok());
         }
         if (mode == ServeMode::lazy) {
@@ -105,6 +110,7 @@ protected:
     }
 
     TempDir dir_;
+    uint64_t block_size_ = 4096;
     Chain chain_;
     layered::Manifest m_;
 };
@@ -139,6 +145,56 @@ TEST_F(RemoteServe, ManyVmsFromAnEmptyCacheFetchEachChunkOnceThenARestartFetches
         EXPECT_EQ(cache->stats().fetches, 0u);
         EXPECT_EQ(cache->fetcher().stats().submitted, 0u);
     }
+}
+
+// The same chain in 2 MiB blocks, served to guests with 2 MiB huge pages.
+class RemoteServeHuge : public RemoteServe {
+protected:
+    void SetUp() override {
+        ASSERT_EQ(sim::ensure_hugepages(64), "");
+        set_up(2 * MiB);
+    }
+};
+
+TEST_F(RemoteServeHuge, HugePageGuestsRestoreByteExactWithOneGetPerChunk) {
+    for (ServeMode mode : {ServeMode::lazy, ServeMode::prefetch}) {
+        SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
+        std::filesystem::remove_all(dir_.file("cache"));
+        auto cache = open_cache(rgw().config());
+        ASSERT_TRUE(cache);
+        auto source = open_source(cache);
+        ASSERT_TRUE(source);
+        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+        restore(e, mode, 2, 0);
+        EXPECT_EQ(cache->stats().fetches, referenced_chunks());
+        EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+    }
+}
+
+TEST_F(RemoteServe, ABoundedCacheEvictsAndStillServesEveryPage) {
+    // Two transfers at most, so the floor is 2 x 2 chunks; the cache holds 8
+    // chunks, far less than the snapshot: chunks are evicted and fetched again.
+    const uint64_t capacity = 8 * kChunkBytes;
+    auto cache = open_cache(rgw().config(), nullptr, [&](ChunkCacheOptions& o) {
+        o.capacity_bytes = capacity;
+        o.fetcher.max_in_flight = 2;
+        o.fetcher.prefetch_max_in_flight = 1;
+    });
+    ASSERT_TRUE(cache);
+    ASSERT_GT(referenced_chunks(), 2 * capacity / kChunkBytes);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    restore(e, ServeMode::prefetch, 2, 0);
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_GT(s.evictions, 0u);
+    EXPECT_LE(s.cached_bytes, capacity);
+    EXPECT_GE(s.fetches, referenced_chunks());
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+
+    std::string error;
+    EXPECT_FALSE(open_cache(rgw().config(), &error, [](ChunkCacheOptions& o) { o.capacity_bytes = kChunkBytes; }));
+    EXPECT_EQ(error, "cache size 256 KiB is below the 8 MiB the fetches in flight need (2 x 16 chunks of 256 KiB)");
 }
 
 TEST_F(RemoteServe, ASecondCacheOnADirectoryInUseIsRefusedWithOneLine) {
