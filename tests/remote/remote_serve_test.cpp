@@ -6,7 +6,8 @@
 // cache directory verifies and reuses what is there and fetches nothing; a
 // bounded cache evicts and still serves every page; a second cache on a
 // directory in use is refused with one line; a chunk corrupted on the way is
-// fetched again, once.
+// fetched again, once; a chunk corrupt in the store is fetched twice, then its
+// pages are poisoned (never served) and the engine goes on serving.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -221,6 +222,46 @@ TEST_F(RemoteServe, ACorruptChunkIsFetchedAgainOnceAndNeverServed) {
     EXPECT_EQ(s.fetches, referenced_chunks() + 1);
     EXPECT_EQ(s.chunk_failures, 0u);
     EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+}
+
+TEST_F(RemoteServe, AChunkCorruptInTheStoreIsPoisonedNeverServedAndTheEngineGoesOn) {
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    // The base layer's object changes in the bucket after the source opened
+    // (same size): its first chunk fails its checksum on every fetch.
+    const S3Location base = at(layer_key(m_.layers[0].id));
+    auto good = client->get(base, 1 << 30);
+    ASSERT_TRUE(good);
+    auto bad = *good;
+    bad[m_.layers[0].data_offset_bytes + 10] ^= std::byte{0x01};
+    ASSERT_TRUE(client->put(base, bad));
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
+    ::testing::internal::CaptureStderr();
+    {
+        // Without --kill-on-failure the pages of a failed fetch are poisoned
+        // (the guest would get a memory error there, never wrong bytes).
+        sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+        ASSERT_TRUE(guest.connect_and_send().ok());
+        EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.pages_poisoned > 0; }, kWait));
+    }
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("cannot fetch the snapshot's pages "), std::string::npos) << log;
+    EXPECT_NE(log.find(base.url() + " chunk 0 (bytes " + std::to_string(m_.layers[0].data_offset_bytes) + "+" +
+                       std::to_string(kChunkBytes) + "): slot 0 checksum mismatch (stored " +
+                       layered::hex64(m_.checksums[0]) + ", fetched 0x"),
+              std::string::npos)
+        << log;
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_GE(s.chunk_failures, 1u);
+    EXPECT_GE(s.refetches, s.chunk_failures);   // each failure was fetched once more first
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+
+    // The engine still serves: with the object right again, a new VM restores byte-exact.
+    ASSERT_TRUE(client->put(base, *good));
+    restore(e, ServeMode::prefetch, 1, e.engine->stats().vms_resident);
 }
 
 TEST_F(RemoteServe, AMissingSnapshotOrLayerIsOneLineAtOpen) {
