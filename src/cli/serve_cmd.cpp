@@ -47,6 +47,7 @@ struct ServeOptions {
     uint64_t prefetch_batch_kib = 512;
     std::string cache_dir;      // s3:// snapshots: the chunk cache
     std::string cache_size;     // its bound ("" or "0": none)
+    double fetch_deadline_s = 30;
 };
 
 // The acceptor keeps a per-reactor table of this size (src/server/listener.cpp).
@@ -153,6 +154,7 @@ private:
         client_ = std::move(*client);
         remote::ChunkCacheOptions options;
         options.directory = o_.cache_dir;
+        options.fetch_deadline = std::chrono::milliseconds(static_cast<int64_t>(o_.fetch_deadline_s * 1000));
         if (!o_.cache_size.empty() && !parse_size(o_.cache_size, options.capacity_bytes)) {
             error = "--cache-size: '" + o_.cache_size + "' is not a size (a number with an optional K, M, G or T suffix)";
             return false;
@@ -192,6 +194,10 @@ int serve_main(int argc, char** argv) {
                    "per directory; cached chunks are verified and reused after a restart)");
     app.add_option("--cache-size", o.cache_size,
                    "s3:// snapshots: bound on the chunk cache, e.g. 20G (default: none; least recently used chunks go first)");
+    app.add_option("--fetch-deadline", o.fetch_deadline_s,
+                   "s3:// snapshots: seconds a chunk may take to arrive while the store fails (away, 5xx, resets) "
+                   "before the VMs waiting on it fail (default 30)")
+        ->check(CLI::PositiveNumber);
     app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")
         ->check(CLI::IsMember({"lazy", "prefetch"}));
     app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..}]}");

@@ -253,6 +253,7 @@ void ChunkCache::request(std::span<const ChunkRef> chunks, bool fault, std::shar
                 if (req->error.empty()) req->error = e;
                 continue;
             }
+            if (ch.waiters.empty()) ch.waiting_since_ms = now_ms();
             ch.waiters.push_back(req);
             req->pending++;
         }
@@ -265,9 +266,10 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
     Layer& l = *layers_[layer];
     Chunk& ch = l.chunks[c];
     std::string error;
-    bool bad_checksum = false;
+    bool bad_checksum = false, passing = false;
     if (!bytes) {
         error = bytes.error().message;
+        passing = bytes.error().retryable();
     } else if (error = check_chunk(l, c, *bytes); !error.empty()) {
         bad_checksum = true;
     } else if (auto e = pwrite_all(l.file.get(), *bytes, l.chunk_offset(c), l.path); !e.empty()) {
@@ -282,7 +284,17 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
         if (bad_checksum && ch.attempts == 0) {
             ch.attempts = 1;   // once more; a second mismatch fails the waiters
             stats_.refetches++;
-            if (start_fetch(layer, c, ch.fault).empty()) return;
+            if (start_fetch(layer, c, ch.fault).empty()) return changed_.notify_all();
+        }
+        if (passing) {
+            const uint64_t waited_ms = now_ms() - ch.waiting_since_ms;
+            if (waited_ms < static_cast<uint64_t>(options_.fetch_deadline.count())) {
+                stats_.restarts++;
+                if (start_fetch(layer, c, ch.fault).empty()) return changed_.notify_all();
+            } else {
+                error = "not fetched within the fetch deadline (" + std::to_string(options_.fetch_deadline.count()) +
+                        " ms): " + error;
+            }
         }
         ch.attempts = 0;
         ch.fault = false;
@@ -301,6 +313,7 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
         ch.waiters.clear();
         if (error.empty()) evict_locked();
     }
+    changed_.notify_all();
     for (auto& w : done) w->sink->fetched(w->cookie, w->error);
 }
 
@@ -345,6 +358,12 @@ void ChunkCache::evict_locked() {
         stats_.cached_bytes -= victim_layer->chunk_length(victim);
         stats_.evictions++;
     }
+}
+
+bool ChunkCache::wait_until(const std::function<bool(const ChunkCacheStats&)>& done,
+                            std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(mu_);
+    return changed_.wait_for(lock, timeout, [&] { return done(stats_); });
 }
 
 ChunkCacheStats ChunkCache::stats() const {

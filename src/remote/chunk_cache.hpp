@@ -16,6 +16,10 @@
 // being fetched attaches to it; a fault request promotes a queued prefetch
 // fetch of the same chunk (RangeFetcher::promote). A chunk that fails its
 // checksum is fetched once more, then its waiters get the one-line reason.
+// A fetch that fails for a passing cause (the store away, 5xx, resets and
+// timeouts, after the fetcher's own retries) is started again until its
+// oldest waiter has waited `fetch_deadline`: a store that goes away and comes
+// back within it only delays the VMs waiting on it.
 //
 // DIR is locked (flock, LOCK_EX|LOCK_NB on DIR/lock) for the cache's life: a
 // second cache on the same directory, in this process or another, is refused
@@ -33,7 +37,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -56,6 +62,7 @@ struct ChunkCacheOptions {
     uint64_t capacity_bytes = 0;            // 0: unbounded
     uint64_t chunk_bytes = 4 << 20;         // bytes of stored blocks per chunk (at least one block)
     std::chrono::milliseconds punch_delay{1000};
+    std::chrono::milliseconds fetch_deadline{30000};
     RangeFetcher::Options fetcher;
 };
 
@@ -65,6 +72,7 @@ struct ChunkCacheStats {
     uint64_t attached = 0;          // a request waited on a fetch already under way
     uint64_t promoted = 0;          // queued prefetch fetches a fault promoted
     uint64_t refetches = 0;         // chunks fetched again after a checksum failure
+    uint64_t restarts = 0;          // fetches started again after a passing failure
     uint64_t chunk_failures = 0;    // fetches whose waiters got an error
     uint64_t bytes_fetched = 0;
     uint64_t reused_chunks = 0;     // found intact in DIR when their layer was added
@@ -108,6 +116,9 @@ public:
     void request(std::span<const ChunkRef> chunks, bool fault, std::shared_ptr<FetchSink> sink, uint64_t cookie);
 
     ChunkCacheStats stats() const;
+    // Waits until `done(stats())` holds or `timeout` passes (tests); the
+    // stats change under the cache's lock and wake it.
+    bool wait_until(const std::function<bool(const ChunkCacheStats&)>& done, std::chrono::milliseconds timeout) const;
     const std::string& directory() const { return options_.directory; }
     const RangeFetcher& fetcher() const { return *fetcher_; }
 
@@ -120,6 +131,7 @@ private:
         uint64_t ticket = 0;        // the fetch under way (0: none)
         bool fault = false;         // it was asked for by a fault
         unsigned attempts = 0;      // checksum failures of this fetch
+        uint64_t waiting_since_ms = 0;   // when its first current waiter came
         std::vector<std::shared_ptr<Request>> waiters;
         int64_t evicted_at_ms = -1; // waiting for its bytes to be punched out
     };
@@ -156,6 +168,7 @@ private:
     std::chrono::steady_clock::time_point epoch_ = std::chrono::steady_clock::now();
 
     mutable std::mutex mu_;
+    mutable std::condition_variable changed_;
     // Fixed at open so reactors index it without a lock: an entry is set
     // (under mu_) before its handle is handed out and never changes after.
     std::unique_ptr<std::unique_ptr<Layer>[]> layers_;

@@ -7,7 +7,9 @@
 // bounded cache evicts and still serves every page; a second cache on a
 // directory in use is refused with one line; a chunk corrupted on the way is
 // fetched again, once; a chunk corrupt in the store is fetched twice, then its
-// pages are poisoned (never served) and the engine goes on serving.
+// pages are poisoned (never served) and the engine goes on serving; a store
+// that goes away and comes back only delays the VMs, one away past the fetch
+// deadline fails the fetch with one line.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -262,6 +264,49 @@ TEST_F(RemoteServe, AChunkCorruptInTheStoreIsPoisonedNeverServedAndTheEngineGoes
     // The engine still serves: with the object right again, a new VM restores byte-exact.
     ASSERT_TRUE(client->put(base, *good));
     restore(e, ServeMode::prefetch, 1, e.engine->stats().vms_resident);
+}
+
+TEST_F(RemoteServe, AStoreThatGoesAwayAndComesBackOnlyDelaysTheVms) {
+    auto cache = open_cache(proxied());
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    proxy->go_away();
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    auto image = sim::ExpectedImage::open(chain_.flat);
+    ASSERT_TRUE(image.ok());
+    sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    // Fetches failed past the fetcher's retries and were started again.
+    ASSERT_TRUE(cache->wait_until([](const ChunkCacheStats& s) { return s.restarts >= 2; }, kWait));
+    ASSERT_TRUE(proxy->come_back());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+    EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
+    EXPECT_EQ(cache->stats().chunk_failures, 0u);
+}
+
+TEST_F(RemoteServe, AStoreAwayPastTheFetchDeadlineFailsTheFetchWithOneLine) {
+    auto cache = open_cache(proxied(), nullptr, [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    proxy->go_away();
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
+    ::testing::internal::CaptureStderr();
+    {
+        sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+        ASSERT_TRUE(guest.connect_and_send().ok());
+        EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.pages_poisoned > 0; }, kWait));
+    }
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("not fetched within the fetch deadline (300 ms): "), std::string::npos) << log;
+    EXPECT_NE(log.find("cannot connect to " + proxy->endpoint()), std::string::npos) << log;
+    EXPECT_GE(cache->stats().chunk_failures, 1u);
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);   // poisoned pages, not a failed engine
 }
 
 TEST_F(RemoteServe, AMissingSnapshotOrLayerIsOneLineAtOpen) {
