@@ -11,11 +11,14 @@
 // that goes away and comes back only delays the VMs, one away past the fetch
 // deadline fails the fetch with one line.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/inotify.h>
 
 #include <set>
 #include <thread>
 
 #include "common/engine_fixture.hpp"
+#include "common/process.hpp"
 #include "engine/layered_chain.hpp"
 #include "remote/chunk_cache.hpp"
 #include "remote/snapshot_store.hpp"
@@ -307,6 +310,54 @@ TEST_F(RemoteServe, AStoreAwayPastTheFetchDeadlineFailsTheFetchWithOneLine) {
     EXPECT_NE(log.find("cannot connect to " + proxy->endpoint()), std::string::npos) << log;
     EXPECT_GE(cache->stats().chunk_failures, 1u);
     EXPECT_EQ(e.engine->stats().vms_failed, 0u);   // poisoned pages, not a failed engine
+}
+
+// Waits (inotify, no polling) until `path` exists in its directory: created
+// there, or renamed onto it (how `serve` publishes its socket).
+bool wait_for_file(const std::string& path) {
+    const std::string dir = std::filesystem::path(path).parent_path();
+    FileDesc in(inotify_init1(IN_CLOEXEC));
+    if (inotify_add_watch(in.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    while (!std::filesystem::exists(path)) {
+        pollfd p{in.get(), POLLIN, 0};
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::filesystem::exists(path);
+        char buf[4096];
+        (void)!read(in.get(), buf, sizeof buf);
+    }
+    return true;
+}
+
+TEST_F(RemoteServe, TheServeCommandRestoresFromS3AndASecondEngineOnItsCacheIsRefused) {
+    const std::string ringpager = tool_path("RP_RINGPAGER"), guestsim = tool_path("RP_GUESTSIM");
+    ASSERT_FALSE(ringpager.empty() || guestsim.empty()) << "run through meson test";
+    // The store settings come from the environment, as for every S3 tool.
+    ::setenv("AWS_ENDPOINT_URL", rgw().endpoint.c_str(), 1);
+    ::setenv("AWS_ACCESS_KEY_ID", rgw().access_key_id.c_str(), 1);
+    ::setenv("AWS_SECRET_ACCESS_KEY", rgw().secret_access_key.c_str(), 1);
+    const std::string socket = dir_.file("serve.sock"), cache = dir_.file("cache"), url = "s3://" + bucket + "/snap";
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--snapshot", url, "--cache-dir", cache, "--mode",
+                                     "prefetch", "--cache-size", "1G"});
+    ASSERT_TRUE(wait_for_file(socket));
+    std::string guest_out;
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", chain_.flat, "--regions", "8M,8M"});
+    EXPECT_EQ(guest.wait(&guest_out), 0) << guest_out;   // every page verified against the flattened image
+
+    std::string second_out;
+    Child second = spawn(ringpager, {"serve", "--socket", dir_.file("second.sock"), "--snapshot", url, "--cache-dir",
+                                     cache});
+    const int second_status = second.wait(&second_out);
+    EXPECT_EQ(WEXITSTATUS(second_status), 1);
+    EXPECT_EQ(second_out, "ringpager serve: cache directory " + cache + " is in use by another chunk cache (pid " +
+                              std::to_string(server.pid) + " holds " + cache +
+                              "/lock); give each engine its own --cache-dir\n");
+    ::kill(server.pid, SIGTERM);
+    std::string server_out;
+    const int status = server.wait(&server_out);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << server_out;
+    EXPECT_NE(server_out.find("layered snapshot " + url), std::string::npos) << server_out;
 }
 
 TEST_F(RemoteServe, AMissingSnapshotOrLayerIsOneLineAtOpen) {
