@@ -3,7 +3,9 @@
 #   ./ringpager.sh demo   install what is missing, build, restore a generated snapshot into
 #                         simulated VMs with ringpager (lazy and prefetch) and a baseline handler,
 #                         and print the comparison report
-#                         (demo --real-guest: a real Linux guest under QEMU instead; see docs/realguest.md)
+#                         (demo --real-guest: a real Linux guest under QEMU instead; see docs/realguest.md;
+#                         demo --remote: a snapshot pushed to a throwaway Ceph RGW and restored from s3://
+#                         through the chunk cache, cold and warm, beside a local one; see docs/remote.md)
 #   ./ringpager.sh test   install what is missing, build (plus ASan/UBSan and TSan builds), run every
 #                         test, then fuzz each parser of hostile bytes for a minute (fuzz/run.sh)
 #   ./ringpager.sh build  install what is missing and build into ./build
@@ -81,6 +83,13 @@ case "${1:-}" in
             shift
             exec build/tools/realguest/rp-realguest demo "$@"
         fi
+        if [ "${1:-}" = --remote ]; then
+            shift
+            work=$(mktemp -d /tmp/ringpager-remote-demo.XXXXXX)
+            trap 'rm -rf "$work"' EXIT
+            benchmarks/remote_restore.sh build "$work" "${1:-256M}" "${2:-1 10}"
+            exit
+        fi
         exec build/tools/bench/rp-bench "$@"
         ;;
     test)
@@ -107,7 +116,7 @@ case "${1:-}" in
         exit $rc
         ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
