@@ -3,16 +3,20 @@
 #   ./ringpager.sh demo   install what is missing, build, restore a generated snapshot into
 #                         simulated VMs with ringpager (lazy and prefetch) and a baseline handler,
 #                         and print the comparison report
-#                         (demo --real-guest: a real Linux guest under QEMU instead; see docs/realguest.md)
+#                         (demo --real-guest: a real Linux guest under QEMU instead; see docs/realguest.md;
+#                         demo --remote: a snapshot pushed to a throwaway Ceph RGW and restored from s3://
+#                         through the chunk cache, cold and warm, beside a local one; see docs/remote.md)
 #   ./ringpager.sh test   install what is missing, build (plus ASan/UBSan and TSan builds), run every
 #                         test, then fuzz each parser of hostile bytes for a minute (fuzz/run.sh)
 #   ./ringpager.sh build  install what is missing and build into ./build
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev
+packages=(g++ meson ninja-build pkg-config cmake python3 liburing-dev libmimalloc-dev libxxhash-dev libzstd-dev liblz4-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev prometheus-cpp-dev
           libsystemd-dev systemd  # sd_listen_fds/sd_notify; the tests run systemd-socket-activate
+          libcurl4-openssl-dev                 # the S3 client (src/remote)
+          ceph-mon ceph-osd radosgw            # the remote suite's object store (tests/remote/rgw.sh)
           qemu-system-x86)  # the real-guest suite; its kernel and busybox come by `apt-get download`
 fuzz_packages=(clang-19 libfuzzer-19-dev libclang-rt-19-dev)   # fuzz/run.sh, in `test` only
 
@@ -80,6 +84,13 @@ case "${1:-}" in
             shift
             exec build/tools/realguest/rp-realguest demo "$@"
         fi
+        if [ "${1:-}" = --remote ]; then
+            shift
+            work=$(mktemp -d /tmp/ringpager-remote-demo.XXXXXX)
+            trap 'rm -rf "$work"' EXIT
+            benchmarks/remote_restore.sh build "$work" "${1:-256M}" "${2:-1 10}"
+            exit
+        fi
         exec build/tools/bench/rp-bench "$@"
         ;;
     test)
@@ -96,7 +107,8 @@ case "${1:-}" in
         # -O0 (debug): half the compile time of -O2 and the tests stay I/O-bound; no access is
         # optimized away. Only the `ringpager` binary links mimalloc, and libtsan comes first in
         # its link order, so TSan's malloc interposes and mimalloc stays idle (as under ASan).
-        # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads.
+        # bench-smoke stays in (about 12 s): it runs the baseline's and rp-bench's threads; so does
+        # remote (about 14 s, half of it starting and stopping RGW): the range fetcher is a thread.
         build build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
         # real-guest is built and run in the normal build only (QEMU under TCG is slow enough).
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests build-tsan --no-suite real-guest || rc=$?
@@ -105,7 +117,7 @@ case "${1:-}" in
         exit $rc
         ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fuzz_check.hpp"
+#include "snapshot/layered/codec.hpp"
 #include "snapshot/layered/format.hpp"
 
 namespace {
@@ -31,25 +32,39 @@ T load(const std::vector<std::byte>& bytes, uint64_t offset) {
     return value;
 }
 
+// Recomputes, where the bytes allow it, the hash of each layer's slice of a
+// table (the `count` field at `count_at` of its record, the hash at `hash_at`),
+// for a table of `record_bytes` records starting at `table_at`.
+void seal_slices(std::vector<std::byte>& bytes, uint64_t layers, uint64_t table_at, uint64_t record_bytes,
+                 uint64_t count_at, uint64_t hash_at) {
+    if (table_at > bytes.size()) return;
+    const uint64_t available = (bytes.size() - table_at) / record_bytes;
+    uint64_t first = 0;
+    for (uint64_t i = 0; i < layers; i++) {
+        const uint64_t record = header_bytes + i * layer_record_bytes;
+        const uint64_t count = load<uint64_t>(bytes, record + count_at);
+        if (count > available - first) break;
+        const uint64_t hash = XXH3_64bits(bytes.data() + table_at + first * record_bytes, count * record_bytes);
+        std::memcpy(bytes.data() + record + hash_at, &hash, sizeof hash);
+        first += count;
+    }
+}
+
 // Recomputes, where the bytes allow it, each layer record's checksum-slice hash
-// and then the table and header checksums, as the builder would have.
+// (and in version 2 its frame-slice hash), then the table and header
+// checksums, as the builder would have.
 void seal_manifest(std::vector<std::byte>& bytes) {
     if (bytes.size() < header_bytes) return;
     const uint64_t layers = load<uint32_t>(bytes, 40);
     const uint64_t extents = load<uint64_t>(bytes, 48);
+    const uint64_t stored = load<uint64_t>(bytes, 56);
     const uint64_t records_end = header_bytes + layers * layer_record_bytes;
-    if (extents <= bytes.size() / extent_record_bytes && records_end + extents * extent_record_bytes <= bytes.size()) {
+    if (records_end <= bytes.size() && extents <= bytes.size() / extent_record_bytes &&
+        records_end + extents * extent_record_bytes <= bytes.size()) {
         const uint64_t checksums_at = records_end + extents * extent_record_bytes;
-        const uint64_t checksums_available = (bytes.size() - checksums_at) / checksum_record_bytes;
-        uint64_t slot = 0;
-        for (uint64_t i = 0; i < layers; i++) {
-            const uint64_t record = header_bytes + i * layer_record_bytes;
-            const uint64_t count = load<uint64_t>(bytes, record + 24);
-            if (count > checksums_available - slot) break;
-            const uint64_t hash = XXH3_64bits(bytes.data() + checksums_at + slot * checksum_record_bytes,
-                                              count * checksum_record_bytes);
-            std::memcpy(bytes.data() + record + 40, &hash, sizeof hash);
-            slot += count;
+        seal_slices(bytes, layers, checksums_at, checksum_record_bytes, 24, 40);
+        if (load<uint32_t>(bytes, 8) == framed_format_version && stored <= bytes.size() / checksum_record_bytes) {
+            seal_slices(bytes, layers, checksums_at + stored * checksum_record_bytes, frame_record_bytes, 48, 56);
         }
     }
     reseal_manifest(bytes);
@@ -74,6 +89,31 @@ void check_lookup(const Manifest& m, uint64_t block) {
     FUZZ_REQUIRE(m.extents[expected].first_block <= block && block < m.extent_end_block(expected));
 }
 
+// Version 2: every frame lies inside its layer file, right after the previous
+// one, holds its share of the layer's slots and no more than its codec can make
+// of them. The frame cache sizes its buffers and reads by these values.
+void check_frames(const Manifest& m) {
+    FUZZ_REQUIRE(std::has_single_bit(m.frame_blocks) && m.frame_blocks * m.block_size_bytes <= max_frame_bytes);
+    FUZZ_REQUIRE(m.frame_base.size() == m.layers.size());
+    uint64_t frames = 0;
+    for (size_t i = 0; i < m.layers.size(); i++) {
+        const LayerRecord& rec = m.layers[i];
+        FUZZ_REQUIRE(m.frame_base[i] == frames);
+        FUZZ_REQUIRE(rec.frame_count == (rec.block_count + m.frame_blocks - 1) / m.frame_blocks);
+        uint64_t at = rec.data_offset_bytes;
+        for (uint64_t k = 0; k < rec.frame_count; k++) {
+            const FrameRecord& f = m.frames[frames + k];
+            const uint64_t blocks = std::min(m.frame_blocks, rec.block_count - k * m.frame_blocks);
+            FUZZ_REQUIRE(f.offset == at && f.plain_bytes == blocks * m.block_size_bytes);
+            FUZZ_REQUIRE(f.stored_bytes > 0 && f.stored_bytes <= stored_bound(m.codec, f.plain_bytes));
+            at += f.stored_bytes;
+        }
+        FUZZ_REQUIRE(at == rec.file_size_bytes);
+        frames += rec.frame_count;
+    }
+    FUZZ_REQUIRE(frames == m.frames.size());
+}
+
 // Every manifest decode_manifest accepts (docs/snapshot-format.md): a sane
 // geometry, extents tiling the guest in order, every data extent inside its
 // layer, one checksum per stored block, and layer records that describe their
@@ -92,11 +132,16 @@ void check_manifest(const Manifest& m) {
         FUZZ_REQUIRE(!rec.path.empty() && rec.path.size() < layer_path_bytes && rec.path.front() != '/');
         FUZZ_REQUIRE(rec.path.find('\0') == std::string::npos && valid_layer_name(rec.path));
         FUZZ_REQUIRE(rec.data_offset_bytes >= header_bytes && rec.data_offset_bytes % 4096 == 0);
-        FUZZ_REQUIRE(rec.file_size_bytes - rec.data_offset_bytes == rec.block_count * m.block_size_bytes);
+        if (m.compressed()) {
+            FUZZ_REQUIRE(rec.file_size_bytes >= rec.data_offset_bytes);
+        } else {
+            FUZZ_REQUIRE(rec.file_size_bytes - rec.data_offset_bytes == rec.block_count * m.block_size_bytes);
+        }
         FUZZ_REQUIRE(m.checksum_base[i] == slots);
         slots += rec.block_count;
     }
     FUZZ_REQUIRE(slots == m.checksums.size());
+    if (m.framed()) check_frames(m);
     FUZZ_REQUIRE(!m.extents.empty() && m.extents.front().first_block == 0);
     for (size_t i = 0; i < m.extents.size(); i++) {
         const Extent& e = m.extents[i];
@@ -123,6 +168,10 @@ void check_manifest(const Manifest& m) {
     FUZZ_REQUIRE(decode_manifest(encoded, kPath, again).empty());
     FUZZ_REQUIRE(again.block_size_bytes == m.block_size_bytes && again.block_count == m.block_count &&
                  again.snapshot_id == m.snapshot_id && same_extents(again, m) && again.checksums == m.checksums);
+    FUZZ_REQUIRE(again.version == m.version && again.codec == m.codec && again.frame_blocks == m.frame_blocks &&
+                 again.frames.size() == m.frames.size() &&
+                 (m.frames.empty() || std::memcmp(again.frames.data(), m.frames.data(),
+                                                  m.frames.size() * frame_record_bytes) == 0));
     for (size_t i = 0; i < m.layers.size(); i++) FUZZ_REQUIRE(again.layers[i].path == m.layers[i].path);
 }
 
@@ -147,7 +196,9 @@ void decode_and_check_layer_header(std::span<const std::byte, header_bytes> byte
     FUZZ_REQUIRE(decode_layer_header(encode_layer_header(h), again).empty());
     FUZZ_REQUIRE(again.id == h.id && again.snapshot_id == h.snapshot_id && again.layer_index == h.layer_index &&
                  again.block_size_bytes == h.block_size_bytes && again.block_count == h.block_count &&
-                 again.data_offset_bytes == h.data_offset_bytes && again.checksums_xxh3 == h.checksums_xxh3);
+                 again.data_offset_bytes == h.data_offset_bytes && again.checksums_xxh3 == h.checksums_xxh3 &&
+                 again.version == h.version && again.codec == h.codec && again.frame_count == h.frame_count &&
+                 again.frames_xxh3 == h.frames_xxh3);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,12 +15,40 @@
 
 namespace ringpager {
 
-// Opens a layered snapshot manifest; validates header, checksums, every layer's size and identity.
-// Returns nullptr and sets `error` (one line naming the file and the cause) on failure.
-// With `verify_reads` the Source asks the reactor to verify() every block it reads.
+struct LayeredSourceOptions {
+    // The Source asks the reactor to verify() every block it reads.
+    bool verify_reads = true;
+    // Compressed snapshots (format version 2 with zstd or lz4): frames are
+    // decompressed by this many threads of the source's own into an unlinked
+    // temporary file in this directory ("": $TMPDIR, else /tmp), which grows
+    // up to the snapshot's stored (uncompressed) size while VMs are served.
+    std::string decompress_dir;
+    unsigned decompress_threads = 2;
+};
+
+// Opens a layered snapshot manifest (format version 1 or 2); validates header,
+// checksums, frame table, every layer's size and identity. Returns nullptr and
+// sets `error` (one line naming the file and the cause) on failure. The Source
+// of a compressed snapshot answers `fetch` for blocks whose frame is not
+// decompressed yet (docs/snapshot-format.md, "Serving frames").
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, const LayeredSourceOptions& options,
+                                            std::string& error);
+// The same with the default options but `verify_reads`.
 std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error);
 
 // ---- build ----------------------------------------------------------------
+
+// How format version 2 stores each frame of a layer (docs/snapshot-format.md).
+enum class FrameCodec : uint32_t { none = 0, zstd = 1, lz4 = 2 };
+
+// Format version 2: each layer's stored blocks are grouped into frames that
+// are stored (compressed) one by one, each decompressible on its own.
+struct FrameOptions {
+    FrameCodec codec = FrameCodec::zstd;
+    int zstd_level = 1;                  // 1..19; see docs/benchmarks.md for what 1 and 3 give
+    uint64_t frame_bytes = 2 << 20;      // plain bytes per frame: a power of two from the block size to 64 MiB
+    unsigned threads = 2;                // frames compressed at once while building
+};
 
 struct SnapshotBuildOptions {
     std::string base_path;                 // Firecracker full memory file
@@ -29,6 +58,7 @@ struct SnapshotBuildOptions {
     unsigned reads_in_flight = 8;          // io_uring reads kept in flight
     uint64_t read_buffer_bytes = 8 << 20;  // bytes per read; a multiple of the block size
     bool sync = true;                      // fsync the files before renaming them into place
+    std::optional<FrameOptions> frames;    // set: format version 2 (frames); unset: version 1
     // Called after each chunk of input is processed; `total_bytes` is what the build will read.
     std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;
 };
@@ -49,6 +79,10 @@ struct SnapshotBuildReport {
     uint64_t extent_count = 0;
     double seconds = 0;
     std::vector<std::string> files_written;   // manifest first, then layers in order
+    // Format version 2 only (zero in version 1).
+    uint64_t frames = 0;
+    uint64_t stored_plain_bytes = 0;   // the stored blocks: blocks_stored * block size
+    uint64_t stored_frame_bytes = 0;   // what their frames take in the layer files
 
     uint64_t bytes_saved() const { return bytes_in > bytes_written ? bytes_in - bytes_written : 0; }
     double gib_per_second() const {
@@ -72,6 +106,8 @@ struct SnapshotLayerInfo {
     uint64_t stored_blocks = 0;      // slots in the file
     uint64_t referenced_blocks = 0;  // guest blocks served from this layer
     std::string status;              // "ok", or why the file would be refused
+    uint64_t frames = 0;             // format version 2: frames in the file
+    uint64_t stored_file_bytes = 0;  // what its stored blocks take in the file (compressed frames)
 };
 
 struct SnapshotInfo {
@@ -87,6 +123,13 @@ struct SnapshotInfo {
     uint64_t extent_count = 0;
     uint64_t zero_extents = 0;
     uint64_t data_extents = 0;
+    uint64_t stored_plain_bytes = 0;   // every layer's stored blocks: blocks * block size
+    uint64_t stored_file_bytes = 0;    // what the layer files hold for them (version 2: the frames)
+    // Format version 2 ("" and zero in version 1).
+    std::string codec;                 // "none", "zstd", "lz4"
+    uint32_t codec_level = 0;          // the zstd level it was built with
+    uint64_t frame_bytes = 0;          // plain bytes per frame
+    uint64_t frame_count = 0;
     std::vector<SnapshotLayerInfo> layers;
 
     bool layers_ok() const {
@@ -107,14 +150,19 @@ bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& in
 struct SnapshotVerifyReport {
     uint64_t blocks_checked = 0;
     uint64_t bad_blocks = 0;
+    uint64_t frames_checked = 0;   // format version 2
+    uint64_t bad_frames = 0;       // frames whose stored bytes failed their checksum or did not decompress
     uint64_t bytes_read = 0;
     double seconds = 0;
 };
 
 // Opens the snapshot like open_layered_source, then re-hashes every stored
-// block of every layer. Returns true when all are intact; otherwise false with
-// `error` naming the first bad block (lowest guest offset) and its layer file,
-// or why the snapshot could not be opened (then report.bad_blocks is 0).
+// block of every layer (version 2: checks each frame's stored bytes against
+// its checksum, decompresses it, then re-hashes its blocks). Returns true when
+// all are intact; otherwise false with `error` naming the first bad frame (in
+// layer order) or else the first bad block (lowest guest offset) and its layer
+// file, or why the snapshot could not be opened (then report.bad_blocks and
+// report.bad_frames are 0).
 bool verify_layered_snapshot(const std::string& manifest_path, SnapshotVerifyReport& report, std::string& error,
                              const std::function<void(uint64_t done_bytes, uint64_t total_bytes)>& progress = {});
 

@@ -39,6 +39,9 @@ struct ReadPlan {
     uint64_t length_bytes = 0;   // > 0, at most the length asked for
 };
 
+// Who waits on a fetch: a fault (a vCPU is stopped on it) goes ahead of prefetch.
+enum class FetchFor : uint8_t { fault, prefetch };
+
 // Where a fetch reports back. Called once per fetch, from any thread (also
 // from inside fetch()): the reactor's implementation only posts a message to
 // its own mailbox.
@@ -94,12 +97,18 @@ public:
 
     // Makes [offset, offset + length_bytes) ready (a plan answered fetch for
     // it) and calls sink->fetched(cookie, ...) once it is, or failed; never
-    // inline, and never blocking the caller (a reactor). Sources whose plans
-    // never say fetch report that they cannot.
-    virtual void fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie) const {
+    // blocking the caller (a reactor). `why` lets a source put faults first.
+    // Sources whose plans never say fetch report that they cannot.
+    virtual void fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie,
+                       FetchFor why) const {
         (void)offset;
         (void)length_bytes;
+        (void)why;
         sink->fetched(cookie, describe() + " has nothing to fetch");
+    }
+    // The same for a fault.
+    void fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie) const {
+        fetch(offset, length_bytes, std::move(sink), cookie, FetchFor::fault);
     }
 };
 

@@ -16,7 +16,7 @@ void usage(FILE* out) {
             "\n"
             "commands:\n"
             "  serve      serve memory snapshots to VMs that connect to a Unix socket\n"
-            "  snapshot   build, inspect and verify layered snapshots\n"
+            "  snapshot   build, inspect, verify, push and list layered snapshots (local or s3://)\n"
             "  ctl        ask a running engine (serve --control PATH): list, stats, vm, release, prefetch, drain\n"
             "\n"
             "Run 'ringpager <command> --help' for a command's options.\n"

@@ -5,6 +5,7 @@
 #include <mimalloc.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <thread>
 #include <tuple>
@@ -12,6 +13,9 @@
 #include "cli/serve_config.hpp"
 #include "cli/service_notifier.hpp"
 #include "common/log.hpp"
+#include "remote/chunk_cache.hpp"
+#include "remote/s3_client.hpp"
+#include "source/remote_source.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/snapshot.hpp"
 #include "server/socket_activation.hpp"
@@ -44,6 +48,9 @@ struct ServeOptions {
     int reactor_nice = -10;
     bool no_fast_path = false;
     uint64_t prefetch_batch_kib = 512;
+    std::string cache_dir;      // s3:// snapshots: the chunk cache
+    std::string cache_size;     // its bound ("" or "0": none)
+    double fetch_deadline_s = 30;
 };
 
 // The acceptor keeps a per-reactor table of this size (src/server/listener.cpp).
@@ -120,6 +127,50 @@ bool parse_size(const std::string& text, uint64_t& out) {
     return true;
 }
 
+// Snapshots in an object store (--snapshot s3://BUCKET/NAME) share one S3
+// client for their manifests and one chunk cache under --cache-dir.
+class RemoteSources {
+public:
+    explicit RemoteSources(const ServeOptions& o) : o_(o) {}
+
+    std::shared_ptr<const Source> open(const std::string& url, std::string& error) {
+        remote::S3Location at;
+        if (error = remote::parse_s3_url(url, remote::KeyRule::required, at); !error.empty()) return nullptr;
+        if (!cache_ && !start(error)) return nullptr;
+        LayeredSourceOptions options;
+        options.verify_reads = !o_.no_verify_reads;
+        return remote::open_remote_source(*client_, at, cache_, options, error);
+    }
+
+private:
+    bool start(std::string& error) {
+        auto config = remote::S3Config::from_environment();
+        if (!config) {
+            error = config.error().message;
+            return false;
+        }
+        auto client = remote::S3Client::create(*config);
+        if (!client) {
+            error = client.error().message;
+            return false;
+        }
+        client_ = std::move(*client);
+        remote::ChunkCacheOptions options;
+        options.directory = o_.cache_dir;
+        options.fetch_deadline = std::chrono::milliseconds(static_cast<int64_t>(o_.fetch_deadline_s * 1000));
+        if (!o_.cache_size.empty() && !parse_size(o_.cache_size, options.capacity_bytes)) {
+            error = "--cache-size: '" + o_.cache_size + "' is not a size (a number with an optional K, M, G or T suffix)";
+            return false;
+        }
+        error = remote::ChunkCache::open(std::move(*config), options, cache_);
+        return error.empty();
+    }
+
+    const ServeOptions& o_;
+    std::unique_ptr<remote::S3Client> client_;
+    std::shared_ptr<remote::ChunkCache> cache_;
+};
+
 LogLevel parse_level(const std::string& s) {
     if (s == "debug") return LogLevel::debug;
     if (s == "warn") return LogLevel::warn;
@@ -140,7 +191,18 @@ int serve_main(int argc, char** argv) {
                    "Unix socket to listen on (repeatable); a socket systemd passes (LISTEN_FDS) with this path is "
                    "served instead of binding it");
     app.add_option("--mem-file", o.mem_files, "Firecracker memory file to serve (one, or one per --socket)");
-    app.add_option("--snapshot", o.snapshots, "layered snapshot manifest to serve instead of --mem-file");
+    app.add_option("--snapshot", o.snapshots,
+                   "layered snapshot manifest to serve instead of --mem-file, or s3://BUCKET/NAME (with --cache-dir; "
+                   "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION from the environment)");
+    app.add_option("--cache-dir", o.cache_dir,
+                   "s3:// snapshots: the chunk cache directory, shared by every VM of this engine (locked: one engine "
+                   "per directory; cached chunks are verified and reused after a restart)");
+    app.add_option("--cache-size", o.cache_size,
+                   "s3:// snapshots: bound on the chunk cache, e.g. 20G (default: none; least recently used chunks go first)");
+    app.add_option("--fetch-deadline", o.fetch_deadline_s,
+                   "s3:// snapshots: seconds a chunk may take to arrive while the store fails (away, 5xx, resets) "
+                   "before the VMs waiting on it fail (default 30)")
+        ->check(CLI::PositiveNumber);
     app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")
         ->check(CLI::IsMember({"lazy", "prefetch"}));
     app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..}]}");
@@ -222,11 +284,21 @@ int serve_main(int argc, char** argv) {
     }
     EngineConfig config;
     std::map<std::string, std::shared_ptr<const Source>> opened;  // one Source per distinct file
+    RemoteSources remote_sources(o);
+    const bool any_remote = std::any_of(specs.begin(), specs.end(),
+                                        [](const ListenerSpec& s) { return s.layered && s.path.rfind("s3://", 0) == 0; });
+    if (any_remote == o.cache_dir.empty()) {
+        fprintf(stderr, "ringpager serve: %s (see --help)\n",
+                any_remote ? "an s3:// snapshot needs --cache-dir DIR" : "--cache-dir is for s3:// snapshots only");
+        return 2;
+    }
     for (const ListenerSpec& spec : specs) {
         auto& source = opened[(spec.layered ? "L:" : "R:") + spec.path];
         if (!source) {
-            source = spec.layered ? open_layered_source(spec.path, !o.no_verify_reads, error)
-                                  : open_raw_source(spec.path, error);
+            const bool remote = spec.layered && spec.path.rfind("s3://", 0) == 0;
+            source = remote         ? remote_sources.open(spec.path, error)
+                     : spec.layered ? open_layered_source(spec.path, !o.no_verify_reads, error)
+                                    : open_raw_source(spec.path, error);
             if (!source) {
                 fprintf(stderr, "ringpager serve: %s\n", error.c_str());
                 return 1;

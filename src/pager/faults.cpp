@@ -300,7 +300,8 @@ void VmPager::start_fetch(uint64_t first_page, uint64_t pages, bool fault) {
     const uint64_t cookie = next_fetch_cookie_++;
     fetches_.push_back({cookie, first_page, pages, fault});
     if (!fault) prefetch_fetches_++;
-    source_.fetch(place->file_offset, pages * place->page_size, ctx_.host.fetch_sink(*this), cookie);
+    source_.fetch(place->file_offset, pages * place->page_size, ctx_.host.fetch_sink(*this), cookie,
+                  fault ? FetchFor::fault : FetchFor::prefetch);
 }
 
 void VmPager::note_resident() {

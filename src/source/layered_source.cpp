@@ -1,14 +1,14 @@
 // LayeredSource: serves a layered snapshot to the reactor. lookup() is a
 // binary search over the manifest's extents and never touches the files; the
 // reactor reads the bytes itself through its ring.
-#include <xxhash.h>
-
 #include <algorithm>
 
 #include "ringpager/snapshot.hpp"
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/format.hpp"
 #include "snapshot/layered/layer_files.hpp"
+#include "snapshot/layered/read_check.hpp"
+#include "source/frame_source.hpp"
 
 namespace ringpager {
 namespace layered {
@@ -43,7 +43,9 @@ public:
         return out;
     }
 
-    std::string verify(uint64_t offset, std::span<const std::byte> bytes) const override;
+    std::string verify(uint64_t offset, std::span<const std::byte> bytes) const override {
+        return check_read(m_, offset, bytes);
+    }
 
     std::string describe() const override {
         return "layered snapshot " + m_.path + " (" + format_bytes(m_.guest_size_bytes) + " in " +
@@ -58,48 +60,25 @@ private:
     bool verify_reads_;
 };
 
-std::string LayeredSource::verify(uint64_t offset, std::span<const std::byte> bytes) const {
-    const uint64_t bs = m_.block_size_bytes;
-    if (offset % bs != 0 || bytes.size() % bs != 0 || offset > m_.guest_size_bytes ||
-        bytes.size() > m_.guest_size_bytes - offset) {
-        return "snapshot " + m_.path + ": cannot verify " + std::to_string(bytes.size()) + " bytes at guest offset " +
-               hex64(offset) + " (not block aligned or past the guest size)";
-    }
-    size_t index = bytes.empty() ? 0 : m_.find_extent(offset / bs);
-    for (uint64_t at = 0; at < bytes.size(); at += bs) {
-        uint64_t block = (offset + at) / bs;
-        while (m_.extent_end_block(index) <= block) ++index;
-        const Extent& e = m_.extents[index];
-        const std::byte* p = bytes.data() + at;
-        if (is_zero_location(e.location)) {
-            if (!is_zero_block(p, bs)) {
-                return "snapshot " + m_.path + " block at guest offset " + hex64(block * bs) +
-                       ": expected a zero block, read non-zero bytes";
-            }
-            continue;
-        }
-        uint32_t layer = location_layer(e.location);
-        uint64_t slot = location_slot(e.location) + (block - e.first_block);
-        uint64_t stored = m_.block_checksum(layer, slot);
-        uint64_t read = XXH3_64bits(p, bs);
-        if (stored != read) {
-            return "layer " + m_.layer_path(layer) + " block at guest offset " + hex64(block * bs) + " (file offset " +
-                   hex64(m_.layers[layer].data_offset_bytes + slot * bs) + "): checksum mismatch (stored " +
-                   hex64(stored) + ", read " + hex64(read) + ")";
-        }
-    }
-    return {};
-}
-
 }  // namespace
 }  // namespace layered
 
-std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error) {
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, const LayeredSourceOptions& options,
+                                            std::string& error) {
     layered::Manifest m;
     std::vector<FileDesc> files;
     error = layered::open_snapshot(manifest_path, m, files);
     if (!error.empty()) return nullptr;
-    return std::make_unique<layered::LayeredSource>(std::move(m), std::move(files), verify_reads);
+    // Uncompressed frames (version 2, codec none) keep every slot where
+    // version 1 has it: they are served the same way.
+    if (m.compressed()) return open_frame_source(std::move(m), std::move(files), options, error);
+    return std::make_unique<layered::LayeredSource>(std::move(m), std::move(files), options.verify_reads);
+}
+
+std::unique_ptr<Source> open_layered_source(const std::string& manifest_path, bool verify_reads, std::string& error) {
+    LayeredSourceOptions options;
+    options.verify_reads = verify_reads;
+    return open_layered_source(manifest_path, options, error);
 }
 
 }  // namespace ringpager

@@ -118,6 +118,21 @@ TEST_F(ServeCliTest, HelpExitsZero) {
     EXPECT_EQ(WEXITSTATUS(run({"--help"}, out)), 0);
 }
 
+TEST_F(ServeCliTest, S3SnapshotsNeedACacheDirAndAUsableUrl) {
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--snapshot", "s3://bucket/snap"}, out)), 2);
+    EXPECT_EQ(out, "ringpager serve: an s3:// snapshot needs --cache-dir DIR (see --help)\n");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", "m", "--cache-dir", dir.file("c")}, out)),
+              2);
+    EXPECT_EQ(out, "ringpager serve: --cache-dir is for s3:// snapshots only (see --help)\n");
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--snapshot", "s3://B/snap", "--cache-dir",
+                               dir.file("c")},
+                              out)),
+              1);
+    EXPECT_EQ(out, "ringpager serve: 's3://B/snap' is not an s3://BUCKET/NAME URL: bucket name 'B' breaks S3's rules "
+                   "(3 to 63 of a-z 0-9 . -, starting and ending with a letter or digit)\n");
+}
+
 TEST_F(ServeCliTest, MissingOrBadSnapshotIsARuntimeError) {
     std::string out;
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("s"), "--mem-file", dir.file("nope")}, out)), 1);

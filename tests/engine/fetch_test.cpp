@@ -48,8 +48,10 @@ public:
         return local_->plan(offset, in_chunk);
     }
 
-    void fetch(uint64_t offset, uint64_t length, std::shared_ptr<FetchSink> sink, uint64_t cookie) const override {
+    void fetch(uint64_t offset, uint64_t length, std::shared_ptr<FetchSink> sink, uint64_t cookie,
+               FetchFor why) const override {
         std::lock_guard lock(mu_);
+        if (why == FetchFor::prefetch) prefetch_fetches_++;
         queue_.push_back({offset, length, std::move(sink), cookie});
         in_flight_++;
         max_in_flight_ = std::max(max_in_flight_, in_flight_);
@@ -87,6 +89,10 @@ public:
         std::lock_guard lock(mu_);
         return fetches_;
     }
+    uint64_t prefetch_fetches() const {
+        std::lock_guard lock(mu_);
+        return prefetch_fetches_;
+    }
     uint64_t max_in_flight() const {
         std::lock_guard lock(mu_);
         return max_in_flight_;
@@ -103,7 +109,7 @@ private:
     mutable std::condition_variable work_;
     mutable std::deque<Request> queue_;
     mutable std::set<uint64_t> ready_;
-    mutable uint64_t fetches_ = 0, in_flight_ = 0, max_in_flight_ = 0;
+    mutable uint64_t fetches_ = 0, prefetch_fetches_ = 0, in_flight_ = 0, max_in_flight_ = 0;
     bool stopping_ = false;
     std::thread fetcher_;
 };
@@ -144,6 +150,7 @@ TEST_F(FetchTest, FaultsWaitForTheirChunksAndAreServedByteForByte) {
     const sim::VerifyReport report = guest.verify(*image);
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
     EXPECT_GE(source->fetches(), 16u);  // every chunk had to come in first
+    EXPECT_EQ(source->prefetch_fetches(), 0u);   // lazy: every fetch is asked for by a fault
     EXPECT_EQ(e.engine->stats().vms_failed, 0u);
 }
 
@@ -154,6 +161,7 @@ TEST_F(FetchTest, ThePrefetcherFetchesEverythingWithABoundedNumberInFlight) {
     ASSERT_TRUE(guest.connect_and_send().ok());
     ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
     EXPECT_LE(source->max_in_flight(), VmPager::kMaxPrefetchFetches + 2u);  // a fault or two may add their own
+    EXPECT_GT(source->prefetch_fetches(), 0u);   // the prefetcher's own fetches say so
     const sim::VerifyReport report = guest.verify(*image);  // everything is resident: no fault left
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
 }

@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "common/engine_fixture.hpp"
+#include "engine/layered_chain.hpp"
 #include "common/process.hpp"
-#include "ringpager/snapshot.hpp"
 
 using namespace ringpager;
 using namespace ringpager::testing;
@@ -14,44 +14,6 @@ using namespace ringpager::testing;
 namespace {
 
 constexpr uint64_t MiB = 1024 * 1024;
-
-struct Chain {
-    std::string manifest;
-    std::string flat;
-};
-
-Chain build_chain(const TempDir& dir, uint64_t size, uint64_t block_size) {
-    Chain chain;
-    const std::string base = make_image(dir, "base", size, 0.6, 21);
-    std::vector<std::string> diffs;
-    for (int i = 0; i < 2; i++) {
-        sim::DiffOptions options;
-        options.changed_fraction = 0.1;
-        options.seed = 100 + i;
-        options.page_size_bytes = 4096;
-        diffs.push_back(dir.file("diff" + std::to_string(i)));
-        auto d = sim::generate_diff(i == 0 ? base : dir.file("flat0"), diffs.back(), options);
-        EXPECT_TRUE(d.ok());
-        // Each diff is taken against the memory as it was after the previous one.
-        EXPECT_TRUE(sim::flatten(base, std::vector<std::string>(diffs.begin(), diffs.end()),
-                                 dir.file("flat" + std::to_string(i))).ok());
-    }
-    chain.flat = dir.file("flat1");
-    chain.manifest = dir.file("snap.rpm");
-    SnapshotBuildOptions options;
-    options.base_path = base;
-    options.diff_paths = diffs;
-    options.manifest_path = chain.manifest;
-    options.block_size_bytes = block_size;
-    SnapshotBuildReport report;
-    std::string error;
-    EXPECT_TRUE(build_layered_snapshot(options, report, error)) << error;
-    // Zero pages are scattered at 4 KiB granularity: only small blocks are ever wholly zero.
-    if (block_size == 4096) {
-        EXPECT_GT(report.blocks_zero, 0u);
-    }
-    return chain;
-}
 
 void serve_and_verify(const TempDir& dir, const Chain& chain, uint64_t page_size, std::vector<uint64_t> regions) {
     auto image = sim::ExpectedImage::open(chain.flat);

@@ -21,6 +21,7 @@
 
 #include "common/log.hpp"
 #include "ringpager/snapshot.hpp"
+#include "snapshot/layered/codec.hpp"
 #include "snapshot/layered/dedup_index.hpp"
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/format.hpp"
@@ -42,6 +43,7 @@ public:
     std::string run();
 
 private:
+    std::string check_frame_options() const;
     std::string open_inputs();
     std::string check_outputs();
     std::string build_layer(uint32_t index, const InputPlan& plan);
@@ -93,6 +95,22 @@ std::string Builder::open_inputs() {
     return {};
 }
 
+std::string Builder::check_frame_options() const {
+    if (!options_.frames) return {};
+    const FrameOptions& f = *options_.frames;
+    if (!valid_codec(static_cast<uint32_t>(f.codec))) {
+        return "unknown frame codec " + std::to_string(static_cast<uint32_t>(f.codec));
+    }
+    if (f.codec == FrameCodec::zstd && (f.zstd_level < min_zstd_level || f.zstd_level > max_zstd_level)) {
+        return "zstd level " + std::to_string(f.zstd_level) + " is not between 1 and 19";
+    }
+    if (!std::has_single_bit(f.frame_bytes) || f.frame_bytes < block_size_ || f.frame_bytes > max_frame_bytes) {
+        return "frame size " + std::to_string(f.frame_bytes) + " is not a power of two between the block size (" +
+               format_bytes(block_size_) + ") and 64 MiB";
+    }
+    return {};
+}
+
 // Refuses an output name that is one of the inputs: the build would replace it.
 std::string Builder::check_outputs() {
     std::vector<std::string> outputs{options_.manifest_path};
@@ -122,6 +140,7 @@ std::string Builder::run() {
     }
     if (options_.manifest_path.empty()) return "no output manifest path given";
     if (options_.diff_paths.size() + 1 > max_layer_count) return "too many diffs (at most 65533)";
+    if (auto e = check_frame_options(); !e.empty()) return e;
     if (auto e = open_inputs(); !e.empty()) return e;
     if (auto e = check_outputs(); !e.empty()) return e;
     if (auto e = random_id(snapshot_id_); !e.empty()) return options_.manifest_path + ": " + e;
@@ -314,11 +333,28 @@ std::string Builder::write_manifest() {
     m.guest_size_bytes = block_count_ * block_size_;
     m.block_count = block_count_;
     m.snapshot_id = snapshot_id_;
+    FramePacking packing;
+    if (options_.frames) {
+        const FrameOptions& f = *options_.frames;
+        m.version = framed_format_version;
+        m.codec = f.codec;
+        m.codec_level = f.codec == FrameCodec::zstd ? static_cast<uint32_t>(f.zstd_level) : 0;
+        m.frame_blocks = f.frame_bytes / block_size_;
+        packing = FramePacking{f.codec, f.zstd_level, m.frame_blocks, block_size_, f.threads};
+    }
     for (auto& writer : writers_) {
         LayerRecord record;
-        if (auto e = writer->finish(options_.sync, record, report_.bytes_written); !e.empty()) return e;
+        uint64_t& written = report_.bytes_written;
+        auto e = options_.frames ? writer->finish_framed(packing, options_.sync, record, m.frames, written)
+                                 : writer->finish(options_.sync, record, written);
+        if (!e.empty()) return e;
         m.layers.push_back(std::move(record));
         m.checksums.insert(m.checksums.end(), writer->checksums().begin(), writer->checksums().end());
+    }
+    if (options_.frames) {
+        report_.frames = m.frames.size();
+        report_.stored_plain_bytes = m.checksums.size() * block_size_;
+        for (const FrameRecord& f : m.frames) report_.stored_frame_bytes += f.stored_bytes;
     }
     m.extents = make_extents();
     report_.extent_count = m.extents.size();

@@ -14,6 +14,7 @@
 #include "common/log.hpp"
 #include "common/regular_file.hpp"
 #include "ringpager/file_desc.hpp"
+#include "snapshot/layered/codec.hpp"
 #include "snapshot/layered/file_io.hpp"
 
 namespace ringpager::layered {
@@ -66,6 +67,11 @@ struct ManifestHeader {
     uint64_t table_bytes = 0;
     uint64_t table_checksum = 0;
     LayerId snapshot_id{};
+    uint32_t codec = 0;           // version 2 from here on
+    uint32_t frame_blocks = 0;
+    uint64_t frame_count = 0;
+    uint32_t codec_level = 0;
+    uint32_t reserved = 0;
     uint64_t header_checksum = 0;
 };
 
@@ -83,8 +89,34 @@ ManifestHeader decode_manifest_header(std::span<const std::byte> b) {
     h.table_bytes = get<uint64_t>(b, 64);
     h.table_checksum = get<uint64_t>(b, 72);
     h.snapshot_id = get_id(b, 80);
+    if (h.version == framed_format_version) {   // reserved in version 1: never read as frame fields there
+        h.codec = get<uint32_t>(b, 96);
+        h.frame_blocks = get<uint32_t>(b, 100);
+        h.frame_count = get<uint64_t>(b, 104);
+        h.codec_level = get<uint32_t>(b, 112);
+        h.reserved = get<uint32_t>(b, 116);
+    }
     h.header_checksum = get<uint64_t>(b, header_checksum_offset);
     return h;
+}
+
+// Version 2's header fields; "" when sane.
+std::string check_frame_fields(const ManifestHeader& h) {
+    if (!valid_codec(h.codec)) return "unknown frame codec " + std::to_string(h.codec);
+    const auto codec = static_cast<FrameCodec>(h.codec);
+    if (codec == FrameCodec::zstd ? h.codec_level > static_cast<uint32_t>(ZSTD_maxCLevel()) : h.codec_level != 0) {
+        return "codec level " + std::to_string(h.codec_level) + " is not one " + codec_name(codec) + " has";
+    }
+    if (!std::has_single_bit(h.frame_blocks) || h.frame_blocks > max_frame_bytes / h.block_size_bytes) {
+        return "frame size of " + std::to_string(h.frame_blocks) +
+               " blocks is not a power of two of at most 64 MiB";
+    }
+    if (h.frame_count > h.stored_block_count) {
+        return "frame count " + std::to_string(h.frame_count) + " exceeds the stored block count " +
+               std::to_string(h.stored_block_count);
+    }
+    if (h.reserved != 0) return "reserved field is not zero";
+    return {};
 }
 
 // Field checks a sealed header must still pass; "" when sane.
@@ -105,8 +137,13 @@ std::string check_header_fields(const ManifestHeader& h) {
         return "extent count " + std::to_string(h.extent_count) + " is not between 1 and the block count";
     }
     if (h.stored_block_count > slot_mask) return "stored block count is too large";
+    if (h.version == framed_format_version) {
+        if (auto e = check_frame_fields(h); !e.empty()) return e;
+    }
+    // Every count is bounded above (blocks < 2^52, stored blocks < 2^48, frames
+    // at most stored blocks), so the sum cannot wrap.
     uint64_t expected = h.layer_count * layer_record_bytes + h.extent_count * extent_record_bytes +
-                        h.stored_block_count * checksum_record_bytes;
+                        h.stored_block_count * checksum_record_bytes + h.frame_count * frame_record_bytes;
     if (h.table_bytes != expected) {
         return "table size " + std::to_string(h.table_bytes) + " does not match its counts (" +
                std::to_string(expected) + ")";
@@ -115,6 +152,8 @@ std::string check_header_fields(const ManifestHeader& h) {
 }
 
 std::string decode_layer_records(std::span<const std::byte> table, uint64_t block_size, Manifest& m) {
+    // Unless blocks are compressed, slot s is at data_offset + s * block_size.
+    const bool slots_in_place = !m.compressed();
     uint64_t slots = 0;
     for (uint32_t i = 0; i < m.layers.size(); ++i) {
         auto r = table.subspan(i * layer_record_bytes, layer_record_bytes);
@@ -124,6 +163,10 @@ std::string decode_layer_records(std::span<const std::byte> table, uint64_t bloc
         rec.block_count = get<uint64_t>(r, 24);
         rec.data_offset_bytes = get<uint64_t>(r, 32);
         rec.checksums_xxh3 = get<uint64_t>(r, 40);
+        if (m.framed()) {
+            rec.frame_count = get<uint64_t>(r, 48);
+            rec.frames_xxh3 = get<uint64_t>(r, 56);
+        }
         const char* text = reinterpret_cast<const char*>(r.data() + 64);
         size_t length = strnlen(text, layer_path_bytes);
         std::string where = "layer " + std::to_string(i) + " record: ";
@@ -135,6 +178,15 @@ std::string decode_layer_records(std::span<const std::byte> table, uint64_t bloc
         }
         if (rec.block_count > slot_mask - slots) return where + "block count is too large";
         slots += rec.block_count;
+        if (!slots_in_place) {
+            // Compressed frames: where they end is checked against the frame table.
+            if (rec.data_offset_bytes < header_bytes || rec.data_offset_bytes % 4096 != 0 ||
+                rec.file_size_bytes < rec.data_offset_bytes) {
+                return where + "file size " + std::to_string(rec.file_size_bytes) + " is below its data offset " +
+                       std::to_string(rec.data_offset_bytes) + ", or that offset is not a multiple of 4096";
+            }
+            continue;
+        }
         if (rec.data_offset_bytes < header_bytes || rec.data_offset_bytes % 4096 != 0 ||
             rec.block_count > (UINT64_MAX - rec.data_offset_bytes) / block_size ||
             rec.file_size_bytes != rec.data_offset_bytes + rec.block_count * block_size) {
@@ -210,9 +262,9 @@ std::string check_header(std::span<const std::byte> header, uint64_t file_size, 
         return "not a ringpager snapshot manifest (wrong magic)";
     }
     h = decode_manifest_header(header);
-    if (h.version != format_version) {
-        return "unsupported manifest version " + std::to_string(h.version) + " (this ringpager reads version " +
-               std::to_string(format_version) + ")";
+    if (h.version != format_version && h.version != framed_format_version) {
+        return "unsupported manifest version " + std::to_string(h.version) + " (this ringpager reads versions " +
+               std::to_string(format_version) + " and " + std::to_string(framed_format_version) + ")";
     }
     uint64_t header_hash = hash64(header.first(header_checksum_offset));
     if (header_hash != h.header_checksum) {
@@ -247,9 +299,15 @@ std::string finish_manifest(const ManifestHeader& h, std::span<const std::byte> 
     m.guest_size_bytes = h.guest_size_bytes;
     m.block_count = h.block_count;
     m.snapshot_id = h.snapshot_id;
+    m.codec = static_cast<FrameCodec>(h.codec);   // all zero in version 1
+    m.codec_level = h.codec_level;
+    m.frame_blocks = h.frame_blocks;
     m.layers.assign(h.layer_count, LayerRecord{});
     if (auto e = decode_layer_records(records, h.block_size_bytes, m); !e.empty()) return e;
     if (auto e = check_checksum_slices(m); !e.empty()) return e;
+    if (m.framed()) {
+        if (auto e = check_frame_table(m); !e.empty()) return e;
+    }
     if (auto e = check_extents(m); !e.empty()) return e;
     m.build_bucket_index();
     return {};
@@ -291,6 +349,7 @@ std::string Manifest::layer_path(uint32_t index) const { return directory + "/" 
 std::vector<std::byte> encode_manifest(const Manifest& m) {
     uint64_t table_bytes = m.layers.size() * layer_record_bytes + m.extents.size() * extent_record_bytes +
                            m.checksums.size() * checksum_record_bytes;
+    table_bytes += m.frames.size() * frame_record_bytes;
     std::vector<std::byte> out(header_bytes + table_bytes);
     std::span<std::byte> b(out);
     std::memcpy(b.data(), manifest_magic.data(), manifest_magic.size());
@@ -304,6 +363,12 @@ std::vector<std::byte> encode_manifest(const Manifest& m) {
     put<uint64_t>(b, 56, m.checksums.size());
     put<uint64_t>(b, 64, table_bytes);
     put_id(b, 80, m.snapshot_id);
+    if (m.framed()) {
+        put<uint32_t>(b, 96, static_cast<uint32_t>(m.codec));
+        put<uint32_t>(b, 100, static_cast<uint32_t>(m.frame_blocks));
+        put<uint64_t>(b, 104, m.frames.size());
+        put<uint32_t>(b, 112, m.codec_level);
+    }
     uint64_t at = header_bytes;
     for (const LayerRecord& rec : m.layers) {
         put_id(b, at, rec.id);
@@ -311,6 +376,10 @@ std::vector<std::byte> encode_manifest(const Manifest& m) {
         put<uint64_t>(b, at + 24, rec.block_count);
         put<uint64_t>(b, at + 32, rec.data_offset_bytes);
         put<uint64_t>(b, at + 40, rec.checksums_xxh3);
+        if (m.framed()) {
+            put<uint64_t>(b, at + 48, rec.frame_count);
+            put<uint64_t>(b, at + 56, rec.frames_xxh3);
+        }
         std::memcpy(b.data() + at + 64, rec.path.data(), std::min<size_t>(rec.path.size(), layer_path_bytes - 1));
         at += layer_record_bytes;
     }
@@ -320,6 +389,8 @@ std::vector<std::byte> encode_manifest(const Manifest& m) {
     if (!m.checksums.empty()) {
         std::memcpy(b.data() + at, m.checksums.data(), m.checksums.size() * checksum_record_bytes);
     }
+    at += m.checksums.size() * checksum_record_bytes;
+    if (!m.frames.empty()) std::memcpy(b.data() + at, m.frames.data(), m.frames.size() * frame_record_bytes);
     reseal_manifest(b);
     return out;
 }
@@ -348,14 +419,16 @@ std::string load_manifest(const std::string& path, Manifest& m) {
     std::vector<std::byte> records(h.layer_count * layer_record_bytes);
     m.extents.resize(h.extent_count);
     m.checksums.resize(h.stored_block_count);
+    m.frames.resize(h.frame_count);
     std::span<std::byte> extent_bytes(reinterpret_cast<std::byte*>(m.extents.data()), h.extent_count * extent_record_bytes);
     std::span<std::byte> checksum_bytes(reinterpret_cast<std::byte*>(m.checksums.data()),
                                         h.stored_block_count * checksum_record_bytes);
+    std::span<std::byte> frame_bytes(reinterpret_cast<std::byte*>(m.frames.data()), h.frame_count * frame_record_bytes);
     uint64_t at = header_bytes;
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(), &XXH3_freeState);
     if (!state) return fail("out of memory");
     XXH3_64bits_reset(state.get());
-    for (std::span<std::byte> part : {std::span<std::byte>(records), extent_bytes, checksum_bytes}) {
+    for (std::span<std::byte> part : {std::span<std::byte>(records), extent_bytes, checksum_bytes, frame_bytes}) {
         if (auto e = pread_exact(file->get(), part, at, path); !e.empty()) return e;
         XXH3_64bits_update(state.get(), part.data(), part.size());
         at += part.size();
@@ -372,12 +445,24 @@ std::string decode_manifest(std::span<const std::byte> bytes, const std::string&
     // check_header made the size exactly header + tables, each table's size from its count.
     auto records = bytes.subspan(header_bytes, h.layer_count * layer_record_bytes);
     auto extent_bytes = bytes.subspan(header_bytes + records.size(), h.extent_count * extent_record_bytes);
-    auto checksum_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size());
+    auto checksum_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size(),
+                                        h.stored_block_count * checksum_record_bytes);
+    auto frame_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size() + checksum_bytes.size());
     m.extents.resize(h.extent_count);
     m.checksums.resize(h.stored_block_count);
+    m.frames.resize(h.frame_count);
     std::memcpy(m.extents.data(), extent_bytes.data(), extent_bytes.size());
     if (!checksum_bytes.empty()) std::memcpy(m.checksums.data(), checksum_bytes.data(), checksum_bytes.size());
+    if (!frame_bytes.empty()) std::memcpy(m.frames.data(), frame_bytes.data(), frame_bytes.size());
     if (auto e = finish_manifest(h, records, hash64(bytes.subspan(header_bytes)), path, m); !e.empty()) return fail(e);
+    return {};
+}
+
+std::string peek_manifest_header(std::span<const std::byte> header, uint64_t file_size, ManifestHeaderSummary& out) {
+    if (header.size() < header_bytes) return truncated_header(header.size());
+    ManifestHeader h;
+    if (auto e = check_header(header.first(header_bytes), file_size, h); !e.empty()) return e;
+    out = {h.block_size_bytes, h.guest_size_bytes, h.layer_count, h.snapshot_id};
     return {};
 }
 
@@ -385,7 +470,7 @@ std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h) {
     std::array<std::byte, header_bytes> out{};
     std::span<std::byte> b(out);
     std::memcpy(b.data(), layer_magic.data(), layer_magic.size());
-    put<uint32_t>(b, 8, format_version);
+    put<uint32_t>(b, 8, h.version);
     put<uint32_t>(b, 12, header_bytes);
     put_id(b, 16, h.id);
     put_id(b, 32, h.snapshot_id);
@@ -394,6 +479,11 @@ std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h) {
     put<uint64_t>(b, 64, h.data_offset_bytes);
     put<uint64_t>(b, 72, h.checksums_xxh3);
     put<uint32_t>(b, 80, h.layer_index);
+    if (h.version == framed_format_version) {
+        put<uint32_t>(b, 84, static_cast<uint32_t>(h.codec));
+        put<uint64_t>(b, 88, h.frame_count);
+        put<uint64_t>(b, 96, h.frames_xxh3);
+    }
     put<uint64_t>(b, header_checksum_offset, hash64(b.first(header_checksum_offset)));
     return out;
 }
@@ -403,7 +493,9 @@ std::string decode_layer_header(std::span<const std::byte, header_bytes> b, Laye
         return "not a ringpager layer file (wrong magic)";
     }
     auto version = get<uint32_t>(b, 8);
-    if (version != format_version) return "unsupported layer version " + std::to_string(version);
+    if (version != format_version && version != framed_format_version) {
+        return "unsupported layer version " + std::to_string(version);
+    }
     uint64_t stored = get<uint64_t>(b, header_checksum_offset);
     uint64_t computed = hash64(b.first(header_checksum_offset));
     if (stored != computed) {
@@ -416,6 +508,12 @@ std::string decode_layer_header(std::span<const std::byte, header_bytes> b, Laye
     h.data_offset_bytes = get<uint64_t>(b, 64);
     h.checksums_xxh3 = get<uint64_t>(b, 72);
     h.layer_index = get<uint32_t>(b, 80);
+    h.version = version;
+    if (version == framed_format_version) {
+        h.codec = static_cast<FrameCodec>(get<uint32_t>(b, 84));
+        h.frame_count = get<uint64_t>(b, 88);
+        h.frames_xxh3 = get<uint64_t>(b, 96);
+    }
     return {};
 }
 

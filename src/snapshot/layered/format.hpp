@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ringpager/snapshot.hpp"
+
 namespace ringpager::layered {
 
 static_assert(std::endian::native == std::endian::little,
@@ -20,7 +22,8 @@ static_assert(std::endian::native == std::endian::little,
 
 inline constexpr std::array<char, 8> manifest_magic = {'R', 'P', 'S', 'N', 'A', 'P', 'M', 'F'};
 inline constexpr std::array<char, 8> layer_magic = {'R', 'P', 'S', 'N', 'A', 'P', 'L', 'Y'};
-inline constexpr uint32_t format_version = 1;
+inline constexpr uint32_t format_version = 1;          // blocks stored as they are, one per slot
+inline constexpr uint32_t framed_format_version = 2;   // blocks stored in frames (compressed or not)
 
 inline constexpr uint64_t header_bytes = 128;        // manifest header and layer header alike
 inline constexpr uint64_t header_checksum_offset = 120;
@@ -28,6 +31,8 @@ inline constexpr uint64_t layer_record_bytes = 320;
 inline constexpr uint64_t layer_path_bytes = 256;     // NUL-terminated inside the record
 inline constexpr uint64_t extent_record_bytes = 16;
 inline constexpr uint64_t checksum_record_bytes = 8;
+inline constexpr uint64_t frame_record_bytes = 24;
+inline constexpr uint64_t max_frame_bytes = 64 << 20;   // plain bytes of a frame, at most
 
 inline constexpr uint64_t min_block_size_bytes = 4096;
 inline constexpr uint64_t max_block_size_bytes = uint64_t{1} << 30;
@@ -61,12 +66,25 @@ struct Extent {
 };
 static_assert(sizeof(Extent) == extent_record_bytes);
 
+// Version 2: where one frame of a layer is stored. Frame k of a layer holds
+// its slots [k * frame_blocks, (k + 1) * frame_blocks), the last one fewer.
+// Same bytes on disk and in memory.
+struct FrameRecord {
+    uint64_t offset = 0;          // file offset of the stored (compressed) bytes
+    uint32_t stored_bytes = 0;    // their length
+    uint32_t plain_bytes = 0;     // the frame's blocks, decompressed: blocks * block size
+    uint64_t checksum = 0;        // XXH3-64 of the stored bytes
+};
+static_assert(sizeof(FrameRecord) == frame_record_bytes);
+
 struct LayerRecord {
     LayerId id{};
     uint64_t file_size_bytes = 0;
     uint64_t block_count = 0;       // stored blocks (slots) in the layer file
-    uint64_t data_offset_bytes = 0; // file offset of slot 0
+    uint64_t data_offset_bytes = 0; // file offset of slot 0 (version 2: of frame 0)
     uint64_t checksums_xxh3 = 0;    // XXH3-64 of this layer's slice of the checksum table
+    uint64_t frame_count = 0;       // version 2: frames in the layer file
+    uint64_t frames_xxh3 = 0;       // version 2: XXH3-64 of this layer's slice of the frame table
     std::string path;               // relative to the manifest's directory
 };
 
@@ -78,6 +96,10 @@ struct LayerHeader {
     uint64_t block_count = 0;
     uint64_t data_offset_bytes = 0;
     uint64_t checksums_xxh3 = 0;
+    uint32_t version = format_version;
+    FrameCodec codec = FrameCodec::none;   // version 2
+    uint64_t frame_count = 0;              // version 2
+    uint64_t frames_xxh3 = 0;              // version 2
 };
 
 // Everything a manifest says, decoded and validated.
@@ -93,6 +115,12 @@ struct Manifest {
     std::vector<Extent> extents;           // sorted by first_block, tiling [0, block_count)
     std::vector<uint64_t> checksums;       // layer 0's slots, then layer 1's, ...
     std::vector<uint64_t> checksum_base;   // index of each layer's slot 0 in `checksums`
+    // Version 2 (all zero or empty in version 1).
+    FrameCodec codec = FrameCodec::none;
+    uint32_t codec_level = 0;              // what the builder used (zstd); informational
+    uint64_t frame_blocks = 0;             // blocks per frame
+    std::vector<FrameRecord> frames;       // layer 0's frames, then layer 1's, ...
+    std::vector<uint64_t> frame_base;      // index of each layer's frame 0 in `frames`
     // Lookup accelerator built by load_manifest: bucket k holds the index of
     // the extent containing guest block k << bucket_shift. There are at most as
     // many buckets as extents, so it costs at most 4 bytes an extent.
@@ -109,6 +137,11 @@ struct Manifest {
     uint64_t block_checksum(uint32_t layer, uint64_t slot) const {
         return checksums[checksum_base[layer] + slot];
     }
+    bool framed() const { return version == framed_format_version; }
+    // Blocks must be decompressed before they are served (version 2, zstd or lz4).
+    bool compressed() const { return framed() && codec != FrameCodec::none; }
+    // Index in `frames` of the frame holding slot `slot` of layer `layer` (version 2).
+    uint64_t frame_index(uint32_t layer, uint64_t slot) const { return frame_base[layer] + slot / frame_blocks; }
     // Where layer `index` lives on this machine: directory + "/" + relative path.
     std::string layer_path(uint32_t index) const;
 };
@@ -132,10 +165,36 @@ std::string load_manifest(const std::string& path, Manifest& out);
 // check, so they refuse and accept the same bytes with the same message.
 std::string decode_manifest(std::span<const std::byte> bytes, const std::string& path, Manifest& out);
 
+// What the 128 header bytes of a manifest say, once they pass every check a
+// reader makes on them alone (magic, version, header checksum, field
+// consistency, and `file_size` = header + tables): for listings that read
+// only the header (`ringpager snapshot ls s3://...`). Returns "" or the cause.
+struct ManifestHeaderSummary {
+    uint64_t block_size_bytes = 0;
+    uint64_t guest_size_bytes = 0;
+    uint32_t layer_count = 0;
+    LayerId snapshot_id{};
+};
+std::string peek_manifest_header(std::span<const std::byte> header, uint64_t file_size, ManifestHeaderSummary& out);
+
 // Layer header: 128 bytes at offset 0 of a layer file.
 std::array<std::byte, header_bytes> encode_layer_header(const LayerHeader& h);
-// Decodes a layer header; returns "" or the cause (without the file name).
+// Decodes a layer header of either version; returns "" or the cause (without
+// the file name).
 std::string decode_layer_header(std::span<const std::byte, header_bytes> bytes, LayerHeader& out);
+
+// XXH3-64 of a layer's slice of the frame table, as its record and header carry it.
+uint64_t hash_frames(std::span<const FrameRecord> frames);
+
+// How messages name frame `k` of layer `layer`: "layer 0 (PATH) frame 3 at
+// file offset 0x... (N bytes)".
+std::string describe_frame(const Manifest& m, uint32_t layer, uint64_t k);
+
+// Version 2: checks every layer's frames against its record (slice inside the
+// table, its hash, one frame per frame_blocks slots, stored back to back from
+// the data offset to the end of the file, sizes within the codec's bound) and
+// fills m.frame_base. Returns "" or the cause (without the manifest's name).
+std::string check_frame_table(Manifest& m);
 
 // Where stored blocks start in a layer file: block aligned, and never below
 // 4 KiB so the header has a page of its own. For 2 MiB blocks the gap after

@@ -7,6 +7,8 @@
 #include <chrono>
 
 #include "ringpager/snapshot.hpp"
+#include "snapshot/layered/codec.hpp"
+#include "snapshot/layered/describe.hpp"
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/format.hpp"
 #include "snapshot/layered/layer_files.hpp"
@@ -27,6 +29,17 @@ struct BadBlock {
     uint64_t read = 0;
 };
 
+// Counts a block's verdict, keeping the first few bad ones.
+void check_block(const Manifest& m, uint32_t layer, uint64_t slot, const std::byte* bytes, SnapshotVerifyReport& report,
+                 std::vector<BadBlock>& bad) {
+    uint64_t read = XXH3_64bits(bytes, m.block_size_bytes);
+    uint64_t stored = m.block_checksum(layer, slot);
+    ++report.blocks_checked;
+    if (read == stored) return;
+    ++report.bad_blocks;
+    if (bad.size() < max_bad_recorded) bad.push_back({layer, slot, stored, read});
+}
+
 // Re-hashes every slot of layer `index`, appending mismatches to `bad`.
 std::string verify_layer(const Manifest& m, uint32_t index, int fd, UringReader& reader, SnapshotVerifyReport& report,
                          std::vector<BadBlock>& bad, uint64_t& done_bytes, uint64_t total_bytes,
@@ -42,16 +55,52 @@ std::string verify_layer(const Manifest& m, uint32_t index, int fd, UringReader&
     auto consume = [&](size_t task, std::span<std::byte> bytes) {
         uint64_t first_slot = (tasks[task].offset - rec.data_offset_bytes) / bs;
         for (uint64_t at = 0; at < bytes.size(); at += bs) {
-            uint64_t slot = first_slot + at / bs;
-            uint64_t read = XXH3_64bits(bytes.data() + at, bs);
-            uint64_t stored = m.block_checksum(index, slot);
-            ++report.blocks_checked;
-            if (read == stored) continue;
-            ++report.bad_blocks;
-            if (bad.size() < max_bad_recorded) bad.push_back({index, slot, stored, read});
+            check_block(m, index, first_slot + at / bs, bytes.data() + at, report, bad);
         }
         report.bytes_read += bytes.size();
         done_bytes += bytes.size();
+        if (progress) progress(done_bytes, total_bytes);
+        return std::string{};
+    };
+    return reader.read_all(fd, "layer " + std::to_string(index) + " file " + m.layer_path(index), tasks, consume);
+}
+
+// Version 2: checks every frame of layer `index` (its stored bytes against
+// the frame checksum, then that it decompresses to exactly its plain size),
+// then every block in it, appending the first bad frame's description to
+// `bad_frame` (if none yet) and bad blocks to `bad`.
+std::string verify_layer_frames(const Manifest& m, uint32_t index, int fd, UringReader& reader,
+                                SnapshotVerifyReport& report, std::vector<BadBlock>& bad, std::string& bad_frame,
+                                uint64_t& done_bytes, uint64_t total_bytes,
+                                const std::function<void(uint64_t, uint64_t)>& progress) {
+    const LayerRecord& rec = m.layers[index];
+    const uint64_t base = m.frame_base[index];
+    std::vector<ReadTask> tasks;
+    for (uint64_t k = 0; k < rec.frame_count; ++k) {
+        tasks.push_back({m.frames[base + k].offset, m.frames[base + k].stored_bytes});
+    }
+    std::vector<std::byte> plain(m.frame_blocks * m.block_size_bytes);
+    FrameDecompressor decompressor(m.codec);
+    auto consume = [&](size_t k, std::span<std::byte> stored) {
+        const FrameRecord& f = m.frames[base + k];
+        ++report.frames_checked;
+        std::string cause;
+        const uint64_t read = XXH3_64bits(stored.data(), stored.size());
+        if (read != f.checksum) {
+            cause = "checksum mismatch (stored " + hex64(f.checksum) + ", read " + hex64(read) + ")";
+        } else {
+            cause = decompressor.decompress(stored, std::span(plain).first(f.plain_bytes));
+        }
+        if (!cause.empty()) {
+            ++report.bad_frames;
+            if (bad_frame.empty()) bad_frame = describe_frame(m, index, k) + ": " + cause;
+        } else {
+            for (uint64_t at = 0; at < f.plain_bytes; at += m.block_size_bytes) {
+                check_block(m, index, k * m.frame_blocks + at / m.block_size_bytes, plain.data() + at, report, bad);
+            }
+        }
+        report.bytes_read += stored.size();
+        done_bytes += stored.size();
         if (progress) progress(done_bytes, total_bytes);
         return std::string{};
     };
@@ -80,36 +129,39 @@ std::string describe_first_bad(const Manifest& m, const std::vector<BadBlock>& b
     }
     std::string where = first_block == UINT64_MAX ? "slot " + std::to_string(first->slot) + " (used by no guest block)"
                                                   : "block at guest offset " + hex64(first_block * bs);
-    return "layer " + m.layer_path(first->layer) + " " + where + " (file offset " +
-           hex64(m.layers[first->layer].data_offset_bytes + first->slot * bs) + "): checksum mismatch (stored " +
+    // A compressed block has no place of its own in the file: name its frame.
+    const std::string place = m.compressed()
+                                  ? "frame " + std::to_string(first->slot / m.frame_blocks) + ", decompressed"
+                                  : "file offset " + hex64(m.layers[first->layer].data_offset_bytes + first->slot * bs);
+    return "layer " + m.layer_path(first->layer) + " " + where + " (" + place + "): checksum mismatch (stored " +
            hex64(first->stored) + ", read " + hex64(first->read) + "); " + std::to_string(bad_count) +
            " bad block(s) in total";
 }
 
 }  // namespace
-}  // namespace layered
 
-bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& info, std::string& error) {
-    using namespace layered;
-    info = SnapshotInfo{};
-    Manifest m;
-    error = load_manifest(manifest_path, m);
-    if (!error.empty()) return false;
-    struct stat st {};
-    if (::stat(manifest_path.c_str(), &st) == 0) info.manifest_size_bytes = static_cast<uint64_t>(st.st_size);
-    info.manifest_path = manifest_path;
+void describe_manifest(const Manifest& m, SnapshotInfo& info) {
+    info.manifest_path = m.path;
     info.version = m.version;
     info.snapshot_id_hex = hex_id(m.snapshot_id);
     info.block_size_bytes = m.block_size_bytes;
     info.guest_size_bytes = m.guest_size_bytes;
     info.block_count = m.block_count;
     info.extent_count = m.extents.size();
+    info.stored_plain_bytes = m.checksums.size() * m.block_size_bytes;
+    if (m.framed()) {
+        info.codec = codec_name(m.codec);
+        info.codec_level = m.codec_level;
+        info.frame_bytes = m.frame_blocks * m.block_size_bytes;
+        info.frame_count = m.frames.size();
+    }
     for (uint32_t i = 0; i < m.layers.size(); ++i) {
         const LayerRecord& rec = m.layers[i];
         SnapshotLayerInfo layer{i, rec.path, m.layer_path(i), hex_id(rec.id), rec.file_size_bytes,
                                 rec.data_offset_bytes, rec.block_count, 0, "ok"};
-        FileDesc file;
-        if (auto e = open_layer(m, i, file); !e.empty()) layer.status = e;
+        layer.frames = rec.frame_count;
+        layer.stored_file_bytes = rec.file_size_bytes - rec.data_offset_bytes;
+        info.stored_file_bytes += layer.stored_file_bytes;
         info.layers.push_back(std::move(layer));
     }
     for (size_t i = 0; i < m.extents.size(); ++i) {
@@ -122,6 +174,23 @@ bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& in
             ++info.data_extents;
             info.layers[location_layer(m.extents[i].location)].referenced_blocks += blocks;
         }
+    }
+}
+
+}  // namespace layered
+
+bool inspect_layered_snapshot(const std::string& manifest_path, SnapshotInfo& info, std::string& error) {
+    using namespace layered;
+    info = SnapshotInfo{};
+    Manifest m;
+    error = load_manifest(manifest_path, m);
+    if (!error.empty()) return false;
+    describe_manifest(m, info);
+    struct stat st {};
+    if (::stat(manifest_path.c_str(), &st) == 0) info.manifest_size_bytes = static_cast<uint64_t>(st.st_size);
+    for (uint32_t i = 0; i < m.layers.size(); ++i) {
+        FileDesc file;
+        if (auto e = open_layer(m, i, file); !e.empty()) info.layers[i].status = e;
     }
     return true;
 }
@@ -136,20 +205,35 @@ bool verify_layered_snapshot(const std::string& manifest_path, SnapshotVerifyRep
     error = open_snapshot(manifest_path, m, files);
     if (!error.empty()) return false;
     uint64_t buffer = std::max(m.block_size_bytes, verify_buffer_bytes / m.block_size_bytes * m.block_size_bytes);
+    uint64_t total_bytes = 0, done_bytes = 0;
+    for (const LayerRecord& rec : m.layers) total_bytes += rec.file_size_bytes - rec.data_offset_bytes;
+    if (m.framed()) {
+        // One read per frame: the buffers hold the largest (validated at open).
+        uint64_t most = 0;
+        for (const FrameRecord& f : m.frames) most = std::max<uint64_t>(most, f.stored_bytes);
+        buffer = std::max<uint64_t>(4096, (most + 4095) / 4096 * 4096);
+    }
     auto reader = UringReader::create(verify_reads_in_flight, buffer);
     if (!reader) {
         error = "cannot set up io_uring for reading: " + reader.error().message();
         return false;
     }
-    uint64_t total_bytes = 0, done_bytes = 0;
-    for (const LayerRecord& rec : m.layers) total_bytes += rec.block_count * m.block_size_bytes;
     std::vector<BadBlock> bad;
+    std::string bad_frame;
     for (uint32_t i = 0; i < m.layers.size(); ++i) {
-        error = verify_layer(m, i, files[i].get(), **reader, report, bad, done_bytes, total_bytes, progress);
+        const int fd = files[i].get();
+        error = m.framed()
+                    ? verify_layer_frames(m, i, fd, **reader, report, bad, bad_frame, done_bytes, total_bytes, progress)
+                    : verify_layer(m, i, fd, **reader, report, bad, done_bytes, total_bytes, progress);
         if (!error.empty()) return false;
     }
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (report.bad_blocks == 0) return true;
+    if (report.bad_blocks == 0 && report.bad_frames == 0) return true;
+    if (report.bad_frames != 0) {
+        error = bad_frame + "; " + std::to_string(report.bad_frames) + " bad frame(s) and " +
+                std::to_string(report.bad_blocks) + " bad block(s) in total";
+        return false;
+    }
     error = describe_first_bad(m, bad, report.bad_blocks);
     return false;
 }

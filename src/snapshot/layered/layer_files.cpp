@@ -15,10 +15,12 @@ std::string check_header(const Manifest& m, uint32_t index, const LayerHeader& h
         return "identity mismatch (layer id " + hex_id(h.id) + ", the manifest expects " + hex_id(rec.id) +
                "): the file was swapped or belongs to another snapshot";
     }
-    if (h.layer_index != index || h.block_size_bytes != m.block_size_bytes || h.block_count != rec.block_count ||
-        h.data_offset_bytes != rec.data_offset_bytes || h.checksums_xxh3 != rec.checksums_xxh3) {
-        return "header disagrees with the manifest (index, block size, block count, data offset or "
-               "checksum list): the file was rewritten";
+    if (h.version != m.version || h.layer_index != index || h.block_size_bytes != m.block_size_bytes ||
+        h.block_count != rec.block_count || h.data_offset_bytes != rec.data_offset_bytes ||
+        h.checksums_xxh3 != rec.checksums_xxh3 ||
+        (m.framed() && (h.codec != m.codec || h.frame_count != rec.frame_count || h.frames_xxh3 != rec.frames_xxh3))) {
+        return "header disagrees with the manifest (version, index, block size, block count, data offset, "
+               "checksum list, codec or frame list): the file was rewritten";
     }
     return {};
 }

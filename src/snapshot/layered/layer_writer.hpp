@@ -14,6 +14,7 @@
 
 #include "ringpager/file_desc.hpp"
 #include "snapshot/layered/format.hpp"
+#include "snapshot/layered/frame_packer.hpp"
 
 namespace ringpager::layered {
 
@@ -45,6 +46,13 @@ public:
     // describes the file for the manifest. `bytes_written` grows by what it wrote.
     std::string finish(bool sync, LayerRecord& record, uint64_t& bytes_written);
 
+    // finish() for format version 2: stores the slots as frames (compressed
+    // into a new temporary file that takes the plain one's place, or, without
+    // a codec, left where they are and only hashed) and appends the layer's
+    // frame records to `frames`.
+    std::string finish_framed(const FramePacking& packing, bool sync, LayerRecord& record,
+                              std::vector<FrameRecord>& frames, uint64_t& bytes_written);
+
     // Renames the finished file to its final name.
     std::string commit();
 
@@ -52,6 +60,9 @@ public:
 
 private:
     LayerWriter() = default;
+    // Writes the header page, sets the file to `size_bytes`, optionally
+    // fsyncs, and fills `record`.
+    std::string seal(uint64_t size_bytes, bool sync, LayerRecord& record, uint64_t& bytes_written);
 
     std::string final_path_;
     std::string temp_path_;

@@ -1,0 +1,46 @@
+#include "snapshot/layered/read_check.hpp"
+
+#include <xxhash.h>
+
+#include "snapshot/layered/file_io.hpp"
+
+namespace ringpager::layered {
+
+std::string check_read(const Manifest& m, uint64_t offset, std::span<const std::byte> bytes) {
+    const uint64_t bs = m.block_size_bytes;
+    if (offset % bs != 0 || bytes.size() % bs != 0 || offset > m.guest_size_bytes ||
+        bytes.size() > m.guest_size_bytes - offset) {
+        return "snapshot " + m.path + ": cannot verify " + std::to_string(bytes.size()) + " bytes at guest offset " +
+               hex64(offset) + " (not block aligned or past the guest size)";
+    }
+    size_t index = bytes.empty() ? 0 : m.find_extent(offset / bs);
+    for (uint64_t at = 0; at < bytes.size(); at += bs) {
+        uint64_t block = (offset + at) / bs;
+        while (m.extent_end_block(index) <= block) ++index;
+        const Extent& e = m.extents[index];
+        const std::byte* p = bytes.data() + at;
+        if (is_zero_location(e.location)) {
+            if (!is_zero_block(p, bs)) {
+                return "snapshot " + m.path + " block at guest offset " + hex64(block * bs) +
+                       ": expected a zero block, read non-zero bytes";
+            }
+            continue;
+        }
+        uint32_t layer = location_layer(e.location);
+        uint64_t slot = location_slot(e.location) + (block - e.first_block);
+        uint64_t stored = m.block_checksum(layer, slot);
+        uint64_t read = XXH3_64bits(p, bs);
+        if (stored != read) {
+            // A compressed block was read from the decompressed-frame cache, not from the layer file.
+            const uint64_t file_offset = m.layers[layer].data_offset_bytes + slot * bs;
+            const std::string from = m.compressed() ? "frame " + std::to_string(slot / m.frame_blocks) +
+                                                          ", read from the decompressed-frame cache"
+                                                    : "file offset " + hex64(file_offset);
+            return "layer " + m.layer_path(layer) + " block at guest offset " + hex64(block * bs) + " (" + from +
+                   "): checksum mismatch (stored " + hex64(stored) + ", read " + hex64(read) + ")";
+        }
+    }
+    return {};
+}
+
+}  // namespace ringpager::layered

@@ -1,0 +1,173 @@
+// FrameSource: serves a compressed layered snapshot. lookup() and plan() are
+// the layered source's extent search; a data block is served from the
+// decompressed-frame cache file (listed after the layer files) once its frame
+// is there, and fetched (decompressed by the cache's workers) before that. A
+// block that duplicates one in another frame (dedup across layers and frames)
+// is served from that frame: one decompression serves every reference.
+#include "source/frame_source.hpp"
+
+#include <algorithm>
+
+#include "snapshot/layered/file_io.hpp"
+#include "snapshot/layered/read_check.hpp"
+
+namespace ringpager {
+
+using namespace layered;
+
+namespace {
+
+class FrameSource final : public Source {
+public:
+    FrameSource(Manifest m, std::vector<FileDesc> files, bool verify_reads)
+        : m_(std::move(m)), files_(std::move(files)), verify_reads_(verify_reads) {
+        for (const FileDesc& f : files_) fds_.push_back(f.get());
+    }
+
+    // Called once, before the source is shared: the cache's file joins the list.
+    std::string start(const LayeredSourceOptions& options) {
+        std::vector<int> layer_fds = fds_;
+        if (auto e = FrameCache::create(m_, layer_fds, options.decompress_dir, options.decompress_threads, cache_);
+            !e.empty()) {
+            return m_.path + ": " + e;
+        }
+        fds_.push_back(cache_->fd());
+        return {};
+    }
+
+    uint64_t size_bytes() const override { return m_.guest_size_bytes; }
+    uint64_t block_size_bytes() const override { return m_.block_size_bytes; }
+    std::span<const int> file_fds() const override { return fds_; }
+    bool verifies_reads() const override { return verify_reads_; }
+
+    // Where the bytes are once their frame is decompressed (plan() says
+    // whether it is).
+    SourceExtent lookup(uint64_t offset, uint64_t max_length_bytes) const override {
+        if (offset >= m_.guest_size_bytes) return SourceExtent{};   // precondition broken: an empty zero extent
+        const Place p = place(offset, max_length_bytes);
+        SourceExtent out;
+        out.length_bytes = p.length_bytes;
+        if (p.zero) return out;
+        out.kind = SourceExtent::Kind::data;
+        out.file_index = cache_index();
+        out.file_offset = cache_offset(p, offset);
+        return out;
+    }
+
+    ReadPlan plan(uint64_t offset, uint64_t max_length_bytes) const override;
+    void fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie,
+               FetchFor why) const override;
+
+    std::string verify(uint64_t offset, std::span<const std::byte> bytes) const override {
+        return check_read(m_, offset, bytes);
+    }
+
+    std::string describe() const override {
+        return "layered snapshot " + m_.path + " (" + format_bytes(m_.guest_size_bytes) + " in " +
+               std::to_string(m_.layers.size()) + " layers, " + format_bytes(m_.block_size_bytes) + " blocks, " +
+               std::to_string(m_.extents.size()) + " extents, " + std::to_string(m_.frames.size()) + " " +
+               codec_name(m_.codec) + " frames of " + format_bytes(m_.frame_blocks * m_.block_size_bytes) +
+               ", decompressed by " + std::to_string(cache_->threads()) + " threads into " + cache_->directory() + ")";
+    }
+
+    FrameCacheStats stats() const { return cache_->stats(); }
+
+private:
+    // The extent holding `offset`, from `offset` on, clipped to `max`.
+    struct Place {
+        bool zero = true;
+        uint32_t layer = 0;
+        uint64_t slot = 0;        // of offset's block
+        uint64_t slot_end = 0;    // the extent's last slot + 1
+        uint64_t length_bytes = 0;
+    };
+    Place place(uint64_t offset, uint64_t max) const {
+        const uint64_t bs = m_.block_size_bytes;
+        const size_t index = m_.find_extent(offset / bs);
+        const Extent& e = m_.extents[index];
+        const uint64_t end_block = m_.extent_end_block(index);
+        Place p;
+        p.length_bytes = std::min(end_block * bs - offset, max);
+        if (is_zero_location(e.location)) return p;
+        p.zero = false;
+        p.layer = location_layer(e.location);
+        p.slot = location_slot(e.location) + (offset / bs - e.first_block);
+        p.slot_end = location_slot(e.location) + (end_block - e.first_block);
+        return p;
+    }
+    uint32_t cache_index() const { return static_cast<uint32_t>(files_.size()); }
+    uint64_t cache_offset(const Place& p, uint64_t offset) const {
+        return (m_.checksum_base[p.layer] + p.slot) * m_.block_size_bytes + offset % m_.block_size_bytes;
+    }
+
+    Manifest m_;
+    std::vector<FileDesc> files_;
+    std::vector<int> fds_;   // the layer files, then the cache file
+    bool verify_reads_;
+    std::unique_ptr<FrameCache> cache_;   // last: its workers use everything above
+};
+
+ReadPlan FrameSource::plan(uint64_t offset, uint64_t max_length_bytes) const {
+    if (offset >= m_.guest_size_bytes) return ReadPlan{};   // precondition broken: an empty zero plan
+    const Place p = place(offset, max_length_bytes);
+    if (p.zero) return ReadPlan{ReadPlan::Kind::zero, 0, 0, p.length_bytes};
+    const uint64_t fb = m_.frame_blocks;
+    if (!cache_->ready(m_.frame_index(p.layer, p.slot))) {
+        // The whole range asked for: fetch() works out which frames it needs,
+        // so a prefetch batch spanning several frames has them decompressed
+        // side by side.
+        return ReadPlan{ReadPlan::Kind::fetch, 0, 0, std::min(max_length_bytes, m_.guest_size_bytes - offset)};
+    }
+    // Frames of one layer follow each other in the cache: the run goes on
+    // through the extent's next frames while they are ready too.
+    uint64_t covered = std::min((p.slot / fb + 1) * fb, p.slot_end);
+    while (covered < p.slot_end && cache_->ready(m_.frame_index(p.layer, covered))) {
+        covered = std::min(covered + fb, p.slot_end);
+    }
+    const uint64_t bs = m_.block_size_bytes;
+    const uint64_t length = std::min(p.length_bytes, (covered - p.slot) * bs - offset % bs);
+    return ReadPlan{ReadPlan::Kind::ready, cache_index(), cache_offset(p, offset), length};
+}
+
+// Frames are decompressed in the order asked for: a fault waits behind at
+// most what the workers hold (`why` is not used yet).
+void FrameSource::fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie,
+                        FetchFor why) const {
+    (void)why;
+    // Every frame a data block of the range lives in, that is not ready yet.
+    std::vector<uint64_t> frames;
+    const uint64_t size = m_.guest_size_bytes;
+    const uint64_t end = offset < size ? offset + std::min(length_bytes, size - offset) : 0;
+    for (uint64_t at = offset; at < end;) {
+        const Place p = place(at, end - at);
+        if (!p.zero) {
+            const uint64_t last = p.slot + (at % m_.block_size_bytes + p.length_bytes - 1) / m_.block_size_bytes;
+            for (uint64_t s = p.slot / m_.frame_blocks; s <= last / m_.frame_blocks; ++s) {
+                const uint64_t index = m_.frame_base[p.layer] + s;
+                if (!cache_->ready(index)) frames.push_back(index);
+            }
+        }
+        at += p.length_bytes;
+    }
+    std::sort(frames.begin(), frames.end());
+    frames.erase(std::unique(frames.begin(), frames.end()), frames.end());
+    cache_->request(frames, std::move(sink), cookie);
+}
+
+}  // namespace
+
+std::unique_ptr<Source> open_frame_source(Manifest m, std::vector<FileDesc> layers, const LayeredSourceOptions& options,
+                                          std::string& error) {
+    auto source = std::make_unique<FrameSource>(std::move(m), std::move(layers), options.verify_reads);
+    error = source->start(options);
+    if (!error.empty()) return nullptr;
+    return source;
+}
+
+std::optional<FrameCacheStats> frame_cache_stats(const Source& source) {
+    const auto* framed = dynamic_cast<const FrameSource*>(&source);
+    if (framed == nullptr) return std::nullopt;
+    return framed->stats();
+}
+
+}  // namespace ringpager

@@ -1,0 +1,375 @@
+// Pins serving a layered snapshot from the object store end to end: a 3-layer
+// chain pushed to the suite's Ceph RGW is restored byte-exact (every page's
+// XXH3 against the flattened image) to simulated VMs through the real engine,
+// lazy and prefetch, 4 KiB and 2 MiB pages, from an empty chunk cache; many
+// VMs at once fetch each chunk exactly once; an engine restarted on the same
+// cache directory verifies and reuses what is there and fetches nothing; a
+// bounded cache evicts and still serves every page; a second cache on a
+// directory in use is refused with one line; a chunk corrupted on the way is
+// fetched again, once; a chunk corrupt in the store is fetched twice, then its
+// pages are poisoned (never served) and the engine goes on serving; a store
+// that goes away and comes back only delays the VMs, one away past the fetch
+// deadline fails the fetch with one line.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/inotify.h>
+
+#include <set>
+#include <thread>
+
+#include "common/engine_fixture.hpp"
+#include "common/process.hpp"
+#include "engine/layered_chain.hpp"
+#include "remote/chunk_cache.hpp"
+#include "remote/snapshot_store.hpp"
+#include "snapshot/layered/format.hpp"
+#include "source/remote_source.hpp"
+#include "test_util.hpp"
+
+using namespace ringpager;
+using namespace ringpager::remote;
+using namespace ringpager::testing;
+using rgwtest::FaultProxy;
+using rgwtest::rgw;
+
+namespace {
+
+constexpr uint64_t MiB = 1024 * 1024;
+constexpr uint64_t kChunkBytes = 256 << 10;
+
+// A 3-layer chain built locally and pushed to a fresh bucket as "snap".
+class RemoteServe : public rgwtest::ProxyFixture {
+protected:
+    void SetUp() override { set_up(4096); }
+    void set_up(uint64_t block_size) {
+        ProxyFixture::SetUp();
+        if (HasFatalFailure()) return;
+        block_size_ = block_size;
+        chain_ = build_chain(dir_, 16 * MiB, block_size);
+        PushReport report;
+        ASSERT_EQ(push_snapshot(*client, chain_.manifest, at("snap"), PushOptions{}, report), "");
+        ASSERT_EQ(report.layers_uploaded, 3u);
+        ASSERT_EQ(layered::load_manifest(chain_.manifest, m_), "");
+    }
+
+    std::shared_ptr<ChunkCache> open_cache(S3Config config, std::string* error_out = nullptr,
+                                           const std::function<void(ChunkCacheOptions&)>& tweak = {}) {
+        ChunkCacheOptions options;
+        options.directory = dir_.file("cache");
+        options.chunk_bytes = kChunkBytes;
+        if (tweak) tweak(options);
+        std::shared_ptr<ChunkCache> cache;
+        const std::string error = ChunkCache::open(std::move(config), options, cache);
+        if (error_out) *error_out = error;
+        else EXPECT_EQ(error, "");
+        return cache;
+    }
+
+    std::shared_ptr<const Source> open_source(const std::shared_ptr<ChunkCache>& cache) {
+        std::string error;
+        std::shared_ptr<const Source> source = open_remote_source(*client, at("snap"), cache, {}, error);
+        EXPECT_TRUE(source) << error;
+        return source;
+    }
+
+    // Chunks holding at least one block a guest block maps to: what a VM made
+    // resident needs, each exactly once.
+    uint64_t referenced_chunks() const {
+        std::set<std::pair<uint32_t, uint64_t>> chunks;
+        const uint64_t slots = std::max<uint64_t>(1, kChunkBytes / m_.block_size_bytes);
+        for (size_t i = 0; i < m_.extents.size(); ++i) {
+            const auto& e = m_.extents[i];
+            if (layered::is_zero_location(e.location)) continue;
+            const uint64_t first = layered::location_slot(e.location);
+            const uint64_t count = m_.extent_end_block(i) - e.first_block;
+            for (uint64_t s = first; s < first + count; ++s) chunks.insert({layered::location_layer(e.location), s / slots});
+        }
+        return chunks.size();
+    }
+
+    // `vms` guests connect at once; each touches all of its memory (lazy) or is
+    // prefetched to resident; every page must match the flattened image.
+    void restore(RunningEngine& e, ServeMode mode, unsigned vms, uint64_t vms_before) {
+        auto image = sim::ExpectedImage::open(chain_.flat);
+        ASSERT_TRUE(image.ok());
+        std::vector<sim::Guest> guests;
+        guests.reserve(vms);   // a connected guest is never moved
+        for (unsigned i = 0; i < vms; ++i) {
+            guests.push_back(make_guest(e.socket, {8 * MiB, 8 * MiB}, block_size_));
+            ASSERT_TRUE(guests.back().connect_and_send().ok());
+        }
+        if (mode == ServeMode::lazy) {
+            std::vector<std::thread> threads;
+            for (unsigned i = 0; i < vms; ++i) {
+                threads.emplace_back([&, i] { guests[i].touch(sim::Pattern::random, 2, 1.0, 4 + i); });
+            }
+            for (auto& t : threads) t.join();
+        } else {
+            ASSERT_TRUE(e.engine->wait_until(
+                [&](const EngineStats& s) { return s.vms_resident == vms_before + vms; }, kWait));
+        }
+        for (auto& guest : guests) {
+            const sim::VerifyReport report = guest.verify(*image);
+            EXPECT_EQ(report.pages_checked, guest.page_count());
+            EXPECT_EQ(report.mismatches, 0u) << report.describe();
+        }
+    }
+
+    TempDir dir_;
+    uint64_t block_size_ = 4096;
+    Chain chain_;
+    layered::Manifest m_;
+};
+
+TEST_F(RemoteServe, ManyVmsFromAnEmptyCacheFetchEachChunkOnceThenARestartFetchesNothing) {
+    for (ServeMode mode : {ServeMode::prefetch, ServeMode::lazy}) {
+        SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
+        std::filesystem::remove_all(dir_.file("cache"));
+        {
+            auto cache = open_cache(rgw().config());
+            ASSERT_TRUE(cache);
+            auto source = open_source(cache);
+            ASSERT_TRUE(source);
+            RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+            restore(e, mode, 4, 0);
+            const ChunkCacheStats s = cache->stats();
+            EXPECT_EQ(s.fetches, referenced_chunks());   // one range GET per chunk, however many VMs wait
+            EXPECT_EQ(cache->fetcher().stats().succeeded, referenced_chunks());
+            EXPECT_EQ(s.refetches, 0u);
+            EXPECT_EQ(s.chunk_failures, 0u);
+            EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+            ASSERT_TRUE(e.engine->wait_released(4, kWait));
+        }
+        // A restarted engine on the same directory: every chunk verified and reused.
+        auto cache = open_cache(rgw().config());
+        ASSERT_TRUE(cache);
+        auto source = open_source(cache);
+        ASSERT_TRUE(source);
+        EXPECT_EQ(cache->stats().reused_chunks, referenced_chunks());
+        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+        restore(e, mode, 1, 0);
+        EXPECT_EQ(cache->stats().fetches, 0u);
+        EXPECT_EQ(cache->fetcher().stats().submitted, 0u);
+    }
+}
+
+// The same chain in 2 MiB blocks, served to guests with 2 MiB huge pages.
+class RemoteServeHuge : public RemoteServe {
+protected:
+    void SetUp() override {
+        ASSERT_EQ(sim::ensure_hugepages(64), "");
+        set_up(2 * MiB);
+    }
+};
+
+TEST_F(RemoteServeHuge, HugePageGuestsRestoreByteExactWithOneGetPerChunk) {
+    for (ServeMode mode : {ServeMode::lazy, ServeMode::prefetch}) {
+        SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
+        std::filesystem::remove_all(dir_.file("cache"));
+        auto cache = open_cache(rgw().config());
+        ASSERT_TRUE(cache);
+        auto source = open_source(cache);
+        ASSERT_TRUE(source);
+        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+        restore(e, mode, 2, 0);
+        EXPECT_EQ(cache->stats().fetches, referenced_chunks());
+        EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+    }
+}
+
+TEST_F(RemoteServe, ABoundedCacheEvictsAndStillServesEveryPage) {
+    // Two transfers at most, so the floor is 2 x 2 chunks; the cache holds 8
+    // chunks, far less than the snapshot: chunks are evicted and fetched again.
+    const uint64_t capacity = 8 * kChunkBytes;
+    auto cache = open_cache(rgw().config(), nullptr, [&](ChunkCacheOptions& o) {
+        o.capacity_bytes = capacity;
+        o.fetcher.max_in_flight = 2;
+        o.fetcher.prefetch_max_in_flight = 1;
+    });
+    ASSERT_TRUE(cache);
+    ASSERT_GT(referenced_chunks(), 2 * capacity / kChunkBytes);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    restore(e, ServeMode::prefetch, 2, 0);
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_GT(s.evictions, 0u);
+    EXPECT_LE(s.cached_bytes, capacity);
+    EXPECT_GE(s.fetches, referenced_chunks());
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+
+    std::string error;
+    EXPECT_FALSE(open_cache(rgw().config(), &error, [](ChunkCacheOptions& o) { o.capacity_bytes = kChunkBytes; }));
+    EXPECT_EQ(error, "cache size 256 KiB is below the 8 MiB the fetches in flight need (2 x 16 chunks of 256 KiB)");
+}
+
+TEST_F(RemoteServe, ASecondCacheOnADirectoryInUseIsRefusedWithOneLine) {
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    std::string error;
+    EXPECT_FALSE(open_cache(rgw().config(), &error));
+    EXPECT_EQ(error, "cache directory " + dir_.file("cache") + " is in use by another chunk cache (pid " +
+                         std::to_string(::getpid()) + " holds " + dir_.file("cache") +
+                         "/lock); give each engine its own --cache-dir");
+}
+
+TEST_F(RemoteServe, ACorruptChunkIsFetchedAgainOnceAndNeverServed) {
+    // Every answer through the proxy has one byte flipped for the next 1 connection.
+    auto cache = open_cache(proxied());
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    proxy->set(FaultProxy::Mode::corrupt, 1);
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    restore(e, ServeMode::prefetch, 1, 0);
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_EQ(s.refetches, 1u);
+    EXPECT_EQ(s.fetches, referenced_chunks() + 1);
+    EXPECT_EQ(s.chunk_failures, 0u);
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+}
+
+TEST_F(RemoteServe, AChunkCorruptInTheStoreIsPoisonedNeverServedAndTheEngineGoesOn) {
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    // The base layer's object changes in the bucket after the source opened
+    // (same size): its first chunk fails its checksum on every fetch.
+    const S3Location base = at(layer_key(m_.layers[0].id));
+    auto good = client->get(base, 1 << 30);
+    ASSERT_TRUE(good);
+    auto bad = *good;
+    bad[m_.layers[0].data_offset_bytes + 10] ^= std::byte{0x01};
+    ASSERT_TRUE(client->put(base, bad));
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
+    ::testing::internal::CaptureStderr();
+    {
+        // Without --kill-on-failure the pages of a failed fetch are poisoned
+        // (the guest would get a memory error there, never wrong bytes).
+        sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+        ASSERT_TRUE(guest.connect_and_send().ok());
+        EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.pages_poisoned > 0; }, kWait));
+    }
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("cannot fetch the snapshot's pages "), std::string::npos) << log;
+    EXPECT_NE(log.find(base.url() + " chunk 0 (bytes " + std::to_string(m_.layers[0].data_offset_bytes) + "+" +
+                       std::to_string(kChunkBytes) + "): slot 0 checksum mismatch (stored " +
+                       layered::hex64(m_.checksums[0]) + ", fetched 0x"),
+              std::string::npos)
+        << log;
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_GE(s.chunk_failures, 1u);
+    EXPECT_GE(s.refetches, s.chunk_failures);   // each failure was fetched once more first
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+
+    // The engine still serves: with the object right again, a new VM restores byte-exact.
+    ASSERT_TRUE(client->put(base, *good));
+    restore(e, ServeMode::prefetch, 1, e.engine->stats().vms_resident);
+}
+
+TEST_F(RemoteServe, AStoreThatGoesAwayAndComesBackOnlyDelaysTheVms) {
+    auto cache = open_cache(proxied());
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    proxy->go_away();
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    auto image = sim::ExpectedImage::open(chain_.flat);
+    ASSERT_TRUE(image.ok());
+    sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    // Fetches failed past the fetcher's retries and were started again.
+    ASSERT_TRUE(cache->wait_until([](const ChunkCacheStats& s) { return s.restarts >= 2; }, kWait));
+    ASSERT_TRUE(proxy->come_back());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+    EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
+    EXPECT_EQ(cache->stats().chunk_failures, 0u);
+}
+
+TEST_F(RemoteServe, AStoreAwayPastTheFetchDeadlineFailsTheFetchWithOneLine) {
+    auto cache = open_cache(proxied(), nullptr, [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    proxy->go_away();
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
+    ::testing::internal::CaptureStderr();
+    {
+        sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+        ASSERT_TRUE(guest.connect_and_send().ok());
+        EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.pages_poisoned > 0; }, kWait));
+    }
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("not fetched within the fetch deadline (300 ms): "), std::string::npos) << log;
+    EXPECT_NE(log.find("cannot connect to " + proxy->endpoint()), std::string::npos) << log;
+    EXPECT_GE(cache->stats().chunk_failures, 1u);
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);   // poisoned pages, not a failed engine
+}
+
+// Waits (inotify, no polling) until `path` exists in its directory: created
+// there, or renamed onto it (how `serve` publishes its socket).
+bool wait_for_file(const std::string& path) {
+    const std::string dir = std::filesystem::path(path).parent_path();
+    FileDesc in(inotify_init1(IN_CLOEXEC));
+    if (inotify_add_watch(in.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO) < 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    while (!std::filesystem::exists(path)) {
+        pollfd p{in.get(), POLLIN, 0};
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::filesystem::exists(path);
+        char buf[4096];
+        (void)!read(in.get(), buf, sizeof buf);
+    }
+    return true;
+}
+
+TEST_F(RemoteServe, TheServeCommandRestoresFromS3AndASecondEngineOnItsCacheIsRefused) {
+    const std::string ringpager = tool_path("RP_RINGPAGER"), guestsim = tool_path("RP_GUESTSIM");
+    ASSERT_FALSE(ringpager.empty() || guestsim.empty()) << "run through meson test";
+    // The store settings come from the environment, as for every S3 tool.
+    ::setenv("AWS_ENDPOINT_URL", rgw().endpoint.c_str(), 1);
+    ::setenv("AWS_ACCESS_KEY_ID", rgw().access_key_id.c_str(), 1);
+    ::setenv("AWS_SECRET_ACCESS_KEY", rgw().secret_access_key.c_str(), 1);
+    const std::string socket = dir_.file("serve.sock"), cache = dir_.file("cache"), url = "s3://" + bucket + "/snap";
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--snapshot", url, "--cache-dir", cache, "--mode",
+                                     "prefetch", "--cache-size", "1G"});
+    ASSERT_TRUE(wait_for_file(socket));
+    std::string guest_out;
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", chain_.flat, "--regions", "8M,8M"});
+    EXPECT_EQ(guest.wait(&guest_out), 0) << guest_out;   // every page verified against the flattened image
+
+    std::string second_out;
+    Child second = spawn(ringpager, {"serve", "--socket", dir_.file("second.sock"), "--snapshot", url, "--cache-dir",
+                                     cache});
+    const int second_status = second.wait(&second_out);
+    EXPECT_EQ(WEXITSTATUS(second_status), 1);
+    EXPECT_EQ(second_out, "ringpager serve: cache directory " + cache + " is in use by another chunk cache (pid " +
+                              std::to_string(server.pid) + " holds " + cache +
+                              "/lock); give each engine its own --cache-dir\n");
+    ::kill(server.pid, SIGTERM);
+    std::string server_out;
+    const int status = server.wait(&server_out);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << server_out;
+    EXPECT_NE(server_out.find("layered snapshot " + url), std::string::npos) << server_out;
+}
+
+TEST_F(RemoteServe, AMissingSnapshotOrLayerIsOneLineAtOpen) {
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    std::string error;
+    EXPECT_FALSE(open_remote_source(*client, at("nope"), cache, {}, error));
+    EXPECT_NE(error.find("s3://" + bucket + "/nope"), std::string::npos) << error;
+    EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+    ASSERT_TRUE(client->remove(at(layer_key(m_.layers[1].id))));
+    EXPECT_FALSE(open_remote_source(*client, at("snap"), cache, {}, error));
+    EXPECT_EQ(error.rfind("s3://" + bucket + "/snap: layer 1: ", 0), 0u) << error;
+}
+
+}  // namespace
