@@ -101,7 +101,9 @@ void VmPager::apply_events() {
         const uint64_t addr = msg.arg.pagefault.address;
         const AddressExtent* e = map_.find_addr(addr);
         if (e != nullptr) {
-            fault_pages_.push_back(e->first_page + (addr - e->addr) / e->page_size);
+            const uint64_t page = e->first_page + (addr - e->addr) / e->page_size;
+            if (!ws_faulted_.empty()) note_fault(page);
+            fault_pages_.push_back(page);
         } else if (map_.was_retired(addr)) {
             RP_DEBUG("%s: stale fault at 0x%llx in a range unmapped since", name().c_str(), (unsigned long long)addr);
         } else if (!closing_) {

@@ -30,7 +30,9 @@ constexpr uint64_t kMiB = 1 << 20;
 
 bool needs_ringpager(const BenchOptions& o) {
     return std::any_of(o.handlers.begin(), o.handlers.end(),
-                       [](HandlerKind k) { return k == HandlerKind::lazy || k == HandlerKind::prefetch; });
+                       [](HandlerKind k) {
+                           return k == HandlerKind::lazy || k == HandlerKind::prefetch || k == HandlerKind::replay;
+                       });
 }
 
 bool needs_baseline(const BenchOptions& o) {

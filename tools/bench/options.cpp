@@ -53,8 +53,8 @@ struct RawOptions {
 void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
     app.add_flag("--full", raw.full, "the full matrix: 512 MiB image, all workloads, --vms 1,10,100, --vcpus 1,2,8");
     app.add_flag("--smoke", raw.smoke, "a tiny run (8 MiB, 1 VM, every handler and workload) for meson test");
-    app.add_option("--handlers", raw.handlers, "lazy,prefetch,baseline,baseline-eager (default: all)")->delimiter(',');
-    app.add_option("--workloads", raw.workloads, "none,sequential,random25,hotset (default: none,sequential,random25)")
+    app.add_option("--handlers", raw.handlers, "lazy,prefetch,baseline,baseline-eager,replay (default: all but replay)")->delimiter(',');
+    app.add_option("--workloads", raw.workloads, "none,sequential,random25,hotset,hotset-fixed (default: none,sequential,random25)")
         ->delimiter(',');
     app.add_option("--vms", raw.vms, "concurrent VMs per scenario, e.g. 1,10,100 (default 1,10)")
         ->delimiter(',')->check(CLI::Range(1u, 1000u));
