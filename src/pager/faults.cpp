@@ -328,7 +328,8 @@ VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
     // once its fetches are back too.
     if (!prefetch_order_->next(states_, first)) return prefetch_fetches_ != 0 ? Step::waiting : Step::done;
     const auto place = map_.place_of(first);
-    const uint64_t max_pages = std::max<uint64_t>(1, batch_bytes / place->page_size);
+    const uint64_t max_pages =
+        std::min(std::max<uint64_t>(1, batch_bytes / place->page_size), prefetch_order_->run_limit(first));
     uint64_t pages = 1;
     while (pages < max_pages && first + pages < place->extent_end_page && states_.get(first + pages) == PageState::missing)
         pages++;

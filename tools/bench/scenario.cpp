@@ -310,7 +310,8 @@ ScenarioResult run_scenario(const ScenarioSpec& spec, const ScenarioContext& con
         ScenarioSpec record = spec;
         record.handler = HandlerKind::lazy;
         record.vms = 1;
-        std::vector<std::string> argv = handler_argv(context, HandlerKind::lazy, socket, "");
+        std::vector<std::string> argv =
+            handler_argv(context, HandlerKind::lazy, context.work_dir + "/" + record.name() + ".sock", "");
         argv.insert(argv.end(), {"--record-ws", working_set});
         ScenarioResult recorded = run_with(record, context, argv, context.log_suffix + "-record");
         if (!recorded.ok() || ::access(working_set.c_str(), F_OK) != 0) {
