@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "common/regular_file.hpp"
 #include "ringpager/file_desc.hpp"
@@ -180,6 +181,53 @@ bool decode_working_set(std::string_view bytes, WorkingSet& out, std::string& er
     }
     if (at != body.size() || total != pages) return fail(error, "corrupt: runs do not match the header");
     out = std::move(set);
+    return true;
+}
+
+bool merge_working_sets(const std::vector<WorkingSet>& sets, unsigned min_count, WorkingSet& out, std::string& error) {
+    if (sets.empty()) return fail(error, "nothing to merge");
+    for (size_t i = 1; i < sets.size(); i++) {
+        if (sets[i].identity != sets[0].identity)
+            return fail(error, "recording " + std::to_string(i + 1) + " is of another snapshot than recording 1");
+        if (sets[i].page_size_bytes != sets[0].page_size_bytes)
+            return fail(error, "recording " + std::to_string(i + 1) + " has another page size than recording 1");
+    }
+    struct Seen {
+        size_t last_set = SIZE_MAX;
+        std::vector<uint64_t> ranks;  // its rank in each recording holding it
+    };
+    std::map<uint64_t, Seen> seen;
+    for (size_t i = 0; i < sets.size(); i++) {
+        uint64_t rank = 0;
+        for (const PageRun& r : sets[i].runs)
+            for (uint64_t p = r.first_page; p < r.first_page + r.pages; p++, rank++) {
+                Seen& page = seen[p];
+                if (page.last_set == i) continue;  // twice in one (hand-made) file: its first rank counts
+                page.last_set = i;
+                page.ranks.push_back(rank);
+            }
+    }
+    struct Entry {
+        uint64_t median, count, page;
+    };
+    std::vector<Entry> kept;
+    for (auto& [page, p] : seen) {
+        std::vector<uint64_t>& r = p.ranks;
+        if (r.size() < std::max(1u, min_count)) continue;
+        std::sort(r.begin(), r.end());
+        kept.push_back({r[(r.size() - 1) / 2], r.size(), page});
+    }
+    std::sort(kept.begin(), kept.end(), [](const Entry& a, const Entry& b) {
+        if (a.median != b.median) return a.median < b.median;
+        if (a.count != b.count) return a.count > b.count;
+        return a.page < b.page;
+    });
+    std::vector<uint64_t> pages;
+    pages.reserve(kept.size());
+    for (const Entry& e : kept) pages.push_back(e.page);
+    out.page_size_bytes = sets[0].page_size_bytes;
+    out.identity = sets[0].identity;
+    out.runs = runs_from_pages(pages);
     return true;
 }
 

@@ -65,6 +65,14 @@ std::string encode_working_set(const WorkingSet& set);
 // that overlap or pass the source's size); `error` says which check failed.
 bool decode_working_set(std::string_view bytes, WorkingSet& out, std::string& error);
 
+// `ringpager ws merge`: the union of several recordings of one snapshot
+// (same identity and page size, else false with a one-line `error`), keeping
+// the pages seen in at least `min_count` of them (1: all), ordered by their
+// median first-touch rank (a page's index in each recording's page order; the
+// lower middle for an even count), ties broken by more recordings first, then
+// by page number.
+bool merge_working_sets(const std::vector<WorkingSet>& sets, unsigned min_count, WorkingSet& out, std::string& error);
+
 // Writes `set` to `path` atomically: a temporary file beside it, fsync,
 // rename over `path`. Concurrent recorders (engines or reactors) serialize on
 // an flock of "PATH.lock", which is left in place (removing a lock file races

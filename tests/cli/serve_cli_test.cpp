@@ -411,6 +411,22 @@ TEST_F(WorkingSetCliTest, RecordedByServeThenReplayed) {
     EXPECT_NE(log.find("installed ahead of a fault (faults saved)"), std::string::npos) << log;
 }
 
+TEST_F(WorkingSetCliTest, WsMergeWritesTheUnionAndRefusesBadInputs) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string ws = dir.file("vm.ws"), merged = dir.file("merged.ws");
+    serve_one(mem, {"--record-ws", ws});
+    std::string out;
+    ASSERT_EQ(WEXITSTATUS(run({"ws", "merge", ws, ws, "--out", merged, "--min-count", "2"}, out)), 0) << out;
+    EXPECT_NE(out.find("from 2 recordings (pages in at least 2)"), std::string::npos) << out;
+    EXPECT_EQ(read_file(merged), read_file(ws));  // a set merged with itself is itself
+    EXPECT_EQ(WEXITSTATUS(run({"ws", "merge", ws, "--out", merged, "--min-count", "2"}, out)), 2);
+    EXPECT_EQ(out, "ringpager ws merge: --min-count 2 is more than the 1 recordings given\n");
+    write_file(dir.file("bad.ws"), "nonsense");
+    EXPECT_EQ(WEXITSTATUS(run({"ws", "merge", ws, dir.file("bad.ws"), "--out", merged}, out)), 1);
+    EXPECT_EQ(out, "ringpager ws merge: working set " + dir.file("bad.ws") +
+                       ": truncated: 8 bytes, shorter than its header\n");
+}
+
 TEST_F(WorkingSetCliTest, BadFilesAreOneLineAndTheVmIsServedWithoutReplay) {
     const std::string mem = make_image(dir, "mem", 4 * MiB);
     const std::string other = make_image(dir, "other", 4 * MiB, 0.3, 99);

@@ -122,3 +122,58 @@ TEST(WorkingSetFormat, RunsPastTheSnapshotAreRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+WorkingSet recording(std::vector<uint64_t> pages) {
+    WorkingSet set = sample_set();
+    set.runs = runs_from_pages(pages);
+    return set;
+}
+
+TEST(WorkingSetMerge, UnionOrderedByMedianFirstTouchRank) {
+    // Page 7: ranks 0, 2, 1 (median 1); page 3: 1, 0, 0 (median 0);
+    // page 9: 2, 1 (lower median 1, two recordings); page 5: rank 2, once.
+    const std::vector<WorkingSet> sets = {recording({7, 3, 9}), recording({3, 9, 7}), recording({3, 7, 5})};
+    WorkingSet merged;
+    std::string error;
+    ASSERT_TRUE(merge_working_sets(sets, 1, merged, error)) << error;
+    // Ties at median 1: page 7 (3 recordings) before page 9 (2).
+    EXPECT_EQ(pages_from_runs(merged.runs), (std::vector<uint64_t>{3, 7, 9, 5}));
+    EXPECT_EQ(merged.identity, sample_set().identity);
+}
+
+TEST(WorkingSetMerge, MinCountKeepsPagesSeenInAtLeastK) {
+    const std::vector<WorkingSet> sets = {recording({7, 3, 9}), recording({3, 9, 7}), recording({3, 7, 5})};
+    WorkingSet merged;
+    std::string error;
+    ASSERT_TRUE(merge_working_sets(sets, 3, merged, error)) << error;
+    EXPECT_EQ(pages_from_runs(merged.runs), (std::vector<uint64_t>{3, 7}));
+    ASSERT_TRUE(merge_working_sets(sets, 2, merged, error)) << error;
+    EXPECT_EQ(pages_from_runs(merged.runs), (std::vector<uint64_t>{3, 7, 9}));
+}
+
+TEST(WorkingSetMerge, ContiguousPagesInMergedOrderBecomeOneRun) {
+    const std::vector<WorkingSet> sets = {recording({10, 11, 12, 40}), recording({10, 11, 12})};
+    WorkingSet merged;
+    std::string error;
+    ASSERT_TRUE(merge_working_sets(sets, 1, merged, error)) << error;
+    ASSERT_EQ(merged.runs.size(), 2u);
+    EXPECT_EQ(merged.runs[0].first_page, 10u);
+    EXPECT_EQ(merged.runs[0].pages, 3u);
+}
+
+TEST(WorkingSetMerge, RecordingsOfAnotherSnapshotOrPageSizeAreRefused) {
+    WorkingSet foreign = recording({1});
+    foreign.identity.fingerprint++;
+    WorkingSet huge = recording({1});
+    huge.page_size_bytes = 2 << 20;
+    WorkingSet merged;
+    std::string error;
+    EXPECT_FALSE(merge_working_sets({recording({1}), foreign}, 1, merged, error));
+    EXPECT_EQ(error, "recording 2 is of another snapshot than recording 1");
+    EXPECT_FALSE(merge_working_sets({recording({1}), huge}, 1, merged, error));
+    EXPECT_EQ(error, "recording 2 has another page size than recording 1");
+}
+
+}  // namespace
