@@ -25,6 +25,8 @@ public:
     // At most this many pages from `first_page` (what next() returned) belong
     // in one run: a recorded working set stops at the end of its recorded run
     // instead of reading neighbours the guest did not touch.
+    // True while the order walks recorded runs (a working set being replayed).
+    virtual bool replaying() const { return false; }
     virtual uint64_t run_limit(uint64_t first_page) const {
         (void)first_page;
         return UINT64_MAX;

@@ -137,6 +137,9 @@ public:
     void use_prefetch_order(std::unique_ptr<PrefetchOrder> order) { prefetch_order_ = std::move(order); }
     Step prefetch_run(uint64_t batch_bytes);
     bool prefetching() const { return prefetching_; }
+    // Walking a recorded working set: its runs are short (stopped at each
+    // recorded run's end), and the guest is about to fault on them.
+    bool replaying() const { return prefetch_order_ && prefetch_order_->replaying(); }
     void stop_prefetch() { prefetching_ = false; }
 
     // ---- working sets (working_set.cpp, issue 11) ---------------------------

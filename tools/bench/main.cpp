@@ -216,7 +216,7 @@ int run(BenchOptions& o) {
     info.memory_budget_bytes = o.memory_budget_bytes != 0 ? o.memory_budget_bytes : info.mem_available_bytes / 10 * 6;
 
     ScenarioContext context{o.mem_file, &*expected, work_dir, o.ringpager_path, o.baseline_path, o.reactors, o.seed,
-                            "", o.sample_interval, o.stall, o.timeout};
+                            "", o.sample_interval, o.stall, o.timeout, o.cold_cache};
     const std::vector<ScenarioSpec> specs = build_matrix(o, info.image_bytes, info.memory_budget_bytes);
     info.rounds = o.rounds;
     std::vector<std::vector<ScenarioResult>> by_spec(specs.size());

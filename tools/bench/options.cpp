@@ -88,6 +88,8 @@ void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
     app.add_option("--json", o.json_path, "write every figure and ratio as JSON to FILE");
     app.add_option("--svg", o.svg_path, "write a plot of the results normalized to baseline to FILE");
     app.add_option("--work-dir", o.work_dir, "directory for the image, sockets and handler logs (kept)");
+    app.add_flag("--cold-cache", o.cold_cache,
+                 "drop the snapshot image from the page cache (POSIX_FADV_DONTNEED) before every scenario");
     app.add_flag("--keep", o.keep_work_dir, "keep the temporary work directory (handler logs)");
 }
 

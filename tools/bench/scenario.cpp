@@ -2,7 +2,11 @@
 // verification.
 #include "scenario.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <condition_variable>
@@ -267,6 +271,19 @@ std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKin
 
 namespace {
 
+// Cold page cache: every page the handler reads comes from the device.
+bool drop_from_page_cache(const std::string& path, std::string& error) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error = path + ": open: " + strerror(errno);
+        return false;
+    }
+    const int rc = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+    if (rc != 0) error = path + ": posix_fadvise(DONTNEED): " + strerror(rc);
+    return rc == 0;
+}
+
 ScenarioResult run_with(const ScenarioSpec& spec, const ScenarioContext& context, std::vector<std::string> argv,
                         const std::string& log_suffix) {
     ScenarioResult result;
@@ -277,6 +294,10 @@ ScenarioResult run_with(const ScenarioSpec& spec, const ScenarioContext& context
     const std::string socket = context.work_dir + "/" + spec.name() + ".sock";
     const std::string log = context.work_dir + "/" + spec.name() + log_suffix + ".log";
     std::string error;
+    if (context.cold_cache && !drop_from_page_cache(context.mem_file, error)) {
+        result.failures.push_back(error);
+        return result;
+    }
     auto handler = HandlerProcess::start(argv, socket, log,
                                          kHandlerStartDeadline, error);
     if (!handler) {

@@ -23,6 +23,7 @@ struct ScenarioContext {
     std::chrono::microseconds sample_interval{1000};
     std::chrono::milliseconds stall{500};
     std::chrono::seconds timeout{300};  // per scenario; a stuck handler aborts the run
+    bool cold_cache = false;     // drop mem_file from the page cache before each scenario
 };
 
 // The handler's command line for a scenario (`working_set`: what replay replays).
