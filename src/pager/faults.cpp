@@ -218,6 +218,10 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
     job.file_offset = place->file_offset;
     job.faulted_at = messages_read_at_;
     uint8_t* buffer = ctx_.jobs.data(slot);
+    // A replayed working set reads one short recorded run at a time: from the
+    // page cache that is a copy of a few KiB, cheaper inline than an io-wq
+    // round trip, and the guest is about to fault on exactly these pages.
+    const bool inline_cached = !prefetch || (replaying() && run_bytes <= kInlineReplayBytes);
     for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
     for (uint64_t done = 0; done < run_bytes;) {
         const ReadPlan e = source_.plan(job.file_offset + done, run_bytes - done);
@@ -237,7 +241,7 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
         }
         if (e.kind == ReadPlan::Kind::zero) {
             std::memset(buffer + done, 0, e.length_bytes);
-        } else if (!prefetch && read_from_page_cache(e, buffer + done)) {
+        } else if (inline_cached && read_from_page_cache(e, buffer + done, !prefetch)) {
             // Served from the page cache without blocking: no ring round trip.
         } else {
             // Prefetch reads go to io-wq workers: a page cache hit would
@@ -276,11 +280,11 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
 // The fault fast path: hundreds of VMs restored from one snapshot keep it in
 // the page cache, where a RWF_NOWAIT read completes at once and never blocks
 // on disk (it fails with EAGAIN instead). Anything else goes through the ring.
-bool VmPager::read_from_page_cache(const ReadPlan& e, uint8_t* into) {
+bool VmPager::read_from_page_cache(const ReadPlan& e, uint8_t* into, bool readahead) {
     if (!ctx_.config.page_cache_fast_path || !read_cached(source_, e, into)) return false;
     report_.bytes_read += e.length_bytes;
     events_.on_read(e.length_bytes, true);
-    maybe_readahead(e.file_index, e.file_offset);
+    if (readahead) maybe_readahead(e.file_index, e.file_offset);
     return true;
 }
 

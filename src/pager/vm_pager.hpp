@@ -132,6 +132,8 @@ public:
     enum class Step : uint8_t { done, zero_run, read_issued, fetching, waiting, no_buffer };
     // Prefetch fetches (object store range reads) in flight per VM, at most.
     static constexpr unsigned kMaxPrefetchFetches = 4;
+    // Replay runs up to this size are read inline from the page cache.
+    static constexpr uint64_t kInlineReplayBytes = 64 * 1024;
     void start_prefetch();
     // The order the prefetcher walks this VM in (default: ascending).
     void use_prefetch_order(std::unique_ptr<PrefetchOrder> order) { prefetch_order_ = std::move(order); }
@@ -182,7 +184,7 @@ private:
     bool install_zero_source_run(uint64_t first_page, uint64_t pages);
     void faults_served_now(uint64_t pages);
     void note_fault(uint64_t page);
-    bool read_from_page_cache(const ReadPlan& plan, uint8_t* into);
+    bool read_from_page_cache(const ReadPlan& plan, uint8_t* into, bool readahead);
     void maybe_readahead(uint32_t file_index, uint64_t file_offset);
     bool check_job(uint32_t slot);
     bool install_job(uint32_t slot);
