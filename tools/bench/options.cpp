@@ -24,7 +24,9 @@ struct Preset {
 Preset preset_named(const std::string& name) {
     const std::vector<std::string> all_handlers = {"lazy", "prefetch", "baseline", "baseline-eager"};
     if (name == "full") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1, 10, 100}, {1, 2, 8}, "512M", 500, 1};
-    if (name == "smoke") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1}, {2}, "8M", 200, 1};
+    if (name == "smoke")
+        return {{"lazy", "prefetch", "baseline", "baseline-eager", "replay"},
+                {"none", "sequential", "random25", "hotset", "hotset-fixed"}, {1}, {2}, "8M", 200, 1};
     return {all_handlers, {"none", "sequential", "random25"}, {1, 10}, {2}, "128M", 500, 3};
 }
 
