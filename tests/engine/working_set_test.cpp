@@ -24,16 +24,19 @@ namespace {
 
 constexpr uint64_t MiB = 1024 * 1024;
 
-// Returns once thread `tid` of this process sleeps in handle_userfault (its
-// fault is queued on the uffd), or fails the test at the deadline.
-void wait_in_userfault(pid_t tid) {
+// Returns once thread `tid` of this process sleeps in the kernel's
+// userfaultfd code (a fault or an event such as REMOVE queued on the uffd,
+// waiting for the handler), or once `done` (when given) says the thread got
+// past it already, or fails the test at the deadline.
+void wait_in_userfault(pid_t tid, const std::atomic<bool>* done = nullptr) {
     const std::string path = "/proc/self/task/" + std::to_string(tid) + "/wchan";
     const auto deadline = std::chrono::steady_clock::now() + kWait;
     while (std::chrono::steady_clock::now() < deadline) {
+        if (done != nullptr && done->load()) return;
         std::ifstream in(path);
         std::string where;
         in >> where;
-        if (where == "handle_userfault") return;
+        if (where == "handle_userfault" || where.rfind("userfaultfd", 0) == 0) return;
         std::this_thread::yield();
     }
     ADD_FAILURE() << "thread " << tid << " never waited in handle_userfault";
@@ -203,6 +206,53 @@ TEST(WorkingSetTest, FaultsGoFirstWhileTheSetIsReplayed) {
     guest.disconnect();
     ASSERT_TRUE(e.engine->wait_released(1, kWait));
     EXPECT_EQ(e.engine->reports().at(0).ws_pages, 200u);
+}
+
+TEST(WorkingSetTest, PagesRemovedDuringTheReplayReadZeros) {
+    TempDir dir;
+    const std::string mem = make_image(dir, "mem", 4 * MiB, 0.0, 9);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    // The set: pages 511 down to 0, one page a run; the balloon removes
+    // pages 256-383 while the replay is at its first install.
+    std::vector<PageRun> set_runs;
+    for (uint64_t i = 0; i < 512; i++) set_runs.push_back({511 - i, 1});
+    std::atomic<bool> started{false}, discarded{false};
+    sim::Guest* guest_ptr = nullptr;
+    std::thread balloon;
+    test_hooks::arm(test_hooks::Point::before_copy, [&](uint64_t, uint64_t) {
+        if (started.exchange(true)) return;
+        // MADV_DONTNEED blocks until the handler reads its REMOVE event: park
+        // the reactor here until it does, so the event meets replay installs
+        // in flight (their copy fails with EAGAIN and is retried after it).
+        // (The ring's uffd read may run on an io-wq worker and take the event
+        // at once; then the discard is over before the reactor goes on.)
+        std::atomic<pid_t> tid{0};
+        balloon = std::thread([&] {
+            tid = gettid();
+            EXPECT_TRUE(guest_ptr->discard(256 * 4096, 128 * 4096).ok());
+            discarded = true;
+        });
+        while (tid.load() == 0) std::this_thread::yield();
+        wait_in_userfault(tid.load(), &discarded);
+    });
+    struct Disarm {
+        ~Disarm() { test_hooks::disarm(test_hooks::Point::before_copy); }
+    } disarm;
+    auto runs = std::make_shared<const std::vector<PageRun>>(set_runs);
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   [&](EngineConfig& c) { c.listeners[0].prefetch_first = runs; });
+    sim::Guest guest = make_guest(e.socket, {4 * MiB});
+    guest_ptr = &guest;
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    balloon.join();
+    ASSERT_TRUE(guest.page_discarded(300));
+    const sim::VerifyReport report = guest.verify(*image);  // discarded pages must read zeros
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    EXPECT_EQ(e.engine->stats().removed_pages, 128u);
+    guest.disconnect();
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
 }
 
 }  // namespace
