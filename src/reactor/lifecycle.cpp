@@ -263,7 +263,11 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
               {"ws_pages", report.ws_pages}, {"ws_saved", report.ws_saved}, {"ws_missed", report.ws_missed},
               {"ws_recorded", report.ws_recorded}},
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
-    if (vm.pager->recording_working_set()) write_working_set(vm);
+    // A VM that failed (its restore cut short) would replace a good set with
+    // a partial one: only a VM served to its end is written.
+    if (vm.pager->recording_working_set() && !vm.failed) write_working_set(vm);
+    else if (vm.pager->recording_working_set())
+        RP_WARN("%s: working set not written: the VM failed", vm.name().c_str());
     io->remove_file(vm.uffd_file_slot);
     prefetcher.remove(*vm.pager);
     const uint32_t slot = vm.slot;
