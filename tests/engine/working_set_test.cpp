@@ -255,4 +255,30 @@ TEST(WorkingSetTest, PagesRemovedDuringTheReplayReadZeros) {
     ASSERT_TRUE(e.engine->wait_released(1, kWait));
 }
 
+TEST(WorkingSetTest, EachVmWritesItsOwnFileWhenThePathNamesIt) {
+    TempDir dir;
+    const std::string mem = make_image(dir, "mem", 4 * MiB, 0.2, 9);
+    std::string error;
+    std::shared_ptr<const Source> source = open_raw_source(mem, error);
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 1, std::chrono::seconds(30), source, [&](EngineConfig& c) {
+        c.listeners[0].record_ws = recording_for(*source, dir.file("set-{vm}.ws"));
+    });
+    for (uint64_t first : {10u, 20u}) {
+        sim::Guest guest = make_guest(e.socket, {4 * MiB});
+        ASSERT_TRUE(guest.connect_and_send().ok());
+        guest.touch_pages({first, first + 1, 500}, 1);
+        guest.disconnect();
+        ASSERT_TRUE(e.engine->wait_released(first == 10 ? 1 : 2, kWait));
+    }
+    for (const VmReport& r : e.engine->reports()) {
+        WorkingSet set;
+        ASSERT_TRUE(load_working_set_file(dir.file("set-" + std::to_string(r.vm_id) + ".ws"), set, error)) << error;
+        const std::vector<uint64_t> pages = pages_from_runs(set.runs);
+        ASSERT_EQ(pages.size(), 3u);
+        EXPECT_TRUE(pages[0] == 10 || pages[0] == 20);
+        EXPECT_EQ(pages[2], 500u);
+    }
+    EXPECT_EQ(e.engine->reports().size(), 2u);
+}
+
 }  // namespace
