@@ -12,7 +12,7 @@ if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
     echo "usage: fuzz/run.sh SECONDS" >&2
     exit 2
 fi
-targets=(fuzz_handshake fuzz_manifest fuzz_config)
+targets=(fuzz_handshake fuzz_manifest fuzz_config fuzz_ws)
 
 if [ ! -f build-fuzz/build.ninja ]; then
     CXX=clang++-19 meson setup build-fuzz -Dfuzz=true -Dtests=false >/dev/null

@@ -25,6 +25,16 @@ struct PageRun {
     uint64_t pages = 0;
 };
 
+// Where a listener's VMs' working sets are recorded (serve --record-ws), and
+// the identity of the snapshot they are recorded from (src/snapshot/working_set.hpp).
+struct WorkingSetRecording {
+    // "{vm}" in the path is replaced by the VM's id, so every VM keeps its own
+    // file; without it each released VM's set replaces the file (last writer wins).
+    std::string path;
+    uint64_t source_size_bytes = 0;
+    uint64_t source_fingerprint = 0;
+};
+
 struct ListenerConfig {
     ListenerConfig() = default;
     ListenerConfig(std::string socket, std::shared_ptr<const Source> from, ServeMode serve_mode = ServeMode::lazy,
@@ -37,6 +47,12 @@ struct ListenerConfig {
     // The prefetcher's order for this listener's VMs: these runs first, in
     // this order, then everything else ascending. Empty: ascending.
     std::shared_ptr<const std::vector<PageRun>> prefetch_first;
+    // The page size prefetch_first was recorded with (0: any): a VM of
+    // another page size is prefetched ascending, with one line.
+    uint64_t prefetch_first_page_size = 0;
+    // Record each VM's first on-demand faults, in order, and write them as a
+    // working-set file when it is released (null: no recording).
+    std::shared_ptr<const WorkingSetRecording> record_ws;
 };
 
 struct EngineConfig {
@@ -135,6 +151,13 @@ struct VmReport {
     double seconds_to_resident = -1;    // -1: never fully resident
     double seconds_served = 0;
     std::string end_reason;
+    // Replaying a working set (ListenerConfig::prefetch_first): its pages, those
+    // installed ahead of any fault on them (faults the replay saved), and
+    // faults on set pages the replay had not installed yet (missed).
+    uint64_t ws_pages = 0;
+    uint64_t ws_saved = 0;
+    uint64_t ws_missed = 0;
+    uint64_t ws_recorded = 0;  // recording: pages of its first on-demand faults
 };
 
 class Engine {

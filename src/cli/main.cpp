@@ -6,6 +6,7 @@
 int serve_main(int argc, char** argv);
 int snapshot_main(int argc, char** argv);
 int ctl_main(int argc, char** argv);
+int ws_main(int argc, char** argv);
 
 namespace {
 void usage(FILE* out) {
@@ -17,6 +18,7 @@ void usage(FILE* out) {
             "commands:\n"
             "  serve      serve memory snapshots to VMs that connect to a Unix socket\n"
             "  snapshot   build, inspect, verify, push and list layered snapshots (local or s3://)\n"
+            "  ws         working-set files: ws merge A B C --out F [--min-count K]\n"
             "  ctl        ask a running engine (serve --control PATH): list, stats, vm, release, prefetch, drain\n"
             "\n"
             "Run 'ringpager <command> --help' for a command's options.\n"
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
     if (command == "serve") return serve_main(argc - 1, argv + 1);
     if (command == "snapshot") return snapshot_main(argc - 1, argv + 1);
     if (command == "ctl") return ctl_main(argc - 1, argv + 1);
+    if (command == "ws") return ws_main(argc - 1, argv + 1);
     if (command == "--help" || command == "-h" || command == "help") {
         usage(stdout);
         return 0;

@@ -19,6 +19,7 @@
 #include "ringpager/engine.hpp"
 #include "ringpager/snapshot.hpp"
 #include "server/socket_activation.hpp"
+#include "snapshot/working_set.hpp"
 #include "uffd/uffd.hpp"
 
 using namespace ringpager;
@@ -28,6 +29,7 @@ namespace {
 struct ServeOptions {
     std::vector<std::string> sockets, mem_files, snapshots, modes;
     std::string config_file;
+    std::string record_ws, working_set;
     unsigned reactors = 0;
     std::vector<uid_t> allow_uids;
     double handshake_timeout_s = 30;
@@ -61,7 +63,9 @@ bool flags_fit_config(const ServeOptions& o, std::string& error) {
     const std::pair<const char*, bool> listener_flags[] = {{"--socket", !o.sockets.empty()},
                                                            {"--mem-file", !o.mem_files.empty()},
                                                            {"--snapshot", !o.snapshots.empty()},
-                                                           {"--mode", !o.modes.empty()}};
+                                                           {"--mode", !o.modes.empty()},
+                                                           {"--record-ws", !o.record_ws.empty()},
+                                                           {"--working-set", !o.working_set.empty()}};
     for (const auto& [flag, given] : listener_flags) {
         if (given) {
             error = std::string(flag) + " cannot be given with --config: the config file names every listener";
@@ -98,10 +102,16 @@ bool listeners_from_flags(const ServeOptions& o, std::vector<ListenerSpec>& out,
         error = "give one --mode for all sockets, or one per --socket";
         return false;
     }
-    for (size_t i = 0; i < o.sockets.size(); i++)
+    for (size_t i = 0; i < o.sockets.size(); i++) {
         out.push_back({o.sockets[i], sources[sources.size() == 1 ? 0 : i], layered,
                        !o.modes.empty() && o.modes[o.modes.size() == 1 ? 0 : i] == "prefetch" ? ServeMode::prefetch
-                                                                                              : ServeMode::lazy});
+                                                                                              : ServeMode::lazy,
+                       o.record_ws, o.working_set});
+        if (!o.working_set.empty() && out.back().mode != ServeMode::prefetch) {
+            error = "--working-set needs --mode prefetch (the prefetcher replays it)";
+            return false;
+        }
+    }
     return true;
 }
 
@@ -171,6 +181,31 @@ private:
     std::shared_ptr<remote::ChunkCache> cache_;
 };
 
+// The listener's working sets: the file it records to, and the set it
+// replays. A set that cannot be used (missing, truncated, corrupt, another
+// snapshot's) is one error line and the listener serves without replay; only
+// a snapshot that cannot be read for its identity stops the start.
+bool use_working_sets(const ListenerSpec& spec, const Source& source, ListenerConfig& listener, std::string& error) {
+    if (spec.record_ws.empty() && spec.working_set.empty()) return true;
+    SnapshotIdentity identity;
+    if (!snapshot_identity(source, identity, error)) return false;
+    if (!spec.record_ws.empty())
+        listener.record_ws = std::make_shared<WorkingSetRecording>(
+            WorkingSetRecording{spec.record_ws, identity.size_bytes, identity.fingerprint});
+    if (spec.working_set.empty()) return true;
+    WorkingSet set;
+    std::string why;
+    if (!load_working_set_for(spec.working_set, identity, set, why)) {
+        RP_ERROR("%s; %s is served without replay", why.c_str(), spec.socket.c_str());
+        return true;
+    }
+    RP_INFO("working set %s: %llu pages in %zu runs, replayed first to VMs of %s", spec.working_set.c_str(),
+            (unsigned long long)set.pages(), set.runs.size(), spec.socket.c_str());
+    listener.prefetch_first = std::make_shared<const std::vector<PageRun>>(std::move(set.runs));
+    listener.prefetch_first_page_size = set.page_size_bytes;
+    return true;
+}
+
 LogLevel parse_level(const std::string& s) {
     if (s == "debug") return LogLevel::debug;
     if (s == "warn") return LogLevel::warn;
@@ -205,7 +240,12 @@ int serve_main(int argc, char** argv) {
         ->check(CLI::PositiveNumber);
     app.add_option("--mode", o.modes, "lazy: serve faults only; prefetch: also install every page in the background")
         ->check(CLI::IsMember({"lazy", "prefetch"}));
-    app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..}]}");
+    app.add_option("--record-ws", o.record_ws,
+                   "record each VM's working set (its first on-demand faults, in order) and write it to FILE when "
+                   "the VM is released; \"{vm}\" in FILE becomes the VM's id, else the last VM released wins");
+    app.add_option("--working-set", o.working_set,
+                   "with --mode prefetch: install this recorded working set first, in recorded order, then the rest");
+    app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..,\"record_ws\":..,\"working_set\":..}]}");
     app.add_option("--reactors", o.reactors, "reactor threads, at most 256 (default, 0: one per online core)")
         ->check(CLI::Range(0u, kMaxReactors));
     app.add_option("--allow-uid", o.allow_uids, "uid allowed to connect (repeatable; default: this process's uid)");
@@ -305,6 +345,10 @@ int serve_main(int argc, char** argv) {
             }
         }
         config.listeners.push_back({spec.socket, source, spec.mode});
+        if (!use_working_sets(spec, *source, config.listeners.back(), error)) {
+            fprintf(stderr, "ringpager serve: %s\n", error.c_str());
+            return 1;
+        }
     }
     config.reactors = o.reactors;
     config.allowed_uids = o.allow_uids;

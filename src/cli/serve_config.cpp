@@ -54,17 +54,21 @@ bool parse_listener(const json& listener, ListenerSpec& spec, std::string& error
         return false;
     }
     for (const auto& [key, value] : listener.items()) {
-        if (key != "socket" && key != "mem_file" && key != "snapshot" && key != "mode") {
-            error = "unknown key " + quote_value(key) + " (expected socket, mem_file, snapshot, mode)";
+        if (key != "socket" && key != "mem_file" && key != "snapshot" && key != "mode" && key != "record_ws" &&
+            key != "working_set") {
+            error = "unknown key " + quote_value(key) +
+                    " (expected socket, mem_file, snapshot, mode, record_ws, working_set)";
             return false;
         }
     }
-    bool has_socket = false, has_mem_file = false, has_snapshot = false, has_mode = false;
+    bool has_socket = false, has_mem_file = false, has_snapshot = false, has_mode = false, has_ws = false;
     std::string mem_file, snapshot, mode;
     if (!string_field(listener, "socket", spec.socket, has_socket, error) ||
         !string_field(listener, "mem_file", mem_file, has_mem_file, error) ||
         !string_field(listener, "snapshot", snapshot, has_snapshot, error) ||
-        !string_field(listener, "mode", mode, has_mode, error))
+        !string_field(listener, "mode", mode, has_mode, error) ||
+        !string_field(listener, "record_ws", spec.record_ws, has_ws, error) ||
+        !string_field(listener, "working_set", spec.working_set, has_ws, error))
         return false;
     if (!has_socket) {
         error = "missing \"socket\"";
@@ -81,6 +85,10 @@ bool parse_listener(const json& listener, ListenerSpec& spec, std::string& error
         return false;
     }
     spec.mode = mode == "prefetch" ? ServeMode::prefetch : ServeMode::lazy;
+    if (!spec.working_set.empty() && spec.mode != ServeMode::prefetch) {
+        error = "\"working_set\" needs \"mode\": \"prefetch\" (the prefetcher replays it)";
+        return false;
+    }
     return true;
 }
 

@@ -2,7 +2,7 @@
 // each serves. A pure parser over the file's text (so it can be unit tested and
 // fuzzed) plus a reader that refuses anything but a small regular file.
 //
-//   {"listeners": [{"socket": "/run/a.sock", "mem_file": "vm.mem", "mode": "lazy"},
+//   {"listeners": [{"socket": "/run/a.sock", "mem_file": "vm.mem", "mode": "lazy", "record_ws": "a.ws"},
 //                  {"socket": "/run/b.sock", "snapshot": "vm.rpm", "mode": "prefetch"}]}
 #pragma once
 
@@ -21,6 +21,8 @@ struct ListenerSpec {
     std::string path;        // the memory file, or the layered snapshot's manifest
     bool layered = false;    // `path` is a manifest ("snapshot", --snapshot)
     ServeMode mode = ServeMode::lazy;
+    std::string record_ws;   // record each VM's working set to this file ("{vm}": its id); "" none
+    std::string working_set; // replay this working-set file (prefetch mode only); "" none
 };
 
 inline constexpr size_t kMaxConfigBytes = 1024 * 1024;
@@ -29,8 +31,9 @@ inline constexpr size_t kMaxConfigListeners = 1024;
 // Parses the text of config file `path` (named in errors only). Strict: no
 // duplicate keys (at any depth), no unknown keys, every field of its type;
 // 1 to kMaxConfigListeners listeners, each with a non-empty "socket", exactly
-// one of "mem_file" and "snapshot", and an optional "mode" ("lazy", the
-// default, or "prefetch"); no socket named twice. On success appends the
+// one of "mem_file" and "snapshot", an optional "mode" ("lazy", the
+// default, or "prefetch"), optional "record_ws" and "working_set" (the latter
+// only with "prefetch"); no socket named twice. On success appends the
 // listeners to `out`; otherwise leaves `out` alone and sets a one-line `error`
 // ("config file PATH: ...") in which every value from the file is escaped.
 bool parse_serve_config(std::string_view text, const std::string& path, std::vector<ListenerSpec>& out,

@@ -88,7 +88,7 @@ public:
                 socket = std::move(*fresh);
             }
             bound.push_back(ListenerBinding{std::move(socket), l.source.get(), index_of[l.source.get()], l.mode,
-                                            l.prefetch_first});
+                                            l.prefetch_first, l.prefetch_first_page_size, l.record_ws});
         }
         if (!config_.metrics_listen.empty()) {
             std::vector<std::string> names;

@@ -101,7 +101,9 @@ void VmPager::apply_events() {
         const uint64_t addr = msg.arg.pagefault.address;
         const AddressExtent* e = map_.find_addr(addr);
         if (e != nullptr) {
-            fault_pages_.push_back(e->first_page + (addr - e->addr) / e->page_size);
+            const uint64_t page = e->first_page + (addr - e->addr) / e->page_size;
+            if (!ws_faulted_.empty()) note_fault(page);
+            fault_pages_.push_back(page);
         } else if (map_.was_retired(addr)) {
             RP_DEBUG("%s: stale fault at 0x%llx in a range unmapped since", name().c_str(), (unsigned long long)addr);
         } else if (!closing_) {
@@ -216,6 +218,10 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
     job.file_offset = place->file_offset;
     job.faulted_at = messages_read_at_;
     uint8_t* buffer = ctx_.jobs.data(slot);
+    // A replayed working set reads one short recorded run at a time: from the
+    // page cache that is a copy of a few KiB, cheaper inline than an io-wq
+    // round trip, and the guest is about to fault on exactly these pages.
+    const bool inline_cached = !prefetch || (replaying() && run_bytes <= kInlineReplayBytes);
     for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
     for (uint64_t done = 0; done < run_bytes;) {
         const ReadPlan e = source_.plan(job.file_offset + done, run_bytes - done);
@@ -235,7 +241,7 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
         }
         if (e.kind == ReadPlan::Kind::zero) {
             std::memset(buffer + done, 0, e.length_bytes);
-        } else if (!prefetch && read_from_page_cache(e, buffer + done)) {
+        } else if (inline_cached && read_from_page_cache(e, buffer + done, !prefetch)) {
             // Served from the page cache without blocking: no ring round trip.
         } else {
             // Prefetch reads go to io-wq workers: a page cache hit would
@@ -274,11 +280,11 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
 // The fault fast path: hundreds of VMs restored from one snapshot keep it in
 // the page cache, where a RWF_NOWAIT read completes at once and never blocks
 // on disk (it fails with EAGAIN instead). Anything else goes through the ring.
-bool VmPager::read_from_page_cache(const ReadPlan& e, uint8_t* into) {
+bool VmPager::read_from_page_cache(const ReadPlan& e, uint8_t* into, bool readahead) {
     if (!ctx_.config.page_cache_fast_path || !read_cached(source_, e, into)) return false;
     report_.bytes_read += e.length_bytes;
     events_.on_read(e.length_bytes, true);
-    maybe_readahead(e.file_index, e.file_offset);
+    if (readahead) maybe_readahead(e.file_index, e.file_offset);
     return true;
 }
 
@@ -327,7 +333,8 @@ VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
     // once its fetches are back too.
     if (!prefetch_order_->next(states_, first)) return prefetch_fetches_ != 0 ? Step::waiting : Step::done;
     const auto place = map_.place_of(first);
-    const uint64_t max_pages = std::max<uint64_t>(1, batch_bytes / place->page_size);
+    const uint64_t max_pages =
+        std::min(std::max<uint64_t>(1, batch_bytes / place->page_size), prefetch_order_->run_limit(first));
     uint64_t pages = 1;
     while (pages < max_pages && first + pages < place->extent_end_page && states_.get(first + pages) == PageState::missing)
         pages++;

@@ -44,6 +44,12 @@ public:
     // The recorded ranges already passed are not walked again: the rest
     // (ascending) picks the pages up.
     void revisit(uint64_t first_page) override { rest_.revisit(first_page); }
+    bool replaying() const override { return index_ < ranges_.size(); }
+    uint64_t run_limit(uint64_t first_page) const override {
+        if (index_ >= ranges_.size()) return UINT64_MAX;
+        const PageRange& r = ranges_[index_];
+        return r.first_page + r.pages > first_page ? r.first_page + r.pages - first_page : 1;
+    }
 
 private:
     std::vector<PageRange> ranges_;

@@ -22,6 +22,15 @@ public:
     // Pages from `first_page` on are missing again (a fetch completed for
     // them): walk over them again.
     virtual void revisit(uint64_t first_page) = 0;
+    // At most this many pages from `first_page` (what next() returned) belong
+    // in one run: a recorded working set stops at the end of its recorded run
+    // instead of reading neighbours the guest did not touch.
+    // True while the order walks recorded runs (a working set being replayed).
+    virtual bool replaying() const { return false; }
+    virtual uint64_t run_limit(uint64_t first_page) const {
+        (void)first_page;
+        return UINT64_MAX;
+    }
 };
 
 // Ascending global page order: regions in handshake order, low to high.

@@ -19,7 +19,11 @@ void Prefetcher::remove(VmPager& vm) {
 
 // Zero runs are installed at once (no read); data runs become big reads.
 void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent, const Config& config) {
-    const unsigned budget = faults_recent ? kBusyBatchesInFlight : config.batches_in_flight;
+    // A replayed working set keeps its full budget while faults arrive: its
+    // reads are a recorded run each (a few pages), so a fault waits behind
+    // little, and the faults arriving are for the pages it is installing.
+    const bool replaying = std::any_of(round_.begin(), round_.end(), [](const VmPager* vm) { return vm->replaying(); });
+    const unsigned budget = faults_recent && !replaying ? kBusyBatchesInFlight : config.batches_in_flight;
     const uint64_t batch_bytes = faults_recent ? std::min(config.batch_bytes, kBusyBatchBytes) : config.batch_bytes;
     size_t idle_rounds = 0;
     unsigned zero_runs = 0;

@@ -132,12 +132,30 @@ public:
     enum class Step : uint8_t { done, zero_run, read_issued, fetching, waiting, no_buffer };
     // Prefetch fetches (object store range reads) in flight per VM, at most.
     static constexpr unsigned kMaxPrefetchFetches = 4;
+    // Replay runs up to this size are read inline from the page cache.
+    static constexpr uint64_t kInlineReplayBytes = 64 * 1024;
     void start_prefetch();
     // The order the prefetcher walks this VM in (default: ascending).
     void use_prefetch_order(std::unique_ptr<PrefetchOrder> order) { prefetch_order_ = std::move(order); }
     Step prefetch_run(uint64_t batch_bytes);
     bool prefetching() const { return prefetching_; }
+    // Walking a recorded working set: its runs are short (stopped at each
+    // recorded run's end), and the guest is about to fault on them.
+    bool replaying() const { return prefetch_order_ && prefetch_order_->replaying(); }
     void stop_prefetch() { prefetching_ = false; }
+
+    // ---- working sets (working_set.cpp, issue 11) ---------------------------
+    // Record the pages of this VM's first on-demand faults, in fault order:
+    // only pages that were missing at the fault (never one the prefetcher
+    // had started or installed, nor a removed one).
+    void record_working_set();
+    // `runs` are replayed first (use_prefetch_order): count the faults the
+    // replay saved and those it missed, into report() at release.
+    void track_working_set(const std::vector<PageRun>& runs);
+    bool recording_working_set() const { return ws_recording_; }
+    const std::vector<uint64_t>& recorded_pages() const { return ws_recorded_; }
+    // Fills report().ws_* from the page states now (at release).
+    void finish_working_set_report();
 
     // ---- lifecycle ----------------------------------------------------------
     void mark_closing() { closing_ = true; }
@@ -165,7 +183,8 @@ private:
     void start_fetch(uint64_t first_page, uint64_t pages, bool fault);
     bool install_zero_source_run(uint64_t first_page, uint64_t pages);
     void faults_served_now(uint64_t pages);
-    bool read_from_page_cache(const ReadPlan& plan, uint8_t* into);
+    void note_fault(uint64_t page);
+    bool read_from_page_cache(const ReadPlan& plan, uint8_t* into, bool readahead);
     void maybe_readahead(uint32_t file_index, uint64_t file_offset);
     bool check_job(uint32_t slot);
     bool install_job(uint32_t slot);
@@ -213,6 +232,12 @@ private:
     unsigned prefetch_fetches_ = 0;
 
     uint64_t ranges_unmapped_ = 0;          // installs that met ENOENT
+
+    // Working sets: sized (one bit per page) only when recording or replaying.
+    std::vector<bool> ws_faulted_;          // the page has faulted once
+    std::vector<bool> ws_member_;           // the page is in the replayed set
+    std::vector<uint64_t> ws_recorded_;     // first on-demand faults, in order
+    bool ws_recording_ = false;
     // When this turn's fault messages were read: a fault job carries it to
     // its install, which reports the fault's service time.
     std::chrono::steady_clock::time_point messages_read_at_{};

@@ -14,6 +14,7 @@
 #include "common/pidfd.hpp"
 #include "common/unix_socket.hpp"
 #include "reactor/reactor_impl.hpp"
+#include "snapshot/working_set.hpp"
 
 namespace ringpager {
 
@@ -46,8 +47,7 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
                                           vm->setup.handshake.regions,
                                           std::move(vm->setup.states));  // sized by the acceptor, within the memory bound
     vm->pager->report().pid = vm->setup.pid;
-    if (vm->setup.prefetch_first && !vm->setup.prefetch_first->empty())
-        vm->pager->use_prefetch_order(make_recorded_order(*vm->setup.prefetch_first));
+    use_working_sets(*vm);
     auto file_slot = io->add_file(vm->setup.uffd.fd());
     if (!file_slot) {
         RP_ERROR("%s: cannot register its userfaultfd with the ring: %s", who.c_str(),
@@ -74,6 +74,44 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
 }
 
 void Reactor::Impl::start_prefetch(Vm& vm) { prefetcher.add(*vm.pager); }
+
+// A working set to replay (the listener's prefetch_first) goes first in the
+// prefetcher's order, if the VM's pages have the size it was recorded with;
+// recording starts with the VM.
+void Reactor::Impl::use_working_sets(Vm& vm) {
+    const auto& first = vm.setup.prefetch_first;
+    const uint64_t page_size = vm.setup.handshake.regions.empty() ? 0 : vm.setup.handshake.regions[0].page_size_bytes;
+    if (first && !first->empty()) {
+        if (vm.setup.prefetch_first_page_size != 0 && vm.setup.prefetch_first_page_size != page_size) {
+            RP_WARN("%s: the working set was recorded with %llu-byte pages, this VM has %llu-byte pages: served "
+                    "without replay", vm.pager->name().c_str(), (unsigned long long)vm.setup.prefetch_first_page_size,
+                    (unsigned long long)page_size);
+        } else {
+            vm.pager->use_prefetch_order(make_recorded_order(*first));
+            vm.pager->track_working_set(*first);
+        }
+    }
+    if (vm.setup.record_ws) vm.pager->record_working_set();
+}
+
+// Writes the VM's recorded working set (at release, on this thread: one
+// small file, written once per recorded VM).
+void Reactor::Impl::write_working_set(Vm& vm) {
+    const WorkingSetRecording& rec = *vm.setup.record_ws;
+    std::string path = rec.path;
+    if (const size_t at = path.find("{vm}"); at != std::string::npos)
+        path.replace(at, 4, std::to_string(vm.setup.id));
+    WorkingSet set;
+    set.page_size_bytes = vm.setup.handshake.regions.empty() ? 4096 : vm.setup.handshake.regions[0].page_size_bytes;
+    set.identity = {rec.source_size_bytes, rec.source_fingerprint};
+    set.runs = runs_from_pages(vm.pager->recorded_pages());
+    std::string error;
+    if (write_working_set_file(path, set, error))
+        RP_INFO("%s: working set of %llu pages (%zu runs) written to %s", vm.name().c_str(),
+                (unsigned long long)set.pages(), set.runs.size(), path.c_str());
+    else
+        RP_ERROR("%s: working set not written: %s", vm.name().c_str(), error.c_str());
+}
 
 // A VM that cannot be served hangs on its next fault; its operator asked for
 // it to be killed instead (--kill-on-failure). Only ever through its pidfd.
@@ -204,6 +242,12 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
         extra += ", resident after " + std::to_string(static_cast<int>(report.seconds_to_resident * 1000)) + " ms";
     if (vm.pager->ranges_unmapped() != 0)
         extra += ", " + std::to_string(vm.pager->ranges_unmapped()) + " unmapped range(s) dropped";
+    vm.pager->finish_working_set_report();
+    if (report.ws_pages != 0)
+        extra += ", working set of " + std::to_string(report.ws_pages) + " pages: " + std::to_string(report.ws_saved) +
+                 " installed ahead of a fault (faults saved), " + std::to_string(report.ws_missed) +
+                 " faults on set pages still missing";
+    if (vm.pager->recording_working_set()) extra += ", " + std::to_string(report.ws_recorded) + " pages recorded";
     char text[256];
     snprintf(text, sizeof text, "%llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, %.1f MiB read",
              (unsigned long long)report.faults, (unsigned long long)report.pages_copied_on_fault,
@@ -215,8 +259,15 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
               {"seconds_served", report.seconds_served}, {"seconds_to_resident", report.seconds_to_resident},
               {"faults", report.faults}, {"pages_copied_on_fault", report.pages_copied_on_fault},
               {"pages_prefetched", report.pages_prefetched}, {"pages_zeroed", report.pages_zeroed},
-              {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()}},
+              {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()},
+              {"ws_pages", report.ws_pages}, {"ws_saved", report.ws_saved}, {"ws_missed", report.ws_missed},
+              {"ws_recorded", report.ws_recorded}},
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
+    // A VM that failed (its restore cut short) would replace a good set with
+    // a partial one: only a VM served to its end is written.
+    if (vm.pager->recording_working_set() && !vm.failed) write_working_set(vm);
+    else if (vm.pager->recording_working_set())
+        RP_WARN("%s: working set not written: the VM failed", vm.name().c_str());
     io->remove_file(vm.uffd_file_slot);
     prefetcher.remove(*vm.pager);
     const uint32_t slot = vm.slot;

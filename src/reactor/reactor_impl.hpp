@@ -124,6 +124,8 @@ struct Reactor::Impl final : PagerHost {
     void release_at_stop(Vm& vm, const std::string& why);
     void kill_if_asked(const VmSetup& setup, const std::string& who);
     void start_prefetch(Vm& vm);
+    void use_working_sets(Vm& vm);
+    void write_working_set(Vm& vm);
     void begin_drain(std::chrono::steady_clock::time_point deadline);
     void drain_step();
     void end_drain();

@@ -38,6 +38,8 @@ struct VmSetup {
     unsigned listener_index = 0;       // which of the engine's listeners it came through
     ServeMode mode = ServeMode::lazy;
     std::shared_ptr<const std::vector<PageRun>> prefetch_first;  // the listener's prefetch order; null: ascending
+    uint64_t prefetch_first_page_size = 0;                        // what it was recorded with (0: any)
+    std::shared_ptr<const WorkingSetRecording> record_ws;        // record this VM's working set (null: no)
     std::string socket_path;
     PageStates states;                 // sized at the handshake, within the memory bound
     Reservation memory;                // this VM's share of the engine's memory bound

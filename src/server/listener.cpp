@@ -330,6 +330,8 @@ private:
         vm->listener_index = p.listener;
         vm->mode = listener.mode;
         vm->prefetch_first = listener.prefetch_first;
+        vm->prefetch_first_page_size = listener.prefetch_first_page_size;
+        vm->record_ws = listener.record_ws;
         vm->socket_path = paths_[p.listener];
         vm->memory = std::move(memory);
         vm->admission = std::move(admission);

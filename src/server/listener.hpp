@@ -24,6 +24,8 @@ struct ListenerBinding {
     unsigned source_index = 0;
     ServeMode mode = ServeMode::lazy;
     std::shared_ptr<const std::vector<PageRun>> prefetch_first;  // the prefetcher's order (ListenerConfig)
+    uint64_t prefetch_first_page_size = 0;
+    std::shared_ptr<const WorkingSetRecording> record_ws;
 };
 
 // What the acceptor enforces on every peer.

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -71,7 +72,8 @@ TEST_F(ServeCliTest, BadConfigFilesExitTwoWithOneExactLine) {
     EXPECT_EQ(out, prefix + socket_number + ": listener 0: \"socket\" is not a string\n");
     const std::string unknown = write_config("unknown.json", R"({"listeners":[{"socket":"a.sock","mem_file":"m","mdoe":"lazy"}]})");
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--config", unknown}, out)), 2);
-    EXPECT_EQ(out, prefix + unknown + ": listener 0: unknown key \"mdoe\" (expected socket, mem_file, snapshot, mode)\n");
+    EXPECT_EQ(out, prefix + unknown + ": listener 0: unknown key \"mdoe\" (expected socket, mem_file, snapshot, mode, "
+                   "record_ws, working_set)\n");
     const std::string duplicate = write_config("dup.json", R"({"listeners":[{"socket":"a.sock","mem_file":"m","mode":"lazy","mode":"prefetch"}]})");
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--config", duplicate}, out)), 2);
     EXPECT_EQ(out, prefix + duplicate + ": duplicate key \"mode\" in object at depth 3\n");
@@ -359,6 +361,121 @@ TEST_F(ServeCliTest, JsonLogCarriesTheLifecycleEvents) {
     EXPECT_EQ(released["pages_copied_on_fault"].get<uint64_t>() + released["pages_prefetched"].get<uint64_t>() +
                   released["pages_zeroed"].get<uint64_t>(),
               4 * MiB / 4096);
+}
+
+}  // namespace
+
+namespace {
+
+// Issue 11: `serve --record-ws` writes the set when the VM is released;
+// `serve --mode prefetch --working-set` replays it; a corrupt, truncated or
+// foreign file is one line at start and the VM is still served byte exact.
+class WorkingSetCliTest : public ServeCliTest {
+protected:
+    // Serves one guestsim run (random 10%, fixed seed) and returns the log.
+    std::string serve_one(const std::string& mem, std::vector<std::string> extra) {
+        const std::string socket = dir.file("ws.sock");
+        std::vector<std::string> args = {"serve", "--socket", socket, "--mem-file", mem};
+        args.insert(args.end(), extra.begin(), extra.end());
+        Child server = spawn(ringpager, args);
+        EXPECT_TRUE(wait_for_file(socket));
+        std::string guest_out;
+        Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M", "--pattern",
+                                       "random", "--fraction", "0.1", "--seed", "5"});
+        EXPECT_EQ(guest.wait(&guest_out), 0) << guest_out;
+        kill(server.pid, SIGTERM);
+        std::string log;
+        const int status = server.wait(&log);
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
+        return log;
+    }
+    static std::string read_file(const std::string& path) {
+        std::ifstream in(path, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    static void write_file(const std::string& path, const std::string& bytes) {
+        std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    }
+};
+
+TEST_F(WorkingSetCliTest, RecordedByServeThenReplayed) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string ws = dir.file("vm.ws");
+    std::string log = serve_one(mem, {"--record-ws", ws});
+    ASSERT_TRUE(std::filesystem::exists(ws)) << log;
+    EXPECT_NE(log.find("written to " + ws), std::string::npos) << log;
+    log = serve_one(mem, {"--mode", "prefetch", "--working-set", ws});
+    EXPECT_NE(log.find("working set " + ws + ": "), std::string::npos) << log;
+    EXPECT_NE(log.find("replayed first to VMs of"), std::string::npos) << log;
+    EXPECT_NE(log.find("installed ahead of a fault (faults saved)"), std::string::npos) << log;
+}
+
+TEST_F(WorkingSetCliTest, WsMergeWritesTheUnionAndRefusesBadInputs) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string ws = dir.file("vm.ws"), merged = dir.file("merged.ws");
+    serve_one(mem, {"--record-ws", ws});
+    std::string out;
+    ASSERT_EQ(WEXITSTATUS(run({"ws", "merge", ws, ws, "--out", merged, "--min-count", "2"}, out)), 0) << out;
+    EXPECT_NE(out.find("from 2 recordings (pages in at least 2)"), std::string::npos) << out;
+    EXPECT_EQ(read_file(merged), read_file(ws));  // a set merged with itself is itself
+    EXPECT_EQ(WEXITSTATUS(run({"ws", "merge", ws, "--out", merged, "--min-count", "2"}, out)), 2);
+    EXPECT_EQ(out, "ringpager ws merge: --min-count 2 is more than the 1 recordings given\n");
+    write_file(dir.file("bad.ws"), "nonsense");
+    EXPECT_EQ(WEXITSTATUS(run({"ws", "merge", ws, dir.file("bad.ws"), "--out", merged}, out)), 1);
+    EXPECT_EQ(out, "ringpager ws merge: working set " + dir.file("bad.ws") +
+                       ": truncated: 8 bytes, shorter than its header\n");
+}
+
+TEST_F(WorkingSetCliTest, BadFilesAreOneLineAndTheVmIsServedWithoutReplay) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string other = make_image(dir, "other", 4 * MiB, 0.3, 99);
+    const std::string ws = dir.file("vm.ws");
+    serve_one(mem, {"--record-ws", ws});
+    const std::string good = read_file(ws);
+    ASSERT_GT(good.size(), 72u);
+    const std::string socket = dir.file("ws.sock");
+    const std::string tail = "; " + socket + " is served without replay";
+
+    const std::string corrupt = dir.file("corrupt.ws");
+    write_file(corrupt, good.substr(0, good.size() - 1) + static_cast<char>(good.back() ^ 1));
+    std::string log = serve_one(mem, {"--mode", "prefetch", "--working-set", corrupt});
+    EXPECT_NE(log.find("working set " + corrupt + ": corrupt: checksum mismatch" + tail + "\n"), std::string::npos) << log;
+    EXPECT_EQ(log.find("replayed first"), std::string::npos) << log;
+
+    const std::string truncated = dir.file("truncated.ws");
+    write_file(truncated, good.substr(0, 40));
+    log = serve_one(mem, {"--mode", "prefetch", "--working-set", truncated});
+    EXPECT_NE(log.find("working set " + truncated + ": truncated: 40 bytes, shorter than its header" + tail + "\n"),
+              std::string::npos) << log;
+
+    log = serve_one(other, {"--mode", "prefetch", "--working-set", ws});
+    EXPECT_NE(log.find("working set " + ws + ": recorded from another snapshot (content fingerprint differs)" + tail +
+                       "\n"), std::string::npos) << log;
+
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", socket, "--mem-file", mem, "--working-set", ws}, out)), 2);
+    EXPECT_NE(out.find("--working-set needs --mode prefetch"), std::string::npos) << out;
+}
+
+// A compressed snapshot has its bytes only once decompressed: its identity
+// cannot be read at start, so working sets are refused with one line
+// (exit 1) rather than fingerprinting holes of the frame cache.
+TEST_F(WorkingSetCliTest, CompressedSnapshotsRefuseWorkingSetsInOneLine) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string manifest = dir.file("zstd.manifest");
+    std::string out;
+    ASSERT_EQ(WEXITSTATUS(run({"snapshot", "build", "--base", mem, "--compress", "zstd", "--out", manifest}, out)), 0)
+        << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("z.sock"), "--snapshot", manifest, "--record-ws",
+                               dir.file("ws")},
+                              out)),
+              1);
+    EXPECT_NE(out.find("for its identity: its bytes are fetched or decompressed on demand (working sets do not "
+                       "support compressed or s3:// snapshots yet)\n"),
+              std::string::npos)
+        << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("z.sock")));
 }
 
 }  // namespace

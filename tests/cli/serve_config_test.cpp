@@ -86,12 +86,27 @@ TEST(ServeConfig, RefusesMissingEmptyAndContradictoryFields) {
               "config file /etc/rp.json: listener 1: socket \"a\" is also listener 0's");
 }
 
+TEST(ServeConfig, WorkingSetKeysPerListener) {
+    std::vector<ListenerSpec> specs;
+    std::string error;
+    ASSERT_TRUE(parse_serve_config(R"({"listeners":[{"socket":"a","mem_file":"m","record_ws":"a-{vm}.ws"},)"
+                                   R"({"socket":"b","mem_file":"m","mode":"prefetch","working_set":"b.ws"}]})",
+                                   "/etc/rp.json", specs, error))
+        << error;
+    ASSERT_EQ(specs.size(), 2u);
+    EXPECT_EQ(specs[0].record_ws, "a-{vm}.ws");
+    EXPECT_EQ(specs[1].working_set, "b.ws");
+    EXPECT_EQ(listener_refusal(R"({"socket":"a","mem_file":"m","working_set":"w"})"),
+              "config file /etc/rp.json: listener 0: \"working_set\" needs \"mode\": \"prefetch\" (the prefetcher replays it)");
+}
+
 TEST(ServeConfig, RefusesUnknownAndDuplicateKeysNamingThemEscaped) {
     EXPECT_EQ(listener_refusal(R"({"socket":"a","mem_file":"m","prefetch":true})"),
-              "config file /etc/rp.json: listener 0: unknown key \"prefetch\" (expected socket, mem_file, snapshot, mode)");
+              "config file /etc/rp.json: listener 0: unknown key \"prefetch\" (expected socket, mem_file, snapshot, mode, "
+              "record_ws, working_set)");
     EXPECT_EQ(listener_refusal(R"({"socket":"a","mem_file":"m","\u001b[31m":1})"),
               "config file /etc/rp.json: listener 0: unknown key \"\\x1b[31m\" (expected socket, mem_file, snapshot, "
-              "mode)");
+              "mode, record_ws, working_set)");
     EXPECT_EQ(listener_refusal(R"({"socket":"a","mem_file":"m","socket":"b"})"),
               "config file /etc/rp.json: duplicate key \"socket\" in object at depth 3");
     EXPECT_EQ(refusal(R"({"listeners":[],"listeners":[{"socket":"a","mem_file":"m"}]})"),

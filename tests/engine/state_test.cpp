@@ -90,3 +90,19 @@ TEST(PrefetchOrder, RecordedRangesComeFirstThenTheRest) {
     ASSERT_TRUE(order->next(s, first));
     EXPECT_EQ(first, 0u);
 }
+
+TEST(PrefetchOrder, RecordedRunsLimitTheRunThenTheRestIsUnlimited) {
+    PageStates states(16);
+    auto order = make_recorded_order({{6, 2}, {1, 1}});
+    uint64_t first = 0;
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 6u);
+    EXPECT_EQ(order->run_limit(first), 2u);
+    order->consumed(6, 2);
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 1u);
+    EXPECT_EQ(order->run_limit(first), 1u);
+    order->consumed(1, 1);
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(order->run_limit(first), UINT64_MAX);
+}

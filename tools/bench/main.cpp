@@ -30,7 +30,9 @@ constexpr uint64_t kMiB = 1 << 20;
 
 bool needs_ringpager(const BenchOptions& o) {
     return std::any_of(o.handlers.begin(), o.handlers.end(),
-                       [](HandlerKind k) { return k == HandlerKind::lazy || k == HandlerKind::prefetch; });
+                       [](HandlerKind k) {
+                           return k == HandlerKind::lazy || k == HandlerKind::prefetch || k == HandlerKind::replay;
+                       });
 }
 
 bool needs_baseline(const BenchOptions& o) {
@@ -214,7 +216,7 @@ int run(BenchOptions& o) {
     info.memory_budget_bytes = o.memory_budget_bytes != 0 ? o.memory_budget_bytes : info.mem_available_bytes / 10 * 6;
 
     ScenarioContext context{o.mem_file, &*expected, work_dir, o.ringpager_path, o.baseline_path, o.reactors, o.seed,
-                            "", o.sample_interval, o.stall, o.timeout};
+                            "", o.sample_interval, o.stall, o.timeout, o.cold_cache};
     const std::vector<ScenarioSpec> specs = build_matrix(o, info.image_bytes, info.memory_budget_bytes);
     info.rounds = o.rounds;
     std::vector<std::vector<ScenarioResult>> by_spec(specs.size());

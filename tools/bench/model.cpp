@@ -24,12 +24,14 @@ const char* handler_name(HandlerKind kind) {
         case HandlerKind::prefetch: return "prefetch";
         case HandlerKind::baseline: return "baseline";
         case HandlerKind::baseline_eager: return "baseline-eager";
+        case HandlerKind::replay: return "replay";
     }
     return "?";
 }
 
 std::optional<HandlerKind> parse_handler(std::string_view text) {
-    for (HandlerKind k : {HandlerKind::lazy, HandlerKind::prefetch, HandlerKind::baseline, HandlerKind::baseline_eager}) {
+    for (HandlerKind k : {HandlerKind::lazy, HandlerKind::prefetch, HandlerKind::baseline, HandlerKind::baseline_eager,
+                          HandlerKind::replay}) {
         if (text == handler_name(k)) return k;
     }
     return std::nullopt;
@@ -41,12 +43,13 @@ const char* workload_name(Workload workload) {
         case Workload::sequential: return "sequential";
         case Workload::random25: return "random25";
         case Workload::hotset: return "hotset";
+        case Workload::hotset_fixed: return "hotset-fixed";
     }
     return "?";
 }
 
 std::optional<Workload> parse_workload(std::string_view text) {
-    for (Workload w : {Workload::none, Workload::sequential, Workload::random25, Workload::hotset}) {
+    for (Workload w : {Workload::none, Workload::sequential, Workload::random25, Workload::hotset, Workload::hotset_fixed}) {
         if (text == workload_name(w)) return w;
     }
     return std::nullopt;

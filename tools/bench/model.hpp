@@ -18,6 +18,7 @@ enum class HandlerKind {
     prefetch,        // ringpager serve --mode prefetch
     baseline,        // rp-baseline: one UFFDIO_COPY per fault
     baseline_eager,  // rp-baseline --copy-all-on-first-fault
+    replay,          // ringpager serve --mode prefetch --working-set (recorded first by a lazy --record-ws run)
 };
 
 enum class Workload {
@@ -25,6 +26,7 @@ enum class Workload {
     sequential,  // touch every page in address order (one run per vCPU)
     random25,    // touch a random 25% of pages
     hotset,      // every vCPU touches the same random 10% of pages, 4 rounds
+    hotset_fixed,  // a fixed 10% of pages in a fixed pseudo-random order (the same seed every run and VM), once
 };
 
 const char* handler_name(HandlerKind kind);

@@ -24,7 +24,9 @@ struct Preset {
 Preset preset_named(const std::string& name) {
     const std::vector<std::string> all_handlers = {"lazy", "prefetch", "baseline", "baseline-eager"};
     if (name == "full") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1, 10, 100}, {1, 2, 8}, "512M", 500, 1};
-    if (name == "smoke") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1}, {2}, "8M", 200, 1};
+    if (name == "smoke")
+        return {{"lazy", "prefetch", "baseline", "baseline-eager", "replay"},
+                {"none", "sequential", "random25", "hotset", "hotset-fixed"}, {1}, {2}, "8M", 200, 1};
     return {all_handlers, {"none", "sequential", "random25"}, {1, 10}, {2}, "128M", 500, 3};
 }
 
@@ -53,8 +55,8 @@ struct RawOptions {
 void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
     app.add_flag("--full", raw.full, "the full matrix: 512 MiB image, all workloads, --vms 1,10,100, --vcpus 1,2,8");
     app.add_flag("--smoke", raw.smoke, "a tiny run (8 MiB, 1 VM, every handler and workload) for meson test");
-    app.add_option("--handlers", raw.handlers, "lazy,prefetch,baseline,baseline-eager (default: all)")->delimiter(',');
-    app.add_option("--workloads", raw.workloads, "none,sequential,random25,hotset (default: none,sequential,random25)")
+    app.add_option("--handlers", raw.handlers, "lazy,prefetch,baseline,baseline-eager,replay (default: all but replay)")->delimiter(',');
+    app.add_option("--workloads", raw.workloads, "none,sequential,random25,hotset,hotset-fixed (default: none,sequential,random25)")
         ->delimiter(',');
     app.add_option("--vms", raw.vms, "concurrent VMs per scenario, e.g. 1,10,100 (default 1,10)")
         ->delimiter(',')->check(CLI::Range(1u, 1000u));
@@ -88,6 +90,8 @@ void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
     app.add_option("--json", o.json_path, "write every figure and ratio as JSON to FILE");
     app.add_option("--svg", o.svg_path, "write a plot of the results normalized to baseline to FILE");
     app.add_option("--work-dir", o.work_dir, "directory for the image, sockets and handler logs (kept)");
+    app.add_flag("--cold-cache", o.cold_cache,
+                 "drop the snapshot image from the page cache (POSIX_FADV_DONTNEED) before every scenario");
     app.add_flag("--keep", o.keep_work_dir, "keep the temporary work directory (handler logs)");
 }
 

@@ -39,6 +39,7 @@ struct BenchOptions {
     std::string svg_path;
     std::string work_dir;            // empty: a fresh /tmp/rp-bench-XXXXXX, removed at the end
     bool keep_work_dir = false;
+    bool cold_cache = false;         // drop the image from the page cache before every scenario
     std::string preset = "default";  // default, full or smoke
 };
 

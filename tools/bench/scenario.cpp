@@ -2,6 +2,12 @@
 // verification.
 #include "scenario.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
@@ -70,12 +76,17 @@ void await_or_abort(Completion& completion, unsigned count, const HandlerProcess
     }
 }
 
+constexpr uint64_t kHotsetFixedSeed = 0x5eed2026;
+
 std::vector<uint64_t> plan_for(Workload workload, uint64_t pages, uint64_t seed) {
     switch (workload) {
         case Workload::none: return {};
         case Workload::sequential: return sim::plan_pages(sim::Pattern::sequential, pages, 1.0, seed);
         case Workload::random25: return sim::plan_pages(sim::Pattern::random, pages, 0.25, seed);
         case Workload::hotset: return sim::plan_pages(sim::Pattern::hot_set, pages, 0.10, seed);
+        // The same pages in the same order every run and for every VM: what
+        // a recorded working set replays.
+        case Workload::hotset_fixed: return sim::plan_pages(sim::Pattern::random, pages, 0.10, kHotsetFixedSeed);
     }
     return {};
 }
@@ -237,14 +248,20 @@ void verify_all(const ScenarioSpec& spec, const ScenarioContext& context, const 
 
 }  // namespace
 
-std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKind kind, const std::string& socket) {
-    if (kind == HandlerKind::lazy || kind == HandlerKind::prefetch) {
+std::string working_set_path(const ScenarioContext& context, const ScenarioSpec& spec) {
+    return context.work_dir + "/" + workload_name(spec.workload) + "-" + std::to_string(spec.vm_bytes) + ".ws";
+}
+
+std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKind kind, const std::string& socket,
+                                      const std::string& working_set) {
+    if (kind == HandlerKind::lazy || kind == HandlerKind::prefetch || kind == HandlerKind::replay) {
         std::vector<std::string> argv = {context.ringpager_path, "serve", "--socket", socket, "--mem-file",
                                          context.mem_file, "--mode", kind == HandlerKind::lazy ? "lazy" : "prefetch"};
         if (context.reactors > 0) {
             argv.push_back("--reactors");
             argv.push_back(std::to_string(context.reactors));
         }
+        if (kind == HandlerKind::replay) argv.insert(argv.end(), {"--working-set", working_set});
         return argv;
     }
     std::vector<std::string> argv = {context.baseline_path, "--socket", socket, "--mem-file", context.mem_file};
@@ -252,16 +269,36 @@ std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKin
     return argv;
 }
 
-ScenarioResult run_scenario(const ScenarioSpec& spec, const ScenarioContext& context) {
+namespace {
+
+// Cold page cache: every page the handler reads comes from the device.
+bool drop_from_page_cache(const std::string& path, std::string& error) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error = path + ": open: " + strerror(errno);
+        return false;
+    }
+    const int rc = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+    if (rc != 0) error = path + ": posix_fadvise(DONTNEED): " + strerror(rc);
+    return rc == 0;
+}
+
+ScenarioResult run_with(const ScenarioSpec& spec, const ScenarioContext& context, std::vector<std::string> argv,
+                        const std::string& log_suffix) {
     ScenarioResult result;
     result.spec = spec;
     result.figures.fill(kNotApplicable);
     result.ratios.fill(kNotApplicable);
     const uint64_t wall_start_ns = monotonic_ns();
     const std::string socket = context.work_dir + "/" + spec.name() + ".sock";
-    const std::string log = context.work_dir + "/" + spec.name() + context.log_suffix + ".log";
+    const std::string log = context.work_dir + "/" + spec.name() + log_suffix + ".log";
     std::string error;
-    auto handler = HandlerProcess::start(handler_argv(context, spec.handler, socket), socket, log,
+    if (context.cold_cache && !drop_from_page_cache(context.mem_file, error)) {
+        result.failures.push_back(error);
+        return result;
+    }
+    auto handler = HandlerProcess::start(argv, socket, log,
                                          kHandlerStartDeadline, error);
     if (!handler) {
         result.failures.push_back(error);
@@ -280,6 +317,32 @@ ScenarioResult run_scenario(const ScenarioSpec& spec, const ScenarioContext& con
     guests.clear();
     result.wall_seconds = static_cast<double>(monotonic_ns() - wall_start_ns) / 1e9;
     return result;
+}
+
+}  // namespace
+
+ScenarioResult run_scenario(const ScenarioSpec& spec, const ScenarioContext& context) {
+    const std::string socket = context.work_dir + "/" + spec.name() + ".sock";
+    const std::string working_set = working_set_path(context, spec);
+    if (spec.handler == HandlerKind::replay && ::access(working_set.c_str(), F_OK) != 0) {
+        // The first replay of a workload records its working set: one VM
+        // served lazily with --record-ws, not measured (its result is kept
+        // only for its failures).
+        ScenarioSpec record = spec;
+        record.handler = HandlerKind::lazy;
+        record.vms = 1;
+        std::vector<std::string> argv =
+            handler_argv(context, HandlerKind::lazy, context.work_dir + "/" + record.name() + ".sock", "");
+        argv.insert(argv.end(), {"--record-ws", working_set});
+        ScenarioResult recorded = run_with(record, context, argv, context.log_suffix + "-record");
+        if (!recorded.ok() || ::access(working_set.c_str(), F_OK) != 0) {
+            ScenarioResult failed = recorded;
+            failed.spec = spec;
+            failed.failures.push_back("recording the working set " + working_set + " failed");
+            return failed;
+        }
+    }
+    return run_with(spec, context, handler_argv(context, spec.handler, socket, working_set), context.log_suffix);
 }
 
 }  // namespace ringpager::bench

@@ -23,10 +23,14 @@ struct ScenarioContext {
     std::chrono::microseconds sample_interval{1000};
     std::chrono::milliseconds stall{500};
     std::chrono::seconds timeout{300};  // per scenario; a stuck handler aborts the run
+    bool cold_cache = false;     // drop mem_file from the page cache before each scenario
 };
 
-// The handler's command line for a scenario.
-std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKind kind, const std::string& socket);
+// The handler's command line for a scenario (`working_set`: what replay replays).
+std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKind kind, const std::string& socket,
+                                      const std::string& working_set);
+// Where the replay handler keeps the working set of a spec's workload and size.
+std::string working_set_path(const ScenarioContext& context, const ScenarioSpec& spec);
 
 // Runs one scenario. Failures (handler would not start, a VM could not
 // connect, mismatching bytes, unclean handler exit) are recorded in the

@@ -1,0 +1,46 @@
+// A VmPager's side of working sets (issue 11): recording the pages of its
+// first on-demand faults in order, and counting what a replayed set saved.
+// The file format and its writing live in src/snapshot/working_set.cpp.
+#include "pager/vm_pager.hpp"
+
+namespace ringpager {
+
+void VmPager::record_working_set() {
+    ws_recording_ = true;
+    ws_faulted_.assign(states_.size(), false);
+}
+
+void VmPager::track_working_set(const std::vector<PageRun>& runs) {
+    ws_member_.assign(states_.size(), false);
+    ws_faulted_.assign(states_.size(), false);
+    for (const PageRun& r : runs)
+        for (uint64_t p = r.first_page; p < r.first_page + r.pages && p < states_.size(); p++) {
+            if (!ws_member_[p]) report_.ws_pages++;
+            ws_member_[p] = true;
+        }
+}
+
+// Called for every fault message, in the order the kernel queued them, after
+// this turn's events were applied: the state read here is the page's state
+// when its fault is served.
+void VmPager::note_fault(uint64_t page) {
+    if (page >= ws_faulted_.size() || ws_faulted_[page]) return;
+    ws_faulted_[page] = true;
+    const PageState state = states_.get(page);
+    if (ws_recording_ && state == PageState::missing) ws_recorded_.push_back(page);
+    // In flight counts as missed: the replay started the read, but the vCPU
+    // still waits for it.
+    if (!ws_member_.empty() && ws_member_[page] && (state == PageState::missing || state == PageState::in_flight))
+        report_.ws_missed++;
+}
+
+void VmPager::finish_working_set_report() {
+    report_.ws_recorded = ws_recorded_.size();
+    if (ws_member_.empty()) return;
+    uint64_t saved = 0;
+    for (uint64_t p = 0; p < ws_member_.size(); p++)
+        saved += ws_member_[p] && !ws_faulted_[p] && states_.get(p) == PageState::present;
+    report_.ws_saved = saved;
+}
+
+}  // namespace ringpager

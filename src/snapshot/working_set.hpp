@@ -1,0 +1,88 @@
+// The working-set file (issue 11): the pages one VM faulted on first, in the
+// order it first touched them, recorded by `serve --record-ws` and replayed by
+// `serve --mode prefetch --working-set`. The format is small and strict:
+//
+//   header (72 bytes, little endian)
+//     magic "RPWSET01" | version u32 (1) | header_bytes u32 (72)
+//     page_size_bytes u64 | source_size_bytes u64 | source_fingerprint u64
+//     pages u64 (sum of the runs) | runs u64 | body_bytes u32 | reserved u32
+//     body_xxh3 u64 (XXH3-64 of the body)
+//   body: `runs` runs, each two LEB128 varints: the run's first page as a
+//     zigzag delta from the previous run's end, then its length in pages.
+//
+// Pages are global page indexes across the VM's regions in handshake order
+// (PageRun), so a set replays onto VMs restored from the same snapshot with
+// the same memory layout.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ringpager/engine.hpp"
+#include "ringpager/source.hpp"
+
+namespace ringpager {
+
+// Which snapshot a set belongs to: the source's size plus an XXH3-64 over
+// kIdentitySamples sampled 4 KiB blocks of its guest bytes (evenly spaced,
+// first and last included; zero extents hash as zeros). Reading 16 blocks
+// costs a few preads at serve start, and unlike size+mtime+inode it follows
+// the content: a copied snapshot keeps its identity, a rebuilt one with other
+// bytes loses it. It is a fingerprint, not a proof: two snapshots that differ
+// only outside the sampled blocks share it.
+struct SnapshotIdentity {
+    uint64_t size_bytes = 0;
+    uint64_t fingerprint = 0;
+    bool operator==(const SnapshotIdentity&) const = default;
+};
+inline constexpr unsigned kIdentitySamples = 16;
+// Reads the samples from `source`'s files; on a read error returns false
+// with a one-line `error`.
+bool snapshot_identity(const Source& source, SnapshotIdentity& out, std::string& error);
+
+struct WorkingSet {
+    uint64_t page_size_bytes = 4096;
+    SnapshotIdentity identity;
+    std::vector<PageRun> runs;  // in first-touch order
+    uint64_t pages() const;
+};
+
+inline constexpr char kWorkingSetMagic[8] = {'R', 'P', 'W', 'S', 'E', 'T', '0', '1'};
+inline constexpr uint32_t kWorkingSetVersion = 1;
+inline constexpr size_t kWorkingSetHeaderBytes = 72;
+inline constexpr size_t kMaxWorkingSetFileBytes = 256u << 20;
+
+// Pages in first-touch order (each once) to runs: a page that follows the
+// previous one extends its run.
+std::vector<PageRun> runs_from_pages(const std::vector<uint64_t>& pages_in_order);
+// The pages of `runs`, in order.
+std::vector<uint64_t> pages_from_runs(const std::vector<PageRun>& runs);
+
+std::string encode_working_set(const WorkingSet& set);
+// Parses and checks a file's bytes (magic, version, lengths, checksum, runs
+// that overlap or pass the source's size); `error` says which check failed.
+bool decode_working_set(std::string_view bytes, WorkingSet& out, std::string& error);
+
+// `ringpager ws merge`: the union of several recordings of one snapshot
+// (same identity and page size, else false with a one-line `error`), keeping
+// the pages seen in at least `min_count` of them (1: all), ordered by their
+// median first-touch rank (a page's index in each recording's page order; the
+// lower middle for an even count), ties broken by more recordings first, then
+// by page number.
+bool merge_working_sets(const std::vector<WorkingSet>& sets, unsigned min_count, WorkingSet& out, std::string& error);
+
+// Writes `set` to `path` atomically: a temporary file beside it, fsync,
+// rename over `path`. Concurrent recorders (engines or reactors) serialize on
+// an flock of "PATH.lock", which is left in place (removing a lock file races
+// with the next locker). One-line `error` on failure.
+bool write_working_set_file(const std::string& path, const WorkingSet& set, std::string& error);
+// Reads and decodes `path` (a regular file of at most kMaxWorkingSetFileBytes).
+bool load_working_set_file(const std::string& path, WorkingSet& out, std::string& error);
+// load_working_set_file plus the identity check against `expected`:
+// "working set PATH: CAUSE" on failure.
+bool load_working_set_for(const std::string& path, const SnapshotIdentity& expected, WorkingSet& out,
+                          std::string& error);
+
+}  // namespace ringpager
