@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "snapshot/layered/extent_place.hpp"
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/read_check.hpp"
 
@@ -73,28 +74,8 @@ public:
     FrameCacheStats stats() const { return cache_->stats(); }
 
 private:
-    // The extent holding `offset`, from `offset` on, clipped to `max`.
-    struct Place {
-        bool zero = true;
-        uint32_t layer = 0;
-        uint64_t slot = 0;        // of offset's block
-        uint64_t slot_end = 0;    // the extent's last slot + 1
-        uint64_t length_bytes = 0;
-    };
-    Place place(uint64_t offset, uint64_t max) const {
-        const uint64_t bs = m_.block_size_bytes;
-        const size_t index = m_.find_extent(offset / bs);
-        const Extent& e = m_.extents[index];
-        const uint64_t end_block = m_.extent_end_block(index);
-        Place p;
-        p.length_bytes = std::min(end_block * bs - offset, max);
-        if (is_zero_location(e.location)) return p;
-        p.zero = false;
-        p.layer = location_layer(e.location);
-        p.slot = location_slot(e.location) + (offset / bs - e.first_block);
-        p.slot_end = location_slot(e.location) + (end_block - e.first_block);
-        return p;
-    }
+    using Place = ExtentPlace;
+    Place place(uint64_t offset, uint64_t max) const { return place_in(m_, offset, max); }
     uint32_t cache_index() const { return static_cast<uint32_t>(files_.size()); }
     uint64_t cache_offset(const Place& p, uint64_t offset) const {
         return (m_.checksum_base[p.layer] + p.slot) * m_.block_size_bytes + offset % m_.block_size_bytes;
