@@ -11,10 +11,9 @@
 #include "remote/snapshot_store.hpp"
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/format.hpp"
+#include "snapshot/snapshot_cli.hpp"
 #include "snapshot/snapshot_test_util.hpp"
 #include "test_util.hpp"
-
-int snapshot_main(int argc, char** argv);
 
 namespace {
 
@@ -24,26 +23,8 @@ namespace layered = ringpager::layered;
 using snaptest::PageGen;
 constexpr uint64_t P = snaptest::page_bytes;
 
-struct CliRun {
-    int code = -1;
-    std::string out;
-    std::string err;
-};
-
-CliRun run(std::vector<std::string> args) {
-    args.insert(args.begin(), "snapshot");
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    CliRun r;
-    testing::internal::CaptureStdout();
-    testing::internal::CaptureStderr();
-    r.code = snapshot_main(static_cast<int>(args.size()), argv.data());
-    std::fflush(stdout);
-    r.out = testing::internal::GetCapturedStdout();
-    r.err = testing::internal::GetCapturedStderr();
-    return r;
-}
+using snaptest::CliRun;
+CliRun run(std::vector<std::string> args) { return snaptest::run_snapshot(std::move(args)); }
 
 // A copy of `manifest_a`'s snapshot with one more layer, as a diff built on
 // top of it would be: the same snapshot id and layers 0..N-1 untouched, and

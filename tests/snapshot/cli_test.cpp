@@ -5,35 +5,16 @@
 
 #include "frames_test_util.hpp"
 #include "snapshot/layered/format.hpp"
+#include "snapshot_cli.hpp"
 #include "snapshot_test_util.hpp"
-
-int snapshot_main(int argc, char** argv);
 
 namespace {
 
 using namespace snaptest;
 constexpr uint64_t P = page_bytes;
 
-struct CliRun {
-    int code = -1;
-    std::string out;
-    std::string err;
-};
-
-CliRun run(std::vector<std::string> args) {
-    args.insert(args.begin(), "snapshot");
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    CliRun r;
-    testing::internal::CaptureStdout();
-    testing::internal::CaptureStderr();
-    r.code = snapshot_main(static_cast<int>(args.size()), argv.data());
-    std::fflush(stdout);
-    r.out = testing::internal::GetCapturedStdout();
-    r.err = testing::internal::GetCapturedStderr();
-    return r;
-}
+using snaptest::CliRun;
+CliRun run(std::vector<std::string> args) { return snaptest::run_snapshot(std::move(args)); }
 
 class SnapshotCli : public ::testing::Test {
 protected:
