@@ -20,16 +20,6 @@ namespace {
 
 constexpr uint64_t MiB = 1024 * 1024;
 
-// One request line, one response line (or "" when the engine closed first).
-std::string ask(int sock, const std::string& line) {
-    const std::string out = line + "\n";
-    if (send(sock, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) return "";
-    std::string in;
-    char c;
-    while (recv(sock, &c, 1, 0) == 1 && c != '\n') in.push_back(c);
-    return in;
-}
-
 class ControlTest : public ::testing::Test {
 protected:
     void SetUp() override {
