@@ -158,6 +158,11 @@ struct VmReport {
     uint64_t ws_saved = 0;
     uint64_t ws_missed = 0;
     uint64_t ws_recorded = 0;  // recording: pages of its first on-demand faults
+    // Replaying: bytes the replay's reads read (set pages and the gaps read
+    // to join them), and seconds from its first read issued to its last read
+    // done (its read phase, for a comparison with one sequential read).
+    uint64_t ws_read_bytes = 0;
+    double ws_read_seconds = 0;
 };
 
 class Engine {

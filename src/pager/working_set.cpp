@@ -34,8 +34,16 @@ void VmPager::note_fault(uint64_t page) {
         report_.ws_missed++;
 }
 
+// A replay span's read completed (or was read inline): `bytes` of it.
+void VmPager::note_replay_read(uint64_t bytes) {
+    report_.ws_read_bytes += bytes;
+    ws_read_last_ = std::chrono::steady_clock::now();
+}
+
 void VmPager::finish_working_set_report() {
     report_.ws_recorded = ws_recorded_.size();
+    if (report_.ws_read_bytes != 0)
+        report_.ws_read_seconds = std::chrono::duration<double>(ws_read_last_ - ws_read_first_).count();
     if (ws_member_.empty()) return;
     uint64_t saved = 0;
     for (uint64_t p = 0; p < ws_member_.size(); p++)

@@ -87,7 +87,7 @@ void Reactor::Impl::use_working_sets(Vm& vm) {
                     "without replay", vm.pager->name().c_str(), (unsigned long long)vm.setup.prefetch_first_page_size,
                     (unsigned long long)page_size);
         } else {
-            vm.pager->use_prefetch_order(make_recorded_order(*first));
+            vm.pager->use_prefetch_order(make_recorded_order(*first, replay_shape_for(page_size)));
             vm.pager->track_working_set(*first);
         }
     }
@@ -247,6 +247,12 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
         extra += ", working set of " + std::to_string(report.ws_pages) + " pages: " + std::to_string(report.ws_saved) +
                  " installed ahead of a fault (faults saved), " + std::to_string(report.ws_missed) +
                  " faults on set pages still missing";
+    if (report.ws_read_bytes != 0) {
+        char read[96];
+        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms", report.ws_read_bytes / 1048576.0,
+                 report.ws_read_seconds * 1000);
+        extra += read;
+    }
     if (vm.pager->recording_working_set()) extra += ", " + std::to_string(report.ws_recorded) + " pages recorded";
     char text[256];
     snprintf(text, sizeof text, "%llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, %.1f MiB read",
@@ -261,7 +267,8 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
               {"pages_prefetched", report.pages_prefetched}, {"pages_zeroed", report.pages_zeroed},
               {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()},
               {"ws_pages", report.ws_pages}, {"ws_saved", report.ws_saved}, {"ws_missed", report.ws_missed},
-              {"ws_recorded", report.ws_recorded}},
+              {"ws_recorded", report.ws_recorded}, {"ws_read_bytes", report.ws_read_bytes},
+              {"ws_read_seconds", report.ws_read_seconds}},
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
     // A VM that failed (its restore cut short) would replace a good set with
     // a partial one: only a VM served to its end is written.

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <condition_variable>
@@ -129,10 +130,21 @@ TEST(WorkingSetTest, RecordThenReplayIsByteExactAndSavesFaults) {
     const sim::VerifyReport report = guest.verify(*image);
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
     {
-        // The set's first run is the first read installed.
+        // The set is read first, coalesced: the first read installed starts
+        // at a set page, and far fewer reads start at a set page than the
+        // set has runs (one read per recorded run before; now one per span
+        // of the set sorted by offset, its gaps read and not installed).
+        // The rest of memory follows in reads that start between set pages.
         std::lock_guard lock(mu);
         ASSERT_FALSE(installs.empty());
-        EXPECT_EQ(installs[0], plan[0]);
+        EXPECT_NE(std::find(plan.begin(), plan.end(), installs[0]), plan.end()) << installs[0];
+        const auto at_set_pages = std::count_if(installs.begin(), installs.end(), [&](uint64_t page) {
+            return std::find(plan.begin(), plan.end(), page) != plan.end();
+        });
+        // (10% of the pages at random: a set page's neighbour within the
+        // 16 KiB gap is in the set about a third of the time.)
+        EXPECT_LT(static_cast<size_t>(at_set_pages), set.runs.size() * 3 / 4)
+            << at_set_pages << " of " << set.runs.size();
     }
     guest.disconnect();
     ASSERT_TRUE(e.engine->wait_released(1, kWait));
@@ -141,6 +153,10 @@ TEST(WorkingSetTest, RecordThenReplayIsByteExactAndSavesFaults) {
     // Resident before the guest touched anything: every set page was
     // installed ahead of a fault, except those a fault asked for first.
     EXPECT_EQ(r.ws_saved + r.ws_missed, plan.size());
+    // The replay's reads covered at least the set's pages (and the gaps
+    // between them that were read to join them).
+    EXPECT_GE(r.ws_read_bytes, 4096u);
+    EXPECT_GT(r.ws_read_seconds, 0.0);
 }
 
 TEST(WorkingSetTest, FaultsGoFirstWhileTheSetIsReplayed) {
