@@ -159,6 +159,21 @@ public:
     // replay saved and those it missed, into report() at release.
     void track_working_set(const std::vector<PageRun>& runs);
     bool recording_working_set() const { return ws_recording_; }
+    // What recording and replaying add to a VM of `pages` pages at most,
+    // charged against --memory-limit at the handshake: one bit per page
+    // (seen); when replaying one more (in the set), the replay order's copy
+    // of the set's runs and its window of spans (at most 1024); when
+    // recording 8 bytes per recorded page (at most one entry per page: each
+    // page's first fault only; the vector never grows past that, see
+    // note_fault).
+    static uint64_t working_set_bytes(uint64_t pages, bool recording, size_t replay_runs) {
+        if (!recording && replay_runs == 0) return 0;
+        const uint64_t bitmap = (pages + 63) / 64 * 8;
+        uint64_t bytes = bitmap;
+        if (replay_runs != 0) bytes += bitmap + (replay_runs + 1024) * sizeof(PageRun);
+        if (recording) bytes += pages * sizeof(uint64_t);
+        return bytes;
+    }
     const std::vector<uint64_t>& recorded_pages() const { return ws_recorded_; }
     // Fills report().ws_* from the page states now (at release).
     void finish_working_set_report();
