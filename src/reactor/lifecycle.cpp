@@ -94,23 +94,26 @@ void Reactor::Impl::use_working_sets(Vm& vm) {
     if (vm.setup.record_ws) vm.pager->record_working_set();
 }
 
-// Writes the VM's recorded working set (at release, on this thread: one
-// small file, written once per recorded VM).
-void Reactor::Impl::write_working_set(Vm& vm) {
+// Writes the VM's recorded working set (at release, or when the operator
+// asks: ringpager ctl record-ws), on this thread: one small file, written
+// and fsynced once per request. The recording goes on after a request.
+bool Reactor::Impl::write_working_set(Vm& vm, std::string& path, uint64_t& pages, std::string& error) {
     const WorkingSetRecording& rec = *vm.setup.record_ws;
-    std::string path = rec.path;
+    path = rec.path;
     if (const size_t at = path.find("{vm}"); at != std::string::npos)
         path.replace(at, 4, std::to_string(vm.setup.id));
     WorkingSet set;
     set.page_size_bytes = vm.setup.handshake.regions.empty() ? 4096 : vm.setup.handshake.regions[0].page_size_bytes;
     set.identity = {rec.source_size_bytes, rec.source_fingerprint};
     set.runs = runs_from_pages(vm.pager->recorded_pages());
-    std::string error;
-    if (write_working_set_file(path, set, error))
-        RP_INFO("%s: working set of %llu pages (%zu runs) written to %s", vm.name().c_str(),
-                (unsigned long long)set.pages(), set.runs.size(), path.c_str());
-    else
+    pages = set.pages();
+    if (!write_working_set_file(path, set, error)) {
         RP_ERROR("%s: working set not written: %s", vm.name().c_str(), error.c_str());
+        return false;
+    }
+    RP_INFO("%s: working set of %llu pages (%zu runs) written to %s", vm.name().c_str(),
+            (unsigned long long)set.pages(), set.runs.size(), path.c_str());
+    return true;
 }
 
 // A VM that cannot be served hangs on its next fault; its operator asked for
@@ -272,7 +275,11 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
     // A VM that failed (its restore cut short) would replace a good set with
     // a partial one: only a VM served to its end is written.
-    if (vm.pager->recording_working_set() && !vm.failed) write_working_set(vm);
+    if (vm.pager->recording_working_set() && !vm.failed) {
+        std::string path, error;
+        uint64_t pages = 0;
+        write_working_set(vm, path, pages, error);
+    }
     else if (vm.pager->recording_working_set())
         RP_WARN("%s: working set not written: the VM failed", vm.name().c_str());
     io->remove_file(vm.uffd_file_slot);
@@ -299,10 +306,16 @@ void Reactor::Impl::answer(VmQuery& query) {
         if (!v || v->closing || (query.vm_id != 0 && v->setup.id != query.vm_id)) continue;
         if (query.action == VmQuery::Action::release) close_vm(*v, "released by the operator (ringpager ctl release)", false);
         if (query.action == VmQuery::Action::prefetch) start_prefetch(*v);
+        VmInfo info;
+        if (query.action == VmQuery::Action::record_ws) {
+            if (!v->pager->recording_working_set())
+                info.ws_error = "it is not recording a working set (serve --record-ws)";
+            else
+                write_working_set(*v, info.ws_path, info.ws_pages, info.ws_error);
+        }
         const VmPager& pager = *v->pager;
         const PageStates& states = pager.states();
         const Histogram::Snapshot latency = pager.fault_service().snapshot();
-        VmInfo info;
         info.id = v->setup.id;
         info.pid = v->setup.pid;
         info.listener = v->setup.listener_index;

@@ -45,6 +45,26 @@ protected:
     FileDesc conn;
 };
 
+// record-ws names a VM; one that is not recording (no serve --record-ws)
+// gets one line saying so, and a VM that is not served another.
+TEST_F(ControlTest, RecordWsOnAVmThatIsNotRecordingSaysSo) {
+    sim::Guest guest = make_guest(e.socket, {4 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_active == 1; }, kWait));
+    json list = request(R"({"cmd":"list"})");
+    ASSERT_EQ(list["vms"].size(), 1u);
+    const uint64_t id = list["vms"][0]["id"].get<uint64_t>();
+    json reply = request(R"({"cmd":"record-ws","id":)" + std::to_string(id) + "}");
+    EXPECT_FALSE(reply["ok"].get<bool>());
+    EXPECT_EQ(reply["error"].get<std::string>(), "VM " + std::to_string(id) +
+                                                     ": working set not written: it is not recording a working set "
+                                                     "(serve --record-ws)");
+    reply = request(R"({"cmd":"record-ws","id":999})");
+    EXPECT_EQ(reply["error"].get<std::string>(), "no VM 999 is being served");
+    reply = request(R"({"cmd":"record-ws"})");
+    EXPECT_EQ(reply["error"].get<std::string>(), "\"record-ws\" needs \"id\": a VM id (a positive integer; see \"list\")");
+}
+
 TEST_F(ControlTest, ListVmStatsPrefetchAndReleaseActOnTheServedVm) {
     sim::Guest guest = make_guest(e.socket, {4 * MiB});
     ASSERT_TRUE(guest.connect_and_send().ok());

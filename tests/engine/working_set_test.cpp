@@ -13,7 +13,10 @@
 #include <mutex>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/engine_fixture.hpp"
+#include "common/socket.hpp"
 #include "guestsim/touch.hpp"
 #include "reactor/test_hooks.hpp"
 #include "snapshot/working_set.hpp"
@@ -295,6 +298,60 @@ TEST(WorkingSetTest, EachVmWritesItsOwnFileWhenThePathNamesIt) {
         EXPECT_EQ(pages[2], 500u);
     }
     EXPECT_EQ(e.engine->reports().size(), 2u);
+}
+
+// `ringpager ctl PATH record-ws ID` writes the VM's working set now, while it
+// is served: the file holds the pages touched so far in order, the recording
+// goes on (a second request holds more), and release writes the whole set.
+TEST(WorkingSetTest, ControlRecordWsWritesTheSetSoFarAndRecordingGoesOn) {
+    TempDir dir;
+    const std::string mem = make_image(dir, "mem", 4 * MiB, 0.2, 9);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    std::string error;
+    std::shared_ptr<const Source> source = open_raw_source(mem, error);
+    const std::string path = dir.file("set.ws"), control = dir.file("control.sock");
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 1, std::chrono::seconds(30), source, [&](EngineConfig& c) {
+        c.listeners[0].record_ws = recording_for(*source, path);
+        c.control_path = control;
+    });
+    sim::Guest guest = make_guest(e.socket, {4 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    const std::vector<uint64_t> first = {7, 3, 900, 4}, second = {100, 101, 50};
+    guest.touch_pages(first, 1);
+    FileDesc conn = connect_to(control);
+    const auto record_ws = [&] {
+        const std::string line = ask(conn.get(), R"({"cmd":"list"})");
+        const auto list = nlohmann::json::parse(line, nullptr, false);
+        EXPECT_FALSE(list.is_discarded()) << line;
+        const uint64_t id = list["vms"][0]["id"].get<uint64_t>();
+        return nlohmann::json::parse(ask(conn.get(), R"({"cmd":"record-ws","id":)" + std::to_string(id) + "}"),
+                                     nullptr, false);
+    };
+    nlohmann::json reply = record_ws();
+    ASSERT_TRUE(reply["ok"].get<bool>()) << reply.dump();
+    EXPECT_EQ(reply["working_set"]["path"].get<std::string>(), path);
+    EXPECT_EQ(reply["working_set"]["pages"].get<uint64_t>(), first.size());
+    WorkingSet set;
+    ASSERT_TRUE(load_working_set_file(path, set, error)) << error;
+    EXPECT_EQ(pages_from_runs(set.runs), first);
+
+    guest.touch_pages(second, 1);
+    reply = record_ws();
+    ASSERT_TRUE(reply["ok"].get<bool>()) << reply.dump();
+    std::vector<uint64_t> both = first;
+    both.insert(both.end(), second.begin(), second.end());
+    ASSERT_TRUE(load_working_set_file(path, set, error)) << error;
+    EXPECT_EQ(pages_from_runs(set.runs), both);
+    const sim::VerifyReport report = guest.verify(*image, sim::VerifyScope::touched_pages);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+
+    guest.touch_pages({600}, 1);
+    guest.disconnect();
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    both.push_back(600);
+    ASSERT_TRUE(load_working_set_file(path, set, error)) << error;
+    EXPECT_EQ(pages_from_runs(set.runs), both);
 }
 
 }  // namespace
