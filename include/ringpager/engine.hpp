@@ -188,6 +188,11 @@ public:
     // each (killed under kill_on_failure). request_stop() afterwards cuts it
     // short. Thread-safe; wait() returns when it is done.
     virtual void request_drain(std::chrono::milliseconds timeout) = 0;
+    // Writes the working set recorded so far of every VM that records one
+    // (ListenerConfig::record_ws), as `ringpager ctl record-ws ID` does for
+    // one VM (serve: SIGUSR1); recording goes on. Returns how many were
+    // written; a failure is one line from the VM's reactor.
+    virtual size_t write_working_sets() = 0;
     // Waits until every reactor has stopped. Returns false if a reactor failed.
     virtual bool wait() = 0;
 
