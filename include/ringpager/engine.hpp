@@ -158,6 +158,11 @@ struct VmReport {
     uint64_t ws_saved = 0;
     uint64_t ws_missed = 0;
     uint64_t ws_recorded = 0;  // recording: pages of its first on-demand faults
+    // Replaying: bytes the replay's reads read (set pages and the gaps read
+    // to join them), and seconds from its first read issued to its last read
+    // done (its read phase, for a comparison with one sequential read).
+    uint64_t ws_read_bytes = 0;
+    double ws_read_seconds = 0;
 };
 
 class Engine {
@@ -183,6 +188,11 @@ public:
     // each (killed under kill_on_failure). request_stop() afterwards cuts it
     // short. Thread-safe; wait() returns when it is done.
     virtual void request_drain(std::chrono::milliseconds timeout) = 0;
+    // Writes the working set recorded so far of every VM that records one
+    // (ListenerConfig::record_ws), as `ringpager ctl record-ws ID` does for
+    // one VM (serve: SIGUSR1); recording goes on. Returns how many were
+    // written; a failure is one line from the VM's reactor.
+    virtual size_t write_working_sets() = 0;
     // Waits until every reactor has stopped. Returns false if a reactor failed.
     virtual bool wait() = 0;
 

@@ -1,4 +1,4 @@
-// `ringpager ctl PATH list|stats|vm ID|release ID|prefetch ID|drain`: one
+// `ringpager ctl PATH list|stats|vm ID|release ID|prefetch ID|record-ws ID|drain`: one
 // request to a running engine's control socket (serve --control PATH), its
 // response printed as JSON. Exit 0 when the engine says ok, 1 when it says
 // why not (that line on stderr), 2 on a usage error.
@@ -17,7 +17,7 @@ namespace {
 
 int usage() {
     fprintf(stderr, "usage: ringpager ctl PATH list|stats|drain\n"
-                    "       ringpager ctl PATH vm|release|prefetch ID\n"
+                    "       ringpager ctl PATH vm|release|prefetch|record-ws ID\n"
                     "PATH is the engine's control socket (ringpager serve --control PATH).\n");
     return 2;
 }
@@ -32,7 +32,7 @@ int ctl_main(int argc, char** argv) {
     if (argc < 3) return usage();
     const std::string path = argv[1], cmd = argv[2];
     nlohmann::json request = {{"cmd", cmd}};
-    const bool needs_id = cmd == "vm" || cmd == "release" || cmd == "prefetch";
+    const bool needs_id = cmd == "vm" || cmd == "release" || cmd == "prefetch" || cmd == "record-ws";
     if (needs_id) {
         char* end = nullptr;
         const unsigned long long id = argc == 4 ? std::strtoull(argv[3], &end, 10) : 0;

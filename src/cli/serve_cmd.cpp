@@ -214,6 +214,13 @@ LogLevel parse_level(const std::string& s) {
     return LogLevel::info;
 }
 
+// SIGUSR1: every recording VM's working set so far, written now (each VM's
+// reactor logs its file); the VMs are served and recorded on.
+void write_working_sets(Engine& engine) {
+    const size_t written = engine.write_working_sets();
+    RP_INFO("User defined signal 1 received: %zu working set(s) written; recording goes on", written);
+}
+
 }  // namespace
 
 int serve_main(int argc, char** argv) {
@@ -242,9 +249,11 @@ int serve_main(int argc, char** argv) {
         ->check(CLI::IsMember({"lazy", "prefetch"}));
     app.add_option("--record-ws", o.record_ws,
                    "record each VM's working set (its first on-demand faults, in order) and write it to FILE when "
-                   "the VM is released; \"{vm}\" in FILE becomes the VM's id, else the last VM released wins");
+                   "the VM is released (or now: SIGUSR1 for every VM, ringpager ctl record-ws for one); \"{vm}\" in "
+                   "FILE becomes the VM's id, else the last VM written wins");
     app.add_option("--working-set", o.working_set,
-                   "with --mode prefetch: install this recorded working set first, in recorded order, then the rest");
+                   "with --mode prefetch: install this recorded working set first (4 MiB windows in recorded order, each "
+                   "read in offset order), then the rest");
     app.add_option("--config", o.config_file, "JSON file: {\"listeners\":[{\"socket\":..,\"mem_file\"|\"snapshot\":..,\"mode\":..,\"record_ws\":..,\"working_set\":..}]}");
     app.add_option("--reactors", o.reactors, "reactor threads, at most 256 (default, 0: one per online core)")
         ->check(CLI::Range(0u, kMaxReactors));
@@ -379,6 +388,7 @@ int serve_main(int argc, char** argv) {
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGUSR2);  // only ever sent by this process to its own watcher thread
+    sigaddset(&stop_signals, SIGUSR1);  // write the working sets recorded so far (--record-ws)
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
@@ -393,7 +403,7 @@ int serve_main(int argc, char** argv) {
     // also keeps the link from being dropped as unused.
     RP_INFO("serving: %s; allocator mimalloc %d", engine->setup_summary().c_str(), mi_version());
     int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
+    while (sigwait(&stop_signals, &signal_number) == 0 && signal_number == SIGUSR1) write_working_sets(*engine);
     const auto stop_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.stop_timeout_s * 1000));
     RP_INFO("%s received: no new VMs; finishing restores within %.1f s, then releasing every VM (a second signal "
             "stops at once)", strsignal(signal_number), o.stop_timeout_s);
@@ -403,7 +413,7 @@ int serve_main(int argc, char** argv) {
     // for it; once the engine is done it is woken with a signal of its own.
     std::thread second_signal([&] {
         int again = 0;
-        sigwait(&stop_signals, &again);
+        while (sigwait(&stop_signals, &again) == 0 && again == SIGUSR1) write_working_sets(*engine);
         if (again == SIGTERM || again == SIGINT) {
             RP_INFO("%s received again: stopping at once", strsignal(again));
             engine->request_stop();

@@ -64,10 +64,10 @@ std::string control_respond(const std::string& request, ControlTarget& target, b
     }
     if (!doc.is_object() || !doc.contains("cmd") || !doc["cmd"].is_string()) {
         close_after = true;
-        return error_line("a request is {\"cmd\":\"list|stats|vm|release|prefetch|drain\"[,\"id\":N]}");
+        return error_line("a request is {\"cmd\":\"list|stats|vm|release|prefetch|record-ws|drain\"[,\"id\":N]}");
     }
     const std::string cmd = doc["cmd"].get<std::string>();
-    const bool needs_id = cmd == "vm" || cmd == "release" || cmd == "prefetch";
+    const bool needs_id = cmd == "vm" || cmd == "release" || cmd == "prefetch" || cmd == "record-ws";
     uint64_t id = 0;
     if (needs_id) {
         if (!doc.contains("id") || !doc["id"].is_number_unsigned() || doc["id"].get<uint64_t>() == 0) {
@@ -93,9 +93,10 @@ std::string control_respond(const std::string& request, ControlTarget& target, b
         return json{{"ok", true}, {"accepting", false}}.dump();
     }
     if (cmd == "list" || needs_id) {
-        const auto action = cmd == "release"    ? VmQuery::Action::release
-                            : cmd == "prefetch" ? VmQuery::Action::prefetch
-                                                : VmQuery::Action::list;
+        const auto action = cmd == "release"     ? VmQuery::Action::release
+                            : cmd == "prefetch"  ? VmQuery::Action::prefetch
+                            : cmd == "record-ws" ? VmQuery::Action::record_ws
+                                                 : VmQuery::Action::list;
         std::vector<VmInfo> vms;
         if (!target.query_vms(action, id, vms)) return error_line("a reactor did not answer in time; try again");
         if (cmd == "list") {
@@ -104,10 +105,18 @@ std::string control_respond(const std::string& request, ControlTarget& target, b
             return json{{"ok", true}, {"vms", list}}.dump();
         }
         if (vms.empty()) return error_line("no VM " + std::to_string(id) + " is being served");
+        if (cmd == "record-ws") {
+            const VmInfo& v = vms[0];
+            if (!v.ws_error.empty())
+                return error_line("VM " + std::to_string(id) + ": working set not written: " + v.ws_error);
+            return json{{"ok", true},
+                        {"working_set", {{"vm", id}, {"path", v.ws_path}, {"pages", v.ws_pages}, {"recording", true}}}}
+                .dump();
+        }
         return json{{"ok", true}, {"vm", vm_json(vms[0], listeners)}}.dump();
     }
     close_after = true;
-    return error_line("unknown command \"" + escape_for_log(cmd) + "\" (list, stats, vm, release, prefetch, drain)");
+    return error_line("unknown command \"" + escape_for_log(cmd) + "\" (list, stats, vm, release, prefetch, record-ws, drain)");
 }
 
 namespace {

@@ -167,6 +167,15 @@ public:
         out = std::move(query->found);
         return true;
     }
+    size_t write_working_sets() override {
+        std::vector<VmInfo> vms;
+        if (!query_vms(VmQuery::Action::record_ws, 0, vms)) {
+            RP_WARN("working sets: a reactor did not answer in time; some may not be written");
+            return 0;
+        }
+        return static_cast<size_t>(
+            std::count_if(vms.begin(), vms.end(), [](const VmInfo& v) { return v.ws_error.empty(); }));
+    }
     EngineStats totals() const override { return stats(); }
     std::vector<std::string> listener_names() const override {
         std::vector<std::string> names;

@@ -22,6 +22,7 @@ void VmPager::on_read_done(uint32_t slot, int32_t res, uint64_t expected) {
     if (res > 0) {
         report_.bytes_read += static_cast<uint64_t>(res);
         events_.on_read(static_cast<uint64_t>(res), false);
+        if (job.replay) note_replay_read(static_cast<uint64_t>(res));
     }
     if (--job.pending_reads != 0) return;
     if (closing_) return finish_job(slot);

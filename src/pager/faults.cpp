@@ -190,7 +190,7 @@ void VmPager::serve_faults() {
     pages.swap(waiting);
 }
 
-bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch) {
+bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch, bool replay_span) {
     const bool big = prefetch || hugetlb();
     if (ctx_.io.ops_free() < 64) return false;  // keep in-flight ops within the CQ
     const auto place = map_.place_of(first_page);
@@ -222,7 +222,14 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
     // page cache that is a copy of a few KiB, cheaper inline than an io-wq
     // round trip, and the guest is about to fault on exactly these pages.
     const bool inline_cached = !prefetch || (replaying() && run_bytes <= kInlineReplayBytes);
-    for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
+    // A replay span's pages are not all its to install: only those marked.
+    thread_local std::vector<uint8_t> marked;
+    job.replay = replay_span;
+    if (replay_span && ws_read_first_ == std::chrono::steady_clock::time_point{})
+        ws_read_first_ = std::chrono::steady_clock::now();
+    if (replay_span) mark_replay_pages(first_page, pages, marked);
+    else
+        for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
     for (uint64_t done = 0; done < run_bytes;) {
         const ReadPlan e = source_.plan(job.file_offset + done, run_bytes - done);
         if (e.length_bytes == 0 || e.length_bytes > run_bytes - done || e.length_bytes > UINT32_MAX ||
@@ -235,7 +242,15 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
             // The rest of the run is not here yet: this job ends where it
             // begins, the source fetches the rest (its pages stay in flight).
             const uint64_t pages_read = done / place->page_size;
-            start_fetch(first_page + pages_read, pages - pages_read, !prefetch);
+            if (replay_span) {
+                // replay_run stopped the span before any fetch; a cache that
+                // dropped bytes since hands the rest back to the walk.
+                for (uint64_t i = pages_read; i < pages; i++)
+                    if (marked[i]) states_.set(first_page + i, PageState::missing);
+                prefetch_order_->revisit(first_page + pages_read);
+            } else {
+                start_fetch(first_page + pages_read, pages - pages_read, !prefetch);
+            }
             job.pages = static_cast<uint32_t>(pages_read);
             break;
         }
@@ -243,6 +258,7 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch)
             std::memset(buffer + done, 0, e.length_bytes);
         } else if (inline_cached && read_from_page_cache(e, buffer + done, !prefetch)) {
             // Served from the page cache without blocking: no ring round trip.
+            if (replay_span) note_replay_read(e.length_bytes);
         } else {
             // Prefetch reads go to io-wq workers: a page cache hit would
             // otherwise be copied inline inside io_uring_enter, holding up this
@@ -325,13 +341,15 @@ void VmPager::start_prefetch() {
 
 // One prefetch run: a zero run is installed at once (no read); a data run
 // becomes one read of up to `batch_bytes`, stopping where the source turns to
-// zeros so those go by ZEROPAGE.
+// zeros so those go by ZEROPAGE. A replayed working set reads a span of the
+// set instead (replay_run).
 VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
     uint64_t first = 0;
     if (closing_) return Step::done;
     // Pages being fetched are in flight, not missing: the VM is done only
     // once its fetches are back too.
     if (!prefetch_order_->next(states_, first)) return prefetch_fetches_ != 0 ? Step::waiting : Step::done;
+    if (replaying() && !ws_member_.empty()) return replay_run(first);
     const auto place = map_.place_of(first);
     const uint64_t max_pages =
         std::min(std::max<uint64_t>(1, batch_bytes / place->page_size), prefetch_order_->run_limit(first));
@@ -339,21 +357,7 @@ VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
     while (pages < max_pages && first + pages < place->extent_end_page && states_.get(first + pages) == PageState::missing)
         pages++;
     pages = std::min<uint64_t>(pages, ReadJobs::kBigBytes / place->page_size);
-    const ReadPlan head = source_.plan(place->file_offset, pages * place->page_size);
-    if (head.kind == ReadPlan::Kind::zero && head.length_bytes >= place->page_size) {
-        const uint64_t zero_pages = head.length_bytes / place->page_size;
-        install_zero_source_run(first, zero_pages);
-        prefetch_order_->consumed(first, zero_pages);
-        return Step::zero_run;
-    }
-    if (head.kind == ReadPlan::Kind::fetch) {
-        // A bounded number of fetches per VM; the rest waits its turn.
-        if (prefetch_fetches_ >= kMaxPrefetchFetches) return Step::waiting;
-        const uint64_t fetch_pages = std::max<uint64_t>(1, head.length_bytes / place->page_size);
-        start_fetch(first, fetch_pages, false);
-        prefetch_order_->consumed(first, fetch_pages);
-        return Step::fetching;
-    }
+    if (const auto step = prefetch_head(first, pages)) return *step;
     uint64_t data_bytes = 0;
     while (data_bytes < pages * place->page_size) {
         const ReadPlan e = source_.plan(place->file_offset + data_bytes, pages * place->page_size - data_bytes);
@@ -365,6 +369,91 @@ VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
     if (!issue_read_job(first, static_cast<uint32_t>(pages), true)) return Step::no_buffer;
     prefetch_order_->consumed(first, pages);
     return Step::read_issued;
+}
+
+// A run that starts with source zeros is installed by ZEROPAGE at once; one
+// that starts with bytes not here yet starts a fetch. `pages` from `first`
+// are all missing. Nothing (the run starts with bytes to read) otherwise.
+std::optional<VmPager::Step> VmPager::prefetch_head(uint64_t first, uint64_t pages) {
+    const auto place = map_.place_of(first);
+    const ReadPlan head = source_.plan(place->file_offset, pages * place->page_size);
+    if (head.kind == ReadPlan::Kind::zero && head.length_bytes >= place->page_size) {
+        const uint64_t zero_pages = std::min(pages, head.length_bytes / place->page_size);
+        install_zero_source_run(first, zero_pages);
+        prefetch_order_->consumed(first, zero_pages);
+        return Step::zero_run;
+    }
+    if (head.kind == ReadPlan::Kind::fetch) {
+        // A bounded number of fetches per VM; the rest waits its turn.
+        if (prefetch_fetches_ >= kMaxPrefetchFetches) return Step::waiting;
+        const uint64_t fetch_pages = std::clamp<uint64_t>(head.length_bytes / place->page_size, 1, pages);
+        start_fetch(first, fetch_pages, false);
+        prefetch_order_->consumed(first, fetch_pages);
+        return Step::fetching;
+    }
+    return std::nullopt;
+}
+
+// One span of a replayed working set (RecordedOrder): one read from the
+// span's first set page still missing to its last, up to a big buffer. Only
+// the set's missing pages are marked in flight and installed (and the
+// missing pages of gaps of at most kReplayFillGapPages between them, joining
+// their copies); the other pages' bytes are read and dropped, which costs
+// less than a read of their own. Source zeros inside the span are not read
+// (issue_read_job zero-fills them); a span stops before bytes the source
+// must fetch.
+VmPager::Step VmPager::replay_run(uint64_t first) {
+    const auto place = map_.place_of(first);
+    const uint64_t ps = place->page_size;
+    const uint64_t limit = std::min({prefetch_order_->run_limit(first), place->extent_end_page - first,
+                                     uint64_t{ReadJobs::kBigBytes / ps}});
+    uint64_t skip = 0;
+    while (skip < limit && !replay_wants(first + skip)) skip++;
+    if (skip == limit) {  // the span's set pages are all served already
+        prefetch_order_->consumed(first, limit);
+        return Step::skipped;
+    }
+    first += skip;
+    uint64_t pages = limit - skip;
+    uint64_t missing = 1;  // pages from `first` all missing, for a zero run or a fetch
+    while (missing < pages && states_.get(first + missing) == PageState::missing) missing++;
+    if (const auto step = prefetch_head(first, missing)) return *step;
+    const uint64_t offset = place->file_offset + skip * ps;
+    uint64_t data_bytes = 0;
+    while (data_bytes < pages * ps) {
+        const ReadPlan e = source_.plan(offset + data_bytes, pages * ps - data_bytes);
+        if (e.kind == ReadPlan::Kind::fetch || e.length_bytes == 0) break;
+        data_bytes += e.length_bytes;
+    }
+    pages = std::max<uint64_t>(1, data_bytes / ps);
+    while (pages > 1 && !replay_wants(first + pages - 1)) pages--;
+    if (!issue_read_job(first, static_cast<uint32_t>(pages), true, true)) return Step::no_buffer;
+    prefetch_order_->consumed(first, pages);
+    return Step::read_issued;
+}
+
+bool VmPager::replay_wants(uint64_t page) const {
+    return page < ws_member_.size() && ws_member_[page] && states_.get(page) == PageState::missing;
+}
+
+// Marks the pages a replay span installs (see replay_run) in flight; `marked`
+// says which, for undoing it.
+void VmPager::mark_replay_pages(uint64_t first, uint64_t pages, std::vector<uint8_t>& marked) {
+    marked.assign(pages, 0);
+    uint64_t last = UINT64_MAX;  // the last page marked
+    for (uint64_t i = 0; i < pages; i++) {
+        if (!replay_wants(first + i)) continue;
+        if (last != UINT64_MAX && i - last - 1 <= kReplayFillGapPages) {
+            bool all_missing = true;
+            for (uint64_t g = last + 1; g < i; g++) all_missing &= states_.get(first + g) == PageState::missing;
+            if (all_missing)
+                for (uint64_t g = last + 1; g < i; g++) marked[g] = 1;
+        }
+        marked[i] = 1;
+        last = i;
+    }
+    for (uint64_t i = 0; i < pages; i++)
+        if (marked[i]) states_.set(first + i, PageState::in_flight);
 }
 
 }  // namespace ringpager

@@ -19,50 +19,100 @@ private:
     uint64_t cursor_ = 0;
 };
 
+// A recorded order, read in windows: the next `window_pages` pages of the
+// set (in recorded order) are sorted by page, which is file-offset order
+// within a region, and merged into spans wherever the gap between two
+// recorded runs is at most `gap_pages`, up to `span_pages` a span. The
+// prefetcher then reads one span at a time (run_limit): one read for many
+// set pages, the gap's bytes read and not installed (VmPager marks only set
+// pages in flight). The windows follow the recorded order, so pages touched
+// early are still read early.
 class RecordedOrder final : public PrefetchOrder {
 public:
-    explicit RecordedOrder(std::vector<PageRange> ranges) : ranges_(std::move(ranges)) {}
+    RecordedOrder(std::vector<PageRange> ranges, ReplayShape shape) : ranges_(std::move(ranges)), shape_(shape) {
+        shape_.window_pages = std::max<uint64_t>(1, shape_.window_pages);
+        shape_.span_pages = std::max<uint64_t>(1, shape_.span_pages);
+    }
 
     bool next(const PageStates& states, uint64_t& first_page) override {
-        while (index_ < ranges_.size()) {
-            const PageRange& r = ranges_[index_];
-            const uint64_t end = std::min(r.first_page + r.pages, states.size());
-            const uint64_t page = states.next_missing(std::max(r.first_page, within_));
-            if (page < end) {
-                first_page = page;
-                return true;
+        for (;;) {
+            while (span_ < spans_.size()) {
+                const PageRange& s = spans_[span_];
+                const uint64_t end = std::min(s.first_page + s.pages, states.size());
+                const uint64_t page = states.next_missing(std::max(s.first_page, within_));
+                if (page < end) {
+                    first_page = page;
+                    return true;
+                }
+                span_++;
+                within_ = 0;
             }
-            index_++;
-            within_ = 0;
+            if (index_ >= ranges_.size()) return rest_.next(states, first_page);
+            fill_window();
         }
-        return rest_.next(states, first_page);
     }
     void consumed(uint64_t first_page, uint64_t pages) override {
-        if (index_ < ranges_.size()) within_ = first_page + pages;
+        if (span_ < spans_.size()) within_ = first_page + pages;
         else rest_.consumed(first_page, pages);
     }
     // The recorded ranges already passed are not walked again: the rest
     // (ascending) picks the pages up.
     void revisit(uint64_t first_page) override { rest_.revisit(first_page); }
-    bool replaying() const override { return index_ < ranges_.size(); }
+    bool replaying() const override { return span_ < spans_.size() || index_ < ranges_.size(); }
     uint64_t run_limit(uint64_t first_page) const override {
-        if (index_ >= ranges_.size()) return UINT64_MAX;
-        const PageRange& r = ranges_[index_];
-        return r.first_page + r.pages > first_page ? r.first_page + r.pages - first_page : 1;
+        if (span_ >= spans_.size()) return UINT64_MAX;
+        const PageRange& s = spans_[span_];
+        return s.first_page + s.pages > first_page ? s.first_page + s.pages - first_page : 1;
     }
 
 private:
+    // The next window of recorded runs, sorted and merged into spans.
+    void fill_window() {
+        spans_.clear();
+        span_ = 0;
+        within_ = 0;
+        uint64_t taken = 0;
+        while (index_ < ranges_.size() && taken < shape_.window_pages) {
+            spans_.push_back(ranges_[index_]);
+            taken += ranges_[index_].pages;
+            index_++;
+        }
+        std::sort(spans_.begin(), spans_.end(),
+                  [](const PageRange& a, const PageRange& b) { return a.first_page < b.first_page; });
+        size_t out = 0;
+        for (size_t i = 1; i < spans_.size(); i++) {
+            PageRange& cur = spans_[out];
+            const PageRange& r = spans_[i];
+            const uint64_t cur_end = cur.first_page + cur.pages, r_end = r.first_page + r.pages;
+            const uint64_t merged_end = std::max(cur_end, r_end);
+            if (r.first_page <= cur_end + shape_.gap_pages && merged_end - cur.first_page <= shape_.span_pages)
+                cur.pages = merged_end - cur.first_page;
+            else if (r_end > cur_end)  // a range inside a span already taken adds nothing
+                spans_[++out] = PageRange{std::max(r.first_page, cur_end), r_end - std::max(r.first_page, cur_end)};
+        }
+        if (!spans_.empty()) spans_.resize(out + 1);
+    }
+
     std::vector<PageRange> ranges_;
-    size_t index_ = 0;
+    ReplayShape shape_;
+    size_t index_ = 0;              // the next recorded range not yet in a window
+    std::vector<PageRange> spans_;  // this window's spans, ascending
+    size_t span_ = 0;
     uint64_t within_ = 0;
     AscendingOrder rest_;
 };
 
 }  // namespace
 
+ReplayShape replay_shape_for(uint64_t page_size_bytes) {
+    const uint64_t ps = std::max<uint64_t>(1, page_size_bytes);
+    return ReplayShape{std::max<uint64_t>(1, kReplayWindowBytes / ps), kReplayGapBytes / ps,
+                       std::max<uint64_t>(1, kReplaySpanBytes / ps)};
+}
+
 std::unique_ptr<PrefetchOrder> make_ascending_order() { return std::make_unique<AscendingOrder>(); }
-std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges) {
-    return std::make_unique<RecordedOrder>(std::move(ranges));
+std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape) {
+    return std::make_unique<RecordedOrder>(std::move(ranges), shape);
 }
 
 }  // namespace ringpager

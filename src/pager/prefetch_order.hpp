@@ -36,9 +36,27 @@ public:
 // Ascending global page order: regions in handshake order, low to high.
 std::unique_ptr<PrefetchOrder> make_ascending_order();
 
-// A recorded order: runs of global pages, visited in the given order, then
-// everything else ascending.
+// How a recorded order is coalesced into reads, in pages of the VM's size.
+struct ReplayShape {
+    uint64_t window_pages = 1;  // set pages sorted together (1: strictly recorded order)
+    uint64_t gap_pages = 0;     // pages between two recorded runs read (not installed) to join them
+    uint64_t span_pages = 1;    // at most this many pages in one span
+};
+
+inline constexpr uint64_t kReplayWindowBytes = 4 * 1024 * 1024;
+inline constexpr uint64_t kReplayGapBytes = 16 * 1024;
+inline constexpr uint64_t kReplaySpanBytes = 2 * 1024 * 1024;
+
+// The shape for pages of `page_size_bytes`: windows of 4 MiB of set pages,
+// gaps up to 16 KiB, spans up to a big read buffer (2 MiB). The gap was
+// measured (docs/benchmarks.md): from the page cache, 64 KiB gaps read twice
+// the bytes of 16 KiB ones and finished no sooner.
+ReplayShape replay_shape_for(uint64_t page_size_bytes);
+
+// A recorded order: runs of global pages, visited window by window in the
+// given order (each window sorted and coalesced by `shape`), then everything
+// else ascending.
 using PageRange = PageRun;
-std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges);
+std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape = {});
 
 }  // namespace ringpager

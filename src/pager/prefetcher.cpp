@@ -44,7 +44,7 @@ void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent,
             continue;
         }
         idle_rounds = 0;
-        if (step == VmPager::Step::zero_run) {
+        if (step == VmPager::Step::zero_run || step == VmPager::Step::skipped) {
             host.more_work();
             if (++zero_runs >= (faults_recent ? 4u : 32u)) break;  // keep the turn short: faults come first
         }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -129,11 +130,16 @@ public:
     // ---- prefetch (prefetcher.cpp drives it) --------------------------------
     // done: nothing left to prefetch; waiting: nothing to start until a fetch
     // ends; no_buffer: out of read buffers for this turn.
-    enum class Step : uint8_t { done, zero_run, read_issued, fetching, waiting, no_buffer };
+    // skipped: a replay span whose set pages were all served already.
+    enum class Step : uint8_t { done, zero_run, skipped, read_issued, fetching, waiting, no_buffer };
     // Prefetch fetches (object store range reads) in flight per VM, at most.
     static constexpr unsigned kMaxPrefetchFetches = 4;
     // Replay runs up to this size are read inline from the page cache.
     static constexpr uint64_t kInlineReplayBytes = 64 * 1024;
+    // Missing pages between two set pages of a replay span, at most this
+    // many, are installed with them: one copy instead of two (with 4 KiB
+    // pages, every gap a span joins: see kReplayGapBytes).
+    static constexpr uint64_t kReplayFillGapPages = 4;
     void start_prefetch();
     // The order the prefetcher walks this VM in (default: ascending).
     void use_prefetch_order(std::unique_ptr<PrefetchOrder> order) { prefetch_order_ = std::move(order); }
@@ -153,6 +159,21 @@ public:
     // replay saved and those it missed, into report() at release.
     void track_working_set(const std::vector<PageRun>& runs);
     bool recording_working_set() const { return ws_recording_; }
+    // What recording and replaying add to a VM of `pages` pages at most,
+    // charged against --memory-limit at the handshake: one bit per page
+    // (seen); when replaying one more (in the set), the replay order's copy
+    // of the set's runs and its window of spans (at most 1024); when
+    // recording 8 bytes per recorded page (at most one entry per page: each
+    // page's first fault only; the vector never grows past that, see
+    // note_fault).
+    static uint64_t working_set_bytes(uint64_t pages, bool recording, size_t replay_runs) {
+        if (!recording && replay_runs == 0) return 0;
+        const uint64_t bitmap = (pages + 63) / 64 * 8;
+        uint64_t bytes = bitmap;
+        if (replay_runs != 0) bytes += bitmap + (replay_runs + 1024) * sizeof(PageRun);
+        if (recording) bytes += pages * sizeof(uint64_t);
+        return bytes;
+    }
     const std::vector<uint64_t>& recorded_pages() const { return ws_recorded_; }
     // Fills report().ws_* from the page states now (at release).
     void finish_working_set_report();
@@ -179,7 +200,11 @@ public:
     bool hugetlb() const { return page_size_ > 4096; }
 
 private:
-    bool issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch);
+    bool issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch, bool replay_span = false);
+    std::optional<Step> prefetch_head(uint64_t first, uint64_t pages);
+    Step replay_run(uint64_t first);
+    bool replay_wants(uint64_t page) const;
+    void mark_replay_pages(uint64_t first, uint64_t pages, std::vector<uint8_t>& marked);
     void start_fetch(uint64_t first_page, uint64_t pages, bool fault);
     bool install_zero_source_run(uint64_t first_page, uint64_t pages);
     void faults_served_now(uint64_t pages);
@@ -237,6 +262,9 @@ private:
     std::vector<bool> ws_faulted_;          // the page has faulted once
     std::vector<bool> ws_member_;           // the page is in the replayed set
     std::vector<uint64_t> ws_recorded_;     // first on-demand faults, in order
+    // The replay's read phase: its first read issued, its last read done.
+    std::chrono::steady_clock::time_point ws_read_first_{}, ws_read_last_{};
+    void note_replay_read(uint64_t bytes);
     bool ws_recording_ = false;
     // When this turn's fault messages were read: a fault job carries it to
     // its install, which reports the fault's service time.

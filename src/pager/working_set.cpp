@@ -1,6 +1,8 @@
 // A VmPager's side of working sets (issue 11): recording the pages of its
 // first on-demand faults in order, and counting what a replayed set saved.
 // The file format and its writing live in src/snapshot/working_set.cpp.
+#include <algorithm>
+
 #include "pager/vm_pager.hpp"
 
 namespace ringpager {
@@ -27,15 +29,29 @@ void VmPager::note_fault(uint64_t page) {
     if (page >= ws_faulted_.size() || ws_faulted_[page]) return;
     ws_faulted_[page] = true;
     const PageState state = states_.get(page);
-    if (ws_recording_ && state == PageState::missing) ws_recorded_.push_back(page);
+    if (ws_recording_ && state == PageState::missing) {
+        // Grows by doubling but never past one entry per page: the
+        // handshake charged exactly that (working_set_bytes).
+        if (ws_recorded_.size() == ws_recorded_.capacity())
+            ws_recorded_.reserve(std::min<uint64_t>(states_.size(), std::max<uint64_t>(1024, 2 * ws_recorded_.capacity())));
+        ws_recorded_.push_back(page);
+    }
     // In flight counts as missed: the replay started the read, but the vCPU
     // still waits for it.
     if (!ws_member_.empty() && ws_member_[page] && (state == PageState::missing || state == PageState::in_flight))
         report_.ws_missed++;
 }
 
+// A replay span's read completed (or was read inline): `bytes` of it.
+void VmPager::note_replay_read(uint64_t bytes) {
+    report_.ws_read_bytes += bytes;
+    ws_read_last_ = std::chrono::steady_clock::now();
+}
+
 void VmPager::finish_working_set_report() {
     report_.ws_recorded = ws_recorded_.size();
+    if (report_.ws_read_bytes != 0)
+        report_.ws_read_seconds = std::chrono::duration<double>(ws_read_last_ - ws_read_first_).count();
     if (ws_member_.empty()) return;
     uint64_t saved = 0;
     for (uint64_t p = 0; p < ws_member_.size(); p++)

@@ -87,30 +87,33 @@ void Reactor::Impl::use_working_sets(Vm& vm) {
                     "without replay", vm.pager->name().c_str(), (unsigned long long)vm.setup.prefetch_first_page_size,
                     (unsigned long long)page_size);
         } else {
-            vm.pager->use_prefetch_order(make_recorded_order(*first));
+            vm.pager->use_prefetch_order(make_recorded_order(*first, replay_shape_for(page_size)));
             vm.pager->track_working_set(*first);
         }
     }
     if (vm.setup.record_ws) vm.pager->record_working_set();
 }
 
-// Writes the VM's recorded working set (at release, on this thread: one
-// small file, written once per recorded VM).
-void Reactor::Impl::write_working_set(Vm& vm) {
+// Writes the VM's recorded working set (at release, or when the operator
+// asks: ringpager ctl record-ws), on this thread: one small file, written
+// and fsynced once per request. The recording goes on after a request.
+bool Reactor::Impl::write_working_set(Vm& vm, std::string& path, uint64_t& pages, std::string& error) {
     const WorkingSetRecording& rec = *vm.setup.record_ws;
-    std::string path = rec.path;
+    path = rec.path;
     if (const size_t at = path.find("{vm}"); at != std::string::npos)
         path.replace(at, 4, std::to_string(vm.setup.id));
     WorkingSet set;
     set.page_size_bytes = vm.setup.handshake.regions.empty() ? 4096 : vm.setup.handshake.regions[0].page_size_bytes;
     set.identity = {rec.source_size_bytes, rec.source_fingerprint};
     set.runs = runs_from_pages(vm.pager->recorded_pages());
-    std::string error;
-    if (write_working_set_file(path, set, error))
-        RP_INFO("%s: working set of %llu pages (%zu runs) written to %s", vm.name().c_str(),
-                (unsigned long long)set.pages(), set.runs.size(), path.c_str());
-    else
+    pages = set.pages();
+    if (!write_working_set_file(path, set, error)) {
         RP_ERROR("%s: working set not written: %s", vm.name().c_str(), error.c_str());
+        return false;
+    }
+    RP_INFO("%s: working set of %llu pages (%zu runs) written to %s", vm.name().c_str(),
+            (unsigned long long)set.pages(), set.runs.size(), path.c_str());
+    return true;
 }
 
 // A VM that cannot be served hangs on its next fault; its operator asked for
@@ -247,6 +250,12 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
         extra += ", working set of " + std::to_string(report.ws_pages) + " pages: " + std::to_string(report.ws_saved) +
                  " installed ahead of a fault (faults saved), " + std::to_string(report.ws_missed) +
                  " faults on set pages still missing";
+    if (report.ws_read_bytes != 0) {
+        char read[96];
+        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms", report.ws_read_bytes / 1048576.0,
+                 report.ws_read_seconds * 1000);
+        extra += read;
+    }
     if (vm.pager->recording_working_set()) extra += ", " + std::to_string(report.ws_recorded) + " pages recorded";
     char text[256];
     snprintf(text, sizeof text, "%llu faults, %llu pages copied on fault, %llu prefetched, %llu zero-filled, %.1f MiB read",
@@ -261,11 +270,16 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
               {"pages_prefetched", report.pages_prefetched}, {"pages_zeroed", report.pages_zeroed},
               {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()},
               {"ws_pages", report.ws_pages}, {"ws_saved", report.ws_saved}, {"ws_missed", report.ws_missed},
-              {"ws_recorded", report.ws_recorded}},
+              {"ws_recorded", report.ws_recorded}, {"ws_read_bytes", report.ws_read_bytes},
+              {"ws_read_seconds", report.ws_read_seconds}},
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
     // A VM that failed (its restore cut short) would replace a good set with
     // a partial one: only a VM served to its end is written.
-    if (vm.pager->recording_working_set() && !vm.failed) write_working_set(vm);
+    if (vm.pager->recording_working_set() && !vm.failed) {
+        std::string path, error;
+        uint64_t pages = 0;
+        write_working_set(vm, path, pages, error);
+    }
     else if (vm.pager->recording_working_set())
         RP_WARN("%s: working set not written: the VM failed", vm.name().c_str());
     io->remove_file(vm.uffd_file_slot);
@@ -292,10 +306,16 @@ void Reactor::Impl::answer(VmQuery& query) {
         if (!v || v->closing || (query.vm_id != 0 && v->setup.id != query.vm_id)) continue;
         if (query.action == VmQuery::Action::release) close_vm(*v, "released by the operator (ringpager ctl release)", false);
         if (query.action == VmQuery::Action::prefetch) start_prefetch(*v);
+        VmInfo info;
+        if (query.action == VmQuery::Action::record_ws) {
+            if (!v->pager->recording_working_set())
+                info.ws_error = "it is not recording a working set (serve --record-ws)";
+            else
+                write_working_set(*v, info.ws_path, info.ws_pages, info.ws_error);
+        }
         const VmPager& pager = *v->pager;
         const PageStates& states = pager.states();
         const Histogram::Snapshot latency = pager.fault_service().snapshot();
-        VmInfo info;
         info.id = v->setup.id;
         info.pid = v->setup.pid;
         info.listener = v->setup.listener_index;

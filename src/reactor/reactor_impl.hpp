@@ -125,7 +125,8 @@ struct Reactor::Impl final : PagerHost {
     void kill_if_asked(const VmSetup& setup, const std::string& who);
     void start_prefetch(Vm& vm);
     void use_working_sets(Vm& vm);
-    void write_working_set(Vm& vm);
+    // Writes the VM's recorded working set; false with `error` if it could not.
+    bool write_working_set(Vm& vm, std::string& path, uint64_t& pages, std::string& error);
     void begin_drain(std::chrono::steady_clock::time_point deadline);
     void drain_step();
     void end_drain();

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace ringpager {
@@ -24,13 +25,17 @@ struct VmInfo {
     uint64_t faults = 0;
     double seconds_to_resident = -1;  // -1: not resident yet
     double fault_p50_seconds = 0, fault_p99_seconds = 0;
+    // Action::record_ws: the file written and its pages, or why not.
+    std::string ws_path, ws_error;
+    uint64_t ws_pages = 0;
 };
 
 // A question to every reactor about its VMs (the control API): each reactor
 // acts on the VMs it owns and answers; the asker waits for all answers.
 struct VmQuery {
     // ping: answer at once, touching no VM (the watchdog's liveness check).
-    enum class Action : uint8_t { list, release, prefetch, ping };
+    // record_ws: write the VM's working set recorded so far (it records on).
+    enum class Action : uint8_t { list, release, prefetch, record_ws, ping };
     Action action = Action::list;
     uint64_t vm_id = 0;  // 0: every VM (list only)
     std::mutex mu;

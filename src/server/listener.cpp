@@ -297,14 +297,20 @@ private:
         uint64_t pages = 0;
         for (const Region& r : handshake.regions) pages += r.page_count();
         const uint64_t states_bytes = PageStates::bytes_for(pages);
-        const uint64_t state_bytes = states_bytes + sizeof(Vm) + handshake.regions.size() * sizeof(AddressExtent);
+        const size_t replay_runs = listener.prefetch_first ? listener.prefetch_first->size() : 0;
+        const uint64_t ws_bytes = VmPager::working_set_bytes(pages, listener.record_ws != nullptr, replay_runs);
+        const uint64_t state_bytes =
+            states_bytes + ws_bytes + sizeof(Vm) + handshake.regions.size() * sizeof(AddressExtent);
         const uint64_t limit = ctx_.budgets.memory_limit_bytes;
         Reservation memory = Reservation::take(ctx_.budgets.vm_state_bytes, state_bytes, limit);
         if (!memory.held()) {
             const uint64_t used = ctx_.budgets.vm_state_bytes.load();
             const uint64_t left = limit > used ? limit - used : 0;
             return refuse(index, "its state would take " + std::to_string(state_bytes >> 10) + " KiB (" +
-                                     std::to_string(states_bytes >> 10) + " KiB of page states)" +
+                                     std::to_string(states_bytes >> 10) + " KiB of page states" +
+                                     (ws_bytes != 0 ? ", " + std::to_string(ws_bytes >> 10) + " KiB for its working set"
+                                                    : std::string()) +
+                                     ")" +
                                      " and the engine's memory bound (--memory-limit " +
                                      std::to_string(limit >> 20) + " MiB) has " +
                                      std::to_string(left >> 10) + " KiB left",

@@ -410,6 +410,49 @@ TEST_F(WorkingSetCliTest, RecordedByServeThenReplayed) {
     EXPECT_NE(log.find("installed ahead of a fault (faults saved)"), std::string::npos) << log;
 }
 
+// A VM that stays up (guestsim --hold) gets its working set written without
+// a release: `ringpager ctl PATH record-ws 1` for that VM, SIGUSR1 for every
+// recording VM; each file holds the pages touched so far, and the VM is
+// served on (it verifies every page afterwards).
+TEST_F(WorkingSetCliTest, CtlRecordWsAndSigusr1WriteTheSetOfAVmStillServed) {
+    const std::string mem = make_image(dir, "mem", 4 * MiB);
+    const std::string socket = dir.file("ws.sock"), control = dir.file("control.sock");
+    const std::string ws = dir.file("vm-{vm}.ws"), ws1 = dir.file("vm-1.ws");
+    Child server = spawn(ringpager, {"serve", "--socket", socket, "--mem-file", mem, "--record-ws", ws, "--control",
+                                     control});
+    ASSERT_TRUE(wait_for_file(socket));
+    ASSERT_TRUE(wait_for_file(control));
+    Child guest = spawn(guestsim, {"run", "--socket", socket, "--mem-file", mem, "--regions", "4M", "--pattern",
+                                   "random", "--fraction", "0.1", "--seed", "5", "--hold"});
+    std::string said;
+    ASSERT_TRUE(read_until(guest, "holding after", said)) << said;
+    const size_t at = said.find("holding after ");
+    const uint64_t touched = std::stoull(said.substr(at + 14));
+    ASSERT_GT(touched, 50u);
+    std::string out;
+    ASSERT_EQ(WEXITSTATUS(run({"ctl", control, "record-ws", "1"}, out)), 0) << out;
+    EXPECT_NE(out.find("\"pages\": " + std::to_string(touched)), std::string::npos) << out;
+    EXPECT_NE(out.find("\"path\": \"" + ws1 + "\""), std::string::npos) << out;
+    const std::string by_ctl = read_file(ws1);
+    ASSERT_FALSE(by_ctl.empty());
+    std::filesystem::remove(ws1);
+    kill(server.pid, SIGUSR1);
+    std::string log;
+    ASSERT_TRUE(read_until(server, "working set(s) written", log)) << log;
+    EXPECT_NE(log.find("User defined signal 1 received: 1 working set(s) written; recording goes on"),
+              std::string::npos) << log;
+    EXPECT_EQ(read_file(ws1), by_ctl);  // nothing touched in between: the same set
+    EXPECT_EQ(WEXITSTATUS(run({"ctl", control, "record-ws", "2"}, out)), 1);
+    EXPECT_EQ(out, "ringpager ctl: no VM 2 is being served\n");
+    kill(guest.pid, SIGUSR1);
+    std::string guest_out;
+    EXPECT_EQ(guest.wait(&guest_out), 0) << said << guest_out;
+    kill(server.pid, SIGTERM);
+    std::string rest;
+    const int status = server.wait(&rest);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log << rest;
+}
+
 TEST_F(WorkingSetCliTest, WsMergeWritesTheUnionAndRefusesBadInputs) {
     const std::string mem = make_image(dir, "mem", 4 * MiB);
     const std::string ws = dir.file("vm.ws"), merged = dir.file("merged.ws");

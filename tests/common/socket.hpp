@@ -41,4 +41,15 @@ inline void send_with_fds(int sock, const std::string& bytes, const std::vector<
     ASSERT_EQ(sendmsg(sock, &msg, 0), static_cast<ssize_t>(bytes.size())) << strerror(errno);
 }
 
+// One request line, one response line (or "" when the engine closed first):
+// the control socket's protocol (serve --control).
+inline std::string ask(int sock, const std::string& line) {
+    const std::string out = line + "\n";
+    if (send(sock, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) return "";
+    std::string in;
+    char c;
+    while (recv(sock, &c, 1, 0) == 1 && c != '\n') in.push_back(c);
+    return in;
+}
+
 }  // namespace ringpager::testing

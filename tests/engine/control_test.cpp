@@ -20,16 +20,6 @@ namespace {
 
 constexpr uint64_t MiB = 1024 * 1024;
 
-// One request line, one response line (or "" when the engine closed first).
-std::string ask(int sock, const std::string& line) {
-    const std::string out = line + "\n";
-    if (send(sock, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) return "";
-    std::string in;
-    char c;
-    while (recv(sock, &c, 1, 0) == 1 && c != '\n') in.push_back(c);
-    return in;
-}
-
 class ControlTest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -54,6 +44,26 @@ protected:
     RunningEngine e;
     FileDesc conn;
 };
+
+// record-ws names a VM; one that is not recording (no serve --record-ws)
+// gets one line saying so, and a VM that is not served another.
+TEST_F(ControlTest, RecordWsOnAVmThatIsNotRecordingSaysSo) {
+    sim::Guest guest = make_guest(e.socket, {4 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_active == 1; }, kWait));
+    json list = request(R"({"cmd":"list"})");
+    ASSERT_EQ(list["vms"].size(), 1u);
+    const uint64_t id = list["vms"][0]["id"].get<uint64_t>();
+    json reply = request(R"({"cmd":"record-ws","id":)" + std::to_string(id) + "}");
+    EXPECT_FALSE(reply["ok"].get<bool>());
+    EXPECT_EQ(reply["error"].get<std::string>(), "VM " + std::to_string(id) +
+                                                     ": working set not written: it is not recording a working set "
+                                                     "(serve --record-ws)");
+    reply = request(R"({"cmd":"record-ws","id":999})");
+    EXPECT_EQ(reply["error"].get<std::string>(), "no VM 999 is being served");
+    reply = request(R"({"cmd":"record-ws"})");
+    EXPECT_EQ(reply["error"].get<std::string>(), "\"record-ws\" needs \"id\": a VM id (a positive integer; see \"list\")");
+}
 
 TEST_F(ControlTest, ListVmStatsPrefetchAndReleaseActOnTheServedVm) {
     sim::Guest guest = make_guest(e.socket, {4 * MiB});

@@ -22,6 +22,7 @@
 #include "common/socket.hpp"
 #include "common/unix_socket.hpp"
 #include "pager/page_states.hpp"
+#include "pager/vm_pager.hpp"
 #include "uffd/uffd.hpp"
 
 using namespace ringpager;
@@ -254,6 +255,60 @@ TEST_F(IsolationTest, MemoryBoundsRefuseAVmThatWouldPassThem) {
               std::string::npos)
         << log2;
     expect_no_fd_leak();
+}
+
+// Recording a working set takes memory too (a bit per page and up to 8 bytes
+// per recorded page): it is charged with the page states, so a 1 GiB guest
+// that fits the bound unrecorded is refused on a recording listener, with
+// the working set's share named, and a VM's charge is given back when it goes.
+TEST_F(IsolationTest, MemoryBoundCountsTheWorkingSetRecording) {
+    const std::string sparse = dir.file("sparse.mem");
+    {
+        FileDesc f = std::move(FileDesc::open(sparse.c_str(), O_RDWR | O_CREAT, 0600).value());
+        ASSERT_EQ(ftruncate(f.get(), static_cast<off_t>(1 * GiB)), 0);
+    }
+    std::string error;
+    std::shared_ptr<const Source> source = open_raw_source(sparse, error);
+    ASSERT_TRUE(source) << error;
+    start([&](EngineConfig& c) {
+        c.listeners.push_back({dir.file("plain.sock"), source, ServeMode::lazy});
+        c.listeners.push_back({dir.file("rec.sock"), source, ServeMode::lazy});
+        c.listeners.back().record_ws =
+            std::make_shared<WorkingSetRecording>(WorkingSetRecording{dir.file("set.ws"), 1 * GiB, 0});
+        c.memory_limit_bytes = 1 * MiB;
+    });
+    const std::string handshake = "[" + region_json(1ull << 40, 1 * GiB, 0, 4096) + "]";
+    ::testing::internal::CaptureStderr();
+    {
+        auto uffd = Uffd::create(0);
+        ASSERT_TRUE(uffd.ok());
+        FileDesc sock = connect_to(dir.file("rec.sock"));
+        send_with_fds(sock.get(), handshake, {uffd->fd()});
+        ASSERT_TRUE(wait_stats([](const EngineStats& s) { return s.vms_refused == 1; }));
+    }
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    const uint64_t pages = 1 * GiB / 4096;
+    const uint64_t states_kib = PageStates::bytes_for(pages) >> 10;
+    const uint64_t ws_kib = VmPager::working_set_bytes(pages, true, 0) >> 10;
+    EXPECT_GE(ws_kib, 2048u);  // 8 bytes for each of 262,144 pages, and a bitmap
+    EXPECT_NE(log.find("refused: its state would take "), std::string::npos) << log;
+    EXPECT_NE(log.find(" KiB (" + std::to_string(states_kib) + " KiB of page states, " + std::to_string(ws_kib) +
+                       " KiB for its working set) and the engine's memory bound (--memory-limit 1 MiB) has 1024 KiB "
+                       "left"),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(engine->stats().vm_state_bytes, 0u);
+    {
+        // The same guest on the listener that does not record fits.
+        auto uffd = Uffd::create(0);
+        ASSERT_TRUE(uffd.ok());
+        FileDesc sock = connect_to(dir.file("plain.sock"));
+        send_with_fds(sock.get(), handshake, {uffd->fd()});
+        ASSERT_TRUE(wait_stats([](const EngineStats& s) { return s.vms_active == 1 && s.vm_state_bytes > 0; }));
+        EXPECT_LT(engine->stats().vm_state_bytes, 1 * MiB);
+    }
+    ASSERT_TRUE(wait_stats([](const EngineStats& s) { return s.vms_released == 1 && s.vm_state_bytes == 0; }));
+    EXPECT_EQ(engine->stats().vms_refused, 1u);
 }
 
 // --kill-on-failure once killed the raw SO_PEERCRED pid of a refused peer. A

@@ -1,7 +1,8 @@
 // Pins the prefetcher's order per listener (ListenerConfig::prefetch_first,
 // where a recorded working set plugs in): the listed runs are installed
-// first, in their order, then everything else ascending; the VM ends
-// resident and byte exact.
+// first, window by window in their order (a window, 4 MiB of set pages, in
+// file-offset order), then everything else ascending; the VM ends resident
+// and byte exact.
 #include <gtest/gtest.h>
 
 #include <mutex>
@@ -42,14 +43,15 @@ TEST(PrefetchOrderTest, AListenersRecordedRunsArePrefetchedFirstInTheirOrder) {
         order = installs;
     }
     ASSERT_FALSE(order.empty());
-    EXPECT_EQ(order[0], 512u);
-    // Every install inside the first run comes before any other, then the
-    // second run before anything else, then the rest in ascending order.
+    // Both runs fit one window (80 pages < 4 MiB): sorted by offset, the
+    // second run's installs come first, then the first run's, then the
+    // rest in ascending order.
+    EXPECT_EQ(order[0], 100u);
     size_t i = 0;
-    while (i < order.size() && order[i] >= 512 && order[i] < 576) i++;
-    ASSERT_LT(i, order.size());
-    EXPECT_EQ(order[i], 100u);
     while (i < order.size() && order[i] >= 100 && order[i] < 116) i++;
+    ASSERT_LT(i, order.size());
+    EXPECT_EQ(order[i], 512u);
+    while (i < order.size() && order[i] >= 512 && order[i] < 576) i++;
     ASSERT_LT(i, order.size());
     EXPECT_EQ(order[i], 0u);
     for (size_t j = i + 1; j < order.size(); j++) EXPECT_GT(order[j], order[j - 1]) << j;

@@ -91,6 +91,50 @@ TEST(PrefetchOrder, RecordedRangesComeFirstThenTheRest) {
     EXPECT_EQ(first, 0u);
 }
 
+// Coalesced replay: a window of the set (in recorded order) is sorted by page
+// and runs closer than the gap are joined into one span, one read; the next
+// window follows only once this one is walked.
+TEST(PrefetchOrder, AWindowOfTheSetIsSortedAndCloseRunsShareASpan) {
+    PageStates states(200);
+    // Windows of 5 pages: {50}, {10}, {14,2}, {30}, then {5} in the next one.
+    auto order = make_recorded_order({{50, 1}, {10, 1}, {14, 2}, {30, 1}, {5, 1}},
+                                     ReplayShape{5, 3, 64});
+    uint64_t first = 0;
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 10u);  // sorted: 10 and 14-15 are 3 pages apart, one span
+    EXPECT_EQ(order->run_limit(first), 6u);
+    EXPECT_TRUE(order->replaying());
+    order->consumed(10, 6);
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 30u);  // 14 pages past 15: a span of its own
+    EXPECT_EQ(order->run_limit(first), 1u);
+    order->consumed(30, 1);
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 50u);
+    order->consumed(50, 1);
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 5u);  // the second window
+    EXPECT_EQ(order->run_limit(first), 1u);
+    order->consumed(5, 1);
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_FALSE(order->replaying());
+    EXPECT_EQ(order->run_limit(first), UINT64_MAX);
+}
+
+// A span never grows past span_pages: the next run starts a new one.
+TEST(PrefetchOrder, ASpanStopsAtItsBound) {
+    PageStates states(100);
+    auto order = make_recorded_order({{0, 4}, {5, 4}, {10, 4}}, ReplayShape{100, 2, 10});
+    uint64_t first = 0;
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 0u);
+    EXPECT_EQ(order->run_limit(first), 9u);  // 0-8; joining 10-13 would make 14
+    order->consumed(0, 9);
+    ASSERT_TRUE(order->next(states, first));
+    EXPECT_EQ(first, 10u);
+    EXPECT_EQ(order->run_limit(first), 4u);
+}
+
 TEST(PrefetchOrder, RecordedRunsLimitTheRunThenTheRestIsUnlimited) {
     PageStates states(16);
     auto order = make_recorded_order({{6, 2}, {1, 1}});

@@ -6,13 +6,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/engine_fixture.hpp"
+#include "common/socket.hpp"
 #include "guestsim/touch.hpp"
 #include "reactor/test_hooks.hpp"
 #include "snapshot/working_set.hpp"
@@ -129,10 +133,21 @@ TEST(WorkingSetTest, RecordThenReplayIsByteExactAndSavesFaults) {
     const sim::VerifyReport report = guest.verify(*image);
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
     {
-        // The set's first run is the first read installed.
+        // The set is read first, coalesced: the first read installed starts
+        // at a set page, and far fewer reads start at a set page than the
+        // set has runs (one read per recorded run before; now one per span
+        // of the set sorted by offset, its gaps read and not installed).
+        // The rest of memory follows in reads that start between set pages.
         std::lock_guard lock(mu);
         ASSERT_FALSE(installs.empty());
-        EXPECT_EQ(installs[0], plan[0]);
+        EXPECT_NE(std::find(plan.begin(), plan.end(), installs[0]), plan.end()) << installs[0];
+        const auto at_set_pages = std::count_if(installs.begin(), installs.end(), [&](uint64_t page) {
+            return std::find(plan.begin(), plan.end(), page) != plan.end();
+        });
+        // (10% of the pages at random: a set page's neighbour within the
+        // 16 KiB gap is in the set about a third of the time.)
+        EXPECT_LT(static_cast<size_t>(at_set_pages), set.runs.size() * 3 / 4)
+            << at_set_pages << " of " << set.runs.size();
     }
     guest.disconnect();
     ASSERT_TRUE(e.engine->wait_released(1, kWait));
@@ -141,6 +156,10 @@ TEST(WorkingSetTest, RecordThenReplayIsByteExactAndSavesFaults) {
     // Resident before the guest touched anything: every set page was
     // installed ahead of a fault, except those a fault asked for first.
     EXPECT_EQ(r.ws_saved + r.ws_missed, plan.size());
+    // The replay's reads covered at least the set's pages (and the gaps
+    // between them that were read to join them).
+    EXPECT_GE(r.ws_read_bytes, 4096u);
+    EXPECT_GT(r.ws_read_seconds, 0.0);
 }
 
 TEST(WorkingSetTest, FaultsGoFirstWhileTheSetIsReplayed) {
@@ -279,6 +298,60 @@ TEST(WorkingSetTest, EachVmWritesItsOwnFileWhenThePathNamesIt) {
         EXPECT_EQ(pages[2], 500u);
     }
     EXPECT_EQ(e.engine->reports().size(), 2u);
+}
+
+// `ringpager ctl PATH record-ws ID` writes the VM's working set now, while it
+// is served: the file holds the pages touched so far in order, the recording
+// goes on (a second request holds more), and release writes the whole set.
+TEST(WorkingSetTest, ControlRecordWsWritesTheSetSoFarAndRecordingGoesOn) {
+    TempDir dir;
+    const std::string mem = make_image(dir, "mem", 4 * MiB, 0.2, 9);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    std::string error;
+    std::shared_ptr<const Source> source = open_raw_source(mem, error);
+    const std::string path = dir.file("set.ws"), control = dir.file("control.sock");
+    RunningEngine e = start_engine(dir, mem, ServeMode::lazy, 1, std::chrono::seconds(30), source, [&](EngineConfig& c) {
+        c.listeners[0].record_ws = recording_for(*source, path);
+        c.control_path = control;
+    });
+    sim::Guest guest = make_guest(e.socket, {4 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    const std::vector<uint64_t> first = {7, 3, 900, 4}, second = {100, 101, 50};
+    guest.touch_pages(first, 1);
+    FileDesc conn = connect_to(control);
+    const auto record_ws = [&] {
+        const std::string line = ask(conn.get(), R"({"cmd":"list"})");
+        const auto list = nlohmann::json::parse(line, nullptr, false);
+        EXPECT_FALSE(list.is_discarded()) << line;
+        const uint64_t id = list["vms"][0]["id"].get<uint64_t>();
+        return nlohmann::json::parse(ask(conn.get(), R"({"cmd":"record-ws","id":)" + std::to_string(id) + "}"),
+                                     nullptr, false);
+    };
+    nlohmann::json reply = record_ws();
+    ASSERT_TRUE(reply["ok"].get<bool>()) << reply.dump();
+    EXPECT_EQ(reply["working_set"]["path"].get<std::string>(), path);
+    EXPECT_EQ(reply["working_set"]["pages"].get<uint64_t>(), first.size());
+    WorkingSet set;
+    ASSERT_TRUE(load_working_set_file(path, set, error)) << error;
+    EXPECT_EQ(pages_from_runs(set.runs), first);
+
+    guest.touch_pages(second, 1);
+    reply = record_ws();
+    ASSERT_TRUE(reply["ok"].get<bool>()) << reply.dump();
+    std::vector<uint64_t> both = first;
+    both.insert(both.end(), second.begin(), second.end());
+    ASSERT_TRUE(load_working_set_file(path, set, error)) << error;
+    EXPECT_EQ(pages_from_runs(set.runs), both);
+    const sim::VerifyReport report = guest.verify(*image, sim::VerifyScope::touched_pages);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+
+    guest.touch_pages({600}, 1);
+    guest.disconnect();
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    both.push_back(600);
+    ASSERT_TRUE(load_working_set_file(path, set, error)) << error;
+    EXPECT_EQ(pages_from_runs(set.runs), both);
 }
 
 }  // namespace
