@@ -63,6 +63,13 @@ std::string lock_directory(const std::string& dir, FileDesc& out) {
     return {};
 }
 
+bool same_frames(std::span<const FrameRecord> a, std::span<const FrameRecord> b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const FrameRecord& x, const FrameRecord& y) {
+        return x.offset == y.offset && x.stored_bytes == y.stored_bytes && x.plain_bytes == y.plain_bytes &&
+               x.checksum == y.checksum;
+    });
+}
+
 std::string prepare_directory(const std::string& dir) {
     if (dir.empty()) return "no cache directory (--cache-dir DIR)";
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -119,17 +126,40 @@ bool ChunkCache::ready(int layer, uint64_t chunk) const {
 }
 
 std::string ChunkCache::check_chunk(const Layer& l, uint64_t c, std::span<const std::byte> bytes) const {
+    const std::string where = l.object.url() + " chunk " + std::to_string(c) + " (bytes " +
+                              std::to_string(l.chunk_offset(c)) + "+" + std::to_string(l.chunk_length(c)) + "): ";
+    if (!l.frames.empty()) {   // a stored frame: one checksum over its stored bytes
+        const uint64_t read = XXH3_64bits(bytes.data(), bytes.size());
+        if (read == l.frames[c].checksum) return {};
+        return where + "frame checksum mismatch (stored " + hex64(l.frames[c].checksum) + ", fetched " + hex64(read) +
+               ")";
+    }
     const uint64_t bs = l.block_size_bytes;
     for (uint64_t i = 0; i * bs < bytes.size(); ++i) {
         const uint64_t slot = c * l.chunk_slots + i;
         const uint64_t read = XXH3_64bits(bytes.data() + i * bs, bs);
         if (read != l.checksums[slot]) {
-            return l.object.url() + " chunk " + std::to_string(c) + " (bytes " + std::to_string(l.chunk_offset(c)) +
-                   "+" + std::to_string(l.chunk_length(c)) + "): slot " + std::to_string(slot) +
-                   " checksum mismatch (stored " + hex64(l.checksums[slot]) + ", fetched " + hex64(read) + ")";
+            return where + "slot " + std::to_string(slot) + " checksum mismatch (stored " + hex64(l.checksums[slot]) +
+                   ", fetched " + hex64(read) + ")";
         }
     }
     return {};
+}
+
+// Frees chunk `c`'s bytes in its file. A stored frame need not start or end
+// on a page: only the pages wholly inside it are punched, so a neighbour
+// frame sharing a page keeps its bytes (what is left of this one no longer
+// passes its checksum, so it is never reused).
+void ChunkCache::punch(const Layer& l, uint64_t c) const {
+    uint64_t begin = l.chunk_offset(c), end = begin + l.chunk_length(c);
+    if (!l.frames.empty()) {
+        begin = (begin + 4095) / 4096 * 4096;
+        end = end / 4096 * 4096;
+        if (end <= begin) return;
+    }
+    // A failed punch only costs disk space: the chunk is not ready either way.
+    (void)::fallocate(l.file.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(begin),
+                      static_cast<off_t>(end - begin));
 }
 
 // A restarted engine: every chunk of the file that holds data is read and
@@ -149,8 +179,7 @@ void ChunkCache::reuse_cached(Layer& l) {
             stats_.reused_chunks++;
             stats_.cached_bytes += length;
         } else {
-            (void)::fallocate(l.file.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                              static_cast<off_t>(length));
+            punch(l, c);
             stats_.discarded_chunks++;
         }
     }
@@ -160,13 +189,18 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
     const LayerRecord& rec = m.layers[index];
     const uint64_t bs = m.block_size_bytes;
     std::span<const uint64_t> sums(m.checksums.data() + m.checksum_base[index], rec.block_count);
+    // A compressed layer is fetched frame by frame (an uncompressed version 2
+    // layer stores its blocks as version 1 does: chunks of blocks).
+    std::span<const FrameRecord> frames;
+    if (m.compressed()) frames = std::span(m.frames).subspan(m.frame_base[index], rec.frame_count);
     std::lock_guard lock(mu_);
     const std::string id = hex_id(rec.id);
     if (auto it = by_id_.find(id); it != by_id_.end()) {
         const Layer& l = *layers_[it->second];
         if (l.block_size_bytes != bs || l.data_offset_bytes != rec.data_offset_bytes ||
             l.block_count != rec.block_count || l.file_size_bytes != rec.file_size_bytes ||
-            !std::equal(sums.begin(), sums.end(), l.checksums.begin(), l.checksums.end())) {
+            !std::equal(sums.begin(), sums.end(), l.checksums.begin(), l.checksums.end()) ||
+            !same_frames(l.frames, frames)) {
             error = object.url() + ": layer " + id + " is cached with another size or other checksums";
             return -1;
         }
@@ -177,6 +211,14 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
         rec.data_offset_bytes + rec.block_count * bs > rec.file_size_bytes || rec.file_size_bytes > max_object_bytes) {
         error = object.url() + ": layer " + id + " has blocks outside its file";
         return -1;
+    }
+    for (const FrameRecord& f : frames) {
+        if (f.offset > rec.file_size_bytes || f.stored_bytes > rec.file_size_bytes - f.offset ||
+            f.stored_bytes > options_.fetcher.max_range_bytes) {
+            error = object.url() + ": layer " + id + " has a frame outside its file or above " +
+                    format_bytes(options_.fetcher.max_range_bytes);
+            return -1;
+        }
     }
     if (layer_count_ == max_cached_layers) {
         error = object.url() + ": more than " + std::to_string(max_cached_layers) + " layers in one chunk cache";
@@ -189,9 +231,10 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
     l->data_offset_bytes = rec.data_offset_bytes;
     l->block_count = rec.block_count;
     l->file_size_bytes = rec.file_size_bytes;
-    l->chunk_slots = std::max<uint64_t>(1, options_.chunk_bytes / bs);
+    l->chunk_slots = frames.empty() ? std::max<uint64_t>(1, options_.chunk_bytes / bs) : m.frame_blocks;
     l->checksums.assign(sums.begin(), sums.end());
-    l->chunk_count = (rec.block_count + l->chunk_slots - 1) / l->chunk_slots;
+    l->frames.assign(frames.begin(), frames.end());
+    l->chunk_count = frames.empty() ? (rec.block_count + l->chunk_slots - 1) / l->chunk_slots : frames.size();
     l->chunks = std::make_unique<Chunk[]>(l->chunk_count);
     const std::string path = options_.directory + "/" + id + ".rpl";
     auto file = FileDesc::open(path.c_str(), O_RDWR | O_CREAT, 0644);
@@ -330,8 +373,7 @@ void ChunkCache::evict_locked() {
             Chunk& ch = l.chunks[c];
             if (ch.evicted_at_ms < 0 || ch.ticket != 0 || ch.ready.load(std::memory_order_relaxed)) continue;
             if (now - ch.evicted_at_ms < options_.punch_delay.count()) continue;
-            (void)::fallocate(l.file.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                              static_cast<off_t>(l.chunk_offset(c)), static_cast<off_t>(l.chunk_length(c)));
+            punch(l, c);
             ch.evicted_at_ms = -1;
         }
     }

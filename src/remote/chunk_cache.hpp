@@ -9,6 +9,10 @@
 // run of `chunk_slots` stored blocks of one layer (the last one shorter); it
 // is fetched with one range GET, every block checked against the manifest's
 // XXH3-64, written with pwrite, and only then its ready bit set (release).
+// In a compressed layer (format version 2, zstd or lz4) a chunk is one stored
+// frame instead: its bytes as the frame table places them (offset, stored
+// length), checked against the frame's XXH3-64 of the stored bytes; the
+// frame source's workers decompress it from the cache file.
 // ready() loads it with acquire: a reactor that saw a chunk ready reads
 // verified bytes.
 //
@@ -142,22 +146,27 @@ private:
         uint64_t data_offset_bytes = 0;
         uint64_t block_count = 0;
         uint64_t file_size_bytes = 0;
-        uint64_t chunk_slots = 0;
+        uint64_t chunk_slots = 0;          // a compressed layer: blocks per frame
         std::vector<uint64_t> checksums;   // one per slot
+        std::vector<layered::FrameRecord> frames;   // a compressed layer's: one chunk each; else empty
         FileDesc file;
         std::string path;   // DIR/<layer-id>.rpl
         std::unique_ptr<Chunk[]> chunks;
         uint64_t chunk_count = 0;
 
-        uint64_t chunk_offset(uint64_t c) const { return data_offset_bytes + c * chunk_slots * block_size_bytes; }
+        uint64_t chunk_offset(uint64_t c) const {
+            return frames.empty() ? data_offset_bytes + c * chunk_slots * block_size_bytes : frames[c].offset;
+        }
         uint64_t chunk_length(uint64_t c) const {
-            return std::min(chunk_slots, block_count - c * chunk_slots) * block_size_bytes;
+            return frames.empty() ? std::min(chunk_slots, block_count - c * chunk_slots) * block_size_bytes
+                                  : frames[c].stored_bytes;
         }
     };
 
     explicit ChunkCache(ChunkCacheOptions options) : options_(std::move(options)) {}
     std::string check_chunk(const Layer& l, uint64_t c, std::span<const std::byte> bytes) const;
     void reuse_cached(Layer& l);
+    void punch(const Layer& l, uint64_t c) const;
     std::string start_fetch(int layer, uint64_t c, bool fault);   // mu_ held
     void fetched(int layer, uint64_t c, const S3Result<std::span<const std::byte>>& bytes);
     void evict_locked();

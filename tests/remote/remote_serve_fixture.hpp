@@ -1,11 +1,14 @@
 // The fixture of the remote serving tests: a 3-layer chain built locally and
 // pushed to a fresh bucket, a chunk cache on a directory of the test's own,
 // the remote source, and restores of simulated VMs checked page by page.
+// With frame options the chain is format version 2 (zstd or lz4 frames), and
+// a chunk of the cache is one stored frame.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -31,11 +34,11 @@ constexpr uint64_t kChunkBytes = 256 << 10;
 class RemoteServe : public rgwtest::ProxyFixture {
 protected:
     void SetUp() override { set_up(4096); }
-    void set_up(uint64_t block_size) {
+    void set_up(uint64_t block_size, std::optional<FrameOptions> frames = std::nullopt) {
         ProxyFixture::SetUp();
         if (HasFatalFailure()) return;
         block_size_ = block_size;
-        chain_ = build_chain(dir_, 16 * MiB, block_size);
+        chain_ = build_chain(dir_, 16 * MiB, block_size, frames);
         PushReport report;
         ASSERT_EQ(push_snapshot(*client, chain_.manifest, at("snap"), PushOptions{}, report), "");
         ASSERT_EQ(report.layers_uploaded, 3u);
@@ -62,11 +65,12 @@ protected:
         return source;
     }
 
-    // Chunks holding at least one block a guest block maps to: what a VM made
-    // resident needs, each exactly once.
+    // Chunks (of a compressed snapshot: frames) holding at least one block a
+    // guest block maps to: what a VM made resident needs, each exactly once.
     uint64_t referenced_chunks() const {
         std::set<std::pair<uint32_t, uint64_t>> chunks;
-        const uint64_t slots = std::max<uint64_t>(1, kChunkBytes / m_.block_size_bytes);
+        const uint64_t slots =
+            m_.compressed() ? m_.frame_blocks : std::max<uint64_t>(1, kChunkBytes / m_.block_size_bytes);
         for (size_t i = 0; i < m_.extents.size(); ++i) {
             const auto& e = m_.extents[i];
             if (layered::is_zero_location(e.location)) continue;
