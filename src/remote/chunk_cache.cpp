@@ -121,7 +121,8 @@ uint64_t ChunkCache::now_ms() const {
 bool ChunkCache::ready(int layer, uint64_t chunk) const {
     const Chunk& c = layers_[layer]->chunks[chunk];
     if (!c.ready.load(std::memory_order_acquire)) return false;
-    c.last_used.store(now_ms(), std::memory_order_relaxed);
+    // Loaded first: a chunk read over and over keeps its cache line shared.
+    if (!c.referenced.load(std::memory_order_relaxed)) c.referenced.store(true, std::memory_order_relaxed);
     return true;
 }
 
@@ -164,7 +165,7 @@ void ChunkCache::punch(const Layer& l, uint64_t c) const {
 
 // A restarted engine: every chunk of the file that holds data is read and
 // checked; intact ones are ready at once, others are punched out.
-void ChunkCache::reuse_cached(Layer& l) {
+void ChunkCache::reuse_cached(Layer& l, int handle) {
     std::vector<std::byte> buffer;
     for (uint64_t c = 0; c < l.chunk_count; ++c) {
         const uint64_t offset = l.chunk_offset(c), length = l.chunk_length(c);
@@ -176,6 +177,7 @@ void ChunkCache::reuse_cached(Layer& l) {
                             check_chunk(l, c, buffer).empty();
         if (intact) {
             l.chunks[c].ready.store(true, std::memory_order_release);
+            if (options_.capacity_bytes != 0) clock_.push_back({handle, c});
             stats_.reused_chunks++;
             stats_.cached_bytes += length;
         } else {
@@ -251,8 +253,9 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
     }
     l->file = std::move(*file);
     l->path = path;
-    reuse_cached(*l);
-    const int handle = layer_count_++;
+    const int handle = layer_count_;
+    reuse_cached(*l, handle);
+    layer_count_++;
     layers_[handle] = std::move(l);
     by_id_[id] = handle;
     return handle;
@@ -344,8 +347,11 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
         if (error.empty()) {
             stats_.bytes_fetched += bytes->size();
             stats_.cached_bytes += bytes->size();
-            ch.last_used.store(now_ms(), std::memory_order_relaxed);
+            // At the back of the ring with its bit clear: the hand reaches it
+            // after every older chunk, so its waiters read it before it can go.
+            ch.referenced.store(false, std::memory_order_relaxed);
             ch.evicted_at_ms = -1;
+            if (options_.capacity_bytes != 0) clock_.push_back({layer, c});
         } else {
             stats_.chunk_failures++;
         }
@@ -361,44 +367,50 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
 }
 
 // mu_ held. Punches out chunks evicted at least punch_delay ago (unless
-// fetched again since), then evicts least recently used ready chunks until
-// the cache fits its capacity. A chunk with waiters is being fetched, so it is
-// never ready and never chosen.
+// fetched again since), then evicts ready chunks in CLOCK order until the
+// cache fits its capacity. A chunk with waiters is being fetched, so it is
+// never ready and never in the ring.
 void ChunkCache::evict_locked() {
     if (options_.capacity_bytes == 0) return;
     const auto now = static_cast<int64_t>(now_ms());
-    for (int h = 0; h < layer_count_; ++h) {
-        Layer& l = *layers_[h];
-        for (uint64_t c = 0; c < l.chunk_count; ++c) {
-            Chunk& ch = l.chunks[c];
-            if (ch.evicted_at_ms < 0 || ch.ticket != 0 || ch.ready.load(std::memory_order_relaxed)) continue;
-            if (now - ch.evicted_at_ms < options_.punch_delay.count()) continue;
-            punch(l, c);
-            ch.evicted_at_ms = -1;
+    punch_due_locked(now);
+    // Each turn evicts, or clears one bit and moves its chunk back: after
+    // twice the ring's length every bit is clear and the front is taken.
+    for (size_t turns = 2 * clock_.size() + 1; stats_.cached_bytes > options_.capacity_bytes && turns > 0; --turns) {
+        if (clock_.empty()) return;
+        const ChunkRef ref = clock_.front();
+        clock_.pop_front();
+        Layer& l = *layers_[ref.layer];
+        Chunk& ch = l.chunks[ref.chunk];
+        if (!ch.ready.load(std::memory_order_relaxed)) continue;   // not in the ring by rights; dropped
+        if (ch.referenced.exchange(false, std::memory_order_relaxed)) {
+            clock_.push_back(ref);   // second chance
+            continue;
         }
-    }
-    while (stats_.cached_bytes > options_.capacity_bytes) {
-        Layer* victim_layer = nullptr;
-        uint64_t victim = 0, oldest = UINT64_MAX;
-        for (int h = 0; h < layer_count_; ++h) {
-            Layer& l = *layers_[h];
-            for (uint64_t c = 0; c < l.chunk_count; ++c) {
-                const Chunk& ch = l.chunks[c];
-                if (!ch.ready.load(std::memory_order_relaxed) || ch.ticket != 0 || !ch.waiters.empty()) continue;
-                const uint64_t used = ch.last_used.load(std::memory_order_relaxed);
-                if (used < oldest) {
-                    oldest = used;
-                    victim_layer = &l;
-                    victim = c;
-                }
-            }
-        }
-        if (victim_layer == nullptr) return;
-        Chunk& ch = victim_layer->chunks[victim];
         ch.ready.store(false, std::memory_order_release);
         ch.evicted_at_ms = now;
-        stats_.cached_bytes -= victim_layer->chunk_length(victim);
+        to_punch_.push_back({ref, now});
+        stats_.cached_bytes -= l.chunk_length(ref.chunk);
         stats_.evictions++;
+    }
+}
+
+// mu_ held. Evictions are queued in time order, so the due ones are at the
+// front. One evicted again since has a newer time (its older entry is
+// dropped); one being fetched again is looked at once more later.
+void ChunkCache::punch_due_locked(int64_t now) {
+    for (size_t n = to_punch_.size(); n > 0 && now - to_punch_.front().at_ms >= options_.punch_delay.count(); --n) {
+        const Evicted e = to_punch_.front();
+        to_punch_.pop_front();
+        Layer& l = *layers_[e.chunk.layer];
+        Chunk& ch = l.chunks[e.chunk.chunk];
+        if (ch.evicted_at_ms != e.at_ms || ch.ready.load(std::memory_order_relaxed)) continue;
+        if (ch.ticket != 0) {
+            to_punch_.push_back(e);
+            continue;
+        }
+        punch(l, e.chunk.chunk);
+        ch.evicted_at_ms = -1;
     }
 }
 

@@ -30,10 +30,15 @@
 // with one line. A cache opened on a directory with cached layers re-verifies
 // every chunk that has data when the layer is added and keeps the intact ones.
 //
-// Eviction: past `capacity_bytes`, the least recently used ready chunks that no
-// request waits on lose their ready bit; their bytes are punched out of the
-// file (FALLOC_FL_PUNCH_HOLE) only at a later eviction pass, at least
-// `punch_delay` later, so a read a reactor planned just before the eviction
+// Eviction: past `capacity_bytes`, ready chunks lose their ready bit in CLOCK
+// order (second chance, an approximation of least recently used that costs
+// O(1) per use and amortized O(1) per eviction): ready chunks sit in a ring
+// in the order they became ready; ready() sets a chunk's `referenced` bit; the
+// hand takes the ring's oldest chunk, and one whose bit is set has it cleared
+// and goes to the back instead of being evicted. An evicted chunk's bytes are
+// punched out of the file (FALLOC_FL_PUNCH_HOLE) only at a later eviction
+// pass, at least `punch_delay` later (a FIFO of evictions, oldest first), so
+// a read a reactor planned just before the eviction
 // still finds the bytes (they never change: a chunk fetched again writes the
 // same bytes). A read that came later still would fail its checksum (reads are
 // verified), never install wrong bytes.
@@ -42,6 +47,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -130,7 +136,7 @@ private:
     struct Request;
     struct Chunk {
         std::atomic<bool> ready{false};
-        mutable std::atomic<uint64_t> last_used{0};
+        mutable std::atomic<bool> referenced{false};   // used since the hand last passed (CLOCK)
         // Guarded by mu_:
         uint64_t ticket = 0;        // the fetch under way (0: none)
         bool fault = false;         // it was asked for by a fault
@@ -165,11 +171,12 @@ private:
 
     explicit ChunkCache(ChunkCacheOptions options) : options_(std::move(options)) {}
     std::string check_chunk(const Layer& l, uint64_t c, std::span<const std::byte> bytes) const;
-    void reuse_cached(Layer& l);
+    void reuse_cached(Layer& l, int handle);
     void punch(const Layer& l, uint64_t c) const;
     std::string start_fetch(int layer, uint64_t c, bool fault);   // mu_ held
     void fetched(int layer, uint64_t c, const S3Result<std::span<const std::byte>>& bytes);
     void evict_locked();
+    void punch_due_locked(int64_t now);
     uint64_t now_ms() const;
 
     ChunkCacheOptions options_;
@@ -184,6 +191,15 @@ private:
     int layer_count_ = 0;
     std::unordered_map<std::string, int> by_id_;
     ChunkCacheStats stats_;
+    // Eviction, under mu_ and only with a capacity: the ready chunks in the
+    // order they became ready (each once; the hand pops the front), and the
+    // evicted ones waiting for their punch, oldest first.
+    std::deque<ChunkRef> clock_;
+    struct Evicted {
+        ChunkRef chunk;
+        int64_t at_ms = 0;
+    };
+    std::deque<Evicted> to_punch_;
     std::unique_ptr<RangeFetcher> fetcher_;   // last: its destructor calls back into the members above
 };
 

@@ -14,6 +14,9 @@
 #include <poll.h>
 #include <sys/inotify.h>
 
+#include <condition_variable>
+#include <mutex>
+
 #include "remote_serve_fixture.hpp"
 
 using namespace ringpager;
@@ -107,6 +110,57 @@ TEST_F(RemoteServe, ABoundedCacheEvictsAndStillServesEveryPage) {
     std::string error;
     EXPECT_FALSE(open_cache(rgw().config(), &error, [](ChunkCacheOptions& o) { o.capacity_bytes = kChunkBytes; }));
     EXPECT_EQ(error, "cache size 256 KiB is below the 8 MiB the fetches in flight need (2 x 16 chunks of 256 KiB)");
+}
+
+// Records the one callback of a cache request.
+class WaitingSink final : public FetchSink {
+public:
+    void fetched(uint64_t, const std::string& error) override {
+        std::lock_guard lock(mu_);
+        errors_.push_back(error);
+        done_.notify_all();
+    }
+    std::vector<std::string> wait() {
+        std::unique_lock lock(mu_);
+        done_.wait_for(lock, kWait, [&] { return !errors_.empty(); });
+        return errors_;
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable done_;
+    std::vector<std::string> errors_;
+};
+
+TEST_F(RemoteServe, EvictionGivesAChunkReadSinceTheHandPassedASecondChance) {
+    // Room for 4 chunks; one transfer at a time, so the floor is 2 chunks.
+    auto cache = open_cache(rgw().config(), nullptr, [](ChunkCacheOptions& o) {
+        o.capacity_bytes = 4 * kChunkBytes;
+        o.fetcher.max_in_flight = 1;
+        o.fetcher.prefetch_max_in_flight = 1;
+    });
+    ASSERT_TRUE(cache);
+    std::string error;
+    const int h = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
+    ASSERT_GE(h, 0) << error;
+    ASSERT_GE(m_.layers[0].block_count, 12 * cache->chunk_slots(h));
+    auto fetch = [&](uint64_t c) {
+        auto sink = std::make_shared<WaitingSink>();
+        const ChunkCache::ChunkRef ref{h, c};
+        cache->request(std::span(&ref, 1), true, sink, c);
+        EXPECT_EQ(sink->wait(), std::vector<std::string>{""});
+    };
+    fetch(0);
+    for (uint64_t c = 1; c < 12; ++c) {
+        EXPECT_TRUE(cache->ready(h, 0)) << "before chunk " << c;   // read before every eviction
+        fetch(c);
+    }
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_EQ(s.evictions, 8u);                // 12 fetched, 4 fit
+    EXPECT_LE(s.cached_bytes, 4 * kChunkBytes);
+    EXPECT_TRUE(cache->ready(h, 0));           // never the one taken
+    EXPECT_FALSE(cache->ready(h, 1));          // not read since it came: the first to go
+    EXPECT_TRUE(cache->ready(h, 11));          // the newest is at the back of the ring
 }
 
 TEST_F(RemoteServe, ASecondCacheOnADirectoryInUseIsRefusedWithOneLine) {
