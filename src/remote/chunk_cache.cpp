@@ -113,6 +113,11 @@ ChunkCache::~ChunkCache() {
     fetcher_.reset();
 }
 
+std::string ChunkCache::deadline_message(const std::string& cause) const {
+    return "not fetched within the fetch deadline (" + std::to_string(options_.fetch_deadline.count()) +
+           " ms): " + cause;
+}
+
 uint64_t ChunkCache::now_ms() const {
     return static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch_).count());
@@ -269,6 +274,10 @@ std::string ChunkCache::start_fetch(int layer, uint64_t c, bool fault) {
     r.offset = l.chunk_offset(c);
     r.length = l.chunk_length(c);
     r.priority = fault ? FetchPriority::fault : FetchPriority::prefetch;
+    // The fetcher ends the request when the chunk's oldest waiter has waited
+    // the fetch deadline, so a store that hangs fails it then, not when a
+    // transfer times out.
+    r.deadline = epoch_ + std::chrono::milliseconds(l.chunks[c].waiting_since_ms) + options_.fetch_deadline;
     r.done = [this, layer, c](uint64_t, const S3Result<std::span<const std::byte>>& bytes) { fetched(layer, c, bytes); };
     auto ticket = fetcher_->submit(std::move(r));
     if (!ticket) return ticket.error().message;
@@ -289,6 +298,8 @@ void ChunkCache::request(std::span<const ChunkRef> chunks, bool fault, std::shar
         for (const ChunkRef& ref : chunks) {
             Chunk& ch = layers_[ref.layer]->chunks[ref.chunk];
             if (ch.ready.load(std::memory_order_acquire)) continue;
+            // Before a fetch starts: its deadline counts from the first waiter.
+            if (ch.waiters.empty()) ch.waiting_since_ms = now_ms();
             if (ch.ticket != 0) {   // under way: wait on it
                 stats_.attached++;
                 if (fault && !ch.fault) {
@@ -299,7 +310,6 @@ void ChunkCache::request(std::span<const ChunkRef> chunks, bool fault, std::shar
                 if (req->error.empty()) req->error = e;
                 continue;
             }
-            if (ch.waiters.empty()) ch.waiting_since_ms = now_ms();
             ch.waiters.push_back(req);
             req->pending++;
         }
@@ -316,6 +326,7 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
     if (!bytes) {
         error = bytes.error().message;
         passing = bytes.error().retryable();
+        if (bytes.error().kind == S3Error::Kind::deadline) error = deadline_message(error);
     } else if (error = check_chunk(l, c, *bytes); !error.empty()) {
         bad_checksum = true;
     } else if (auto e = pwrite_all(l.file.get(), *bytes, l.chunk_offset(c), l.path); !e.empty()) {
@@ -338,8 +349,7 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
                 stats_.restarts++;
                 if (start_fetch(layer, c, ch.fault).empty()) return changed_.notify_all();
             } else {
-                error = "not fetched within the fetch deadline (" + std::to_string(options_.fetch_deadline.count()) +
-                        " ms): " + error;
+                error = deadline_message(error);
             }
         }
         ch.attempts = 0;

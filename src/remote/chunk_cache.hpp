@@ -23,7 +23,9 @@
 // A fetch that fails for a passing cause (the store away, 5xx, resets and
 // timeouts, after the fetcher's own retries) is started again until its
 // oldest waiter has waited `fetch_deadline`: a store that goes away and comes
-// back within it only delays the VMs waiting on it.
+// back within it only delays the VMs waiting on it. Each range GET carries
+// that deadline (RangeRequest::deadline): a store that hangs without failing
+// has the fetch ended at the deadline by the fetcher's own poll timeout.
 //
 // DIR is locked (flock, LOCK_EX|LOCK_NB on DIR/lock) for the cache's life: a
 // second cache on the same directory, in this process or another, is refused
@@ -178,6 +180,7 @@ private:
     void evict_locked();
     void punch_due_locked(int64_t now);
     uint64_t now_ms() const;
+    std::string deadline_message(const std::string& cause) const;
 
     ChunkCacheOptions options_;
     FileDesc lock_;

@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <list>
@@ -26,6 +27,7 @@ struct Pending {
     unsigned attempts = 0;           // made so far
     Clock::time_point not_before{};  // backoff before the next attempt
     Clock::time_point first_attempt{};
+    std::string last_error;          // the last failed attempt's cause, for a deadline's message
 };
 
 // One transfer: owned by the fetcher thread, never moved while in flight.
@@ -42,6 +44,18 @@ struct Slot {
 S3Error cancelled_error(const RangeRequest& r, const char* why) {
     return S3Error{S3Error::Kind::cancelled, 0,
                    r.object.url() + " bytes " + std::to_string(r.offset) + "+" + std::to_string(r.length) + ": " + why};
+}
+
+S3Error deadline_error(const Pending& p, bool in_flight) {
+    const RangeRequest& r = p.request;
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - p.first_attempt).count();
+    std::string message = p.last_error.empty()
+                              ? r.object.url() + " bytes " + std::to_string(r.offset) + "+" +
+                                    std::to_string(r.length) + ": " + (in_flight ? "no answer" : "not started")
+                              : p.last_error;
+    if (p.attempts > 0) message += " (" + std::to_string(p.attempts) + " attempts in " + std::to_string(ms) + " ms)";
+    return S3Error{S3Error::Kind::deadline, 0, std::move(message)};
 }
 
 }  // namespace
@@ -78,6 +92,7 @@ struct RangeFetcher::State {
     void begin(Slot& slot, Pending pending);
     void finish(Slot& slot, CURLcode code);
     void stop_all();
+    void end_overdue(Clock::time_point now);
     int poll_timeout_ms(Clock::time_point now);
     void wake() { curl_multi_wakeup(multi); }
 };
@@ -146,7 +161,7 @@ S3Result<uint64_t> RangeFetcher::submit(RangeRequest request) {
         }
         ticket = s.next_ticket++;
         int q = request.priority == FetchPriority::fault ? 0 : 1;
-        s.queues[q].push_back(Pending{ticket, std::move(request), 0, {}, {}});
+        s.queues[q].push_back(Pending{ticket, std::move(request), 0, {}, {}, {}});
         s.queued[ticket] = {q, std::prev(s.queues[q].end())};
         ++s.stats.submitted;
     }
@@ -212,6 +227,7 @@ void RangeFetcher::State::run() {
             p.request.done(p.ticket, cancelled_error(p.request, "cancelled while queued"));
         }
         auto now = Clock::now();
+        end_overdue(now);
         start_ready(now);
         int running = 0;
         curl_multi_perform(multi, &running);
@@ -308,6 +324,7 @@ void RangeFetcher::State::finish(Slot& slot, CURLcode code) {
         if (retry && !stopping) {
             ++stats.retries;
             p.not_before = Clock::now() + std::chrono::milliseconds(config.retry.delay_ms(p.attempts + 1, next_random(jitter)));
+            p.last_error = result.error().message;
             uint64_t ticket = p.ticket;
             queues[q].push_front(std::move(p));
             queued[ticket] = {q, queues[q].begin()};
@@ -340,14 +357,57 @@ int RangeFetcher::State::poll_timeout_ms(Clock::time_point now) {
     if (!cancelled.empty() || stopping) return 0;
     int timeout = 1000;
     if (paused) return timeout;
+    auto wake_at = [&](Clock::time_point at) {
+        if (at == Clock::time_point::max()) return;
+        auto ms = std::chrono::ceil<std::chrono::milliseconds>(at - now).count();
+        timeout = std::min<int>(timeout, static_cast<int>(std::clamp<long>(ms, 0, 1000)));
+    };
     for (auto& queue : queues) {
         for (auto& p : queue) {
-            if (p.attempts == 0) break;   // retried requests wait at the head of their queue
-            auto ms = std::chrono::ceil<std::chrono::milliseconds>(p.not_before - now).count();
-            timeout = std::min<int>(timeout, static_cast<int>(std::max<long>(0, ms)));
+            wake_at(p.request.deadline);
+            if (p.attempts > 0) wake_at(p.not_before);   // retried requests wait at the head of their queue
         }
     }
+    for (auto& slot : slots) {
+        if (slot->busy) wake_at(slot->pending.request.deadline);
+    }
     return timeout;
+}
+
+// Ends every request whose deadline passed: in flight (the transfer is
+// abandoned, its connection closed by libcurl) or queued.
+void RangeFetcher::State::end_overdue(Clock::time_point now) {
+    for (auto& slot : slots) {
+        if (!slot->busy || slot->pending.request.deadline > now) continue;
+        curl_multi_remove_handle(multi, slot->easy);
+        Pending done = std::move(slot->pending);
+        slot->busy = false;
+        {
+            std::lock_guard lock(mutex);
+            --in_flight[done.request.priority == FetchPriority::fault ? 0 : 1];
+            ++stats.failed;
+            ++stats.deadlines;
+        }
+        done.request.done(done.ticket, deadline_error(done, true));
+    }
+    std::vector<Pending> overdue;
+    {
+        std::lock_guard lock(mutex);
+        for (auto& queue : queues) {
+            for (auto it = queue.begin(); it != queue.end();) {
+                if (it->request.deadline > now) {
+                    ++it;
+                    continue;
+                }
+                queued.erase(it->ticket);
+                overdue.push_back(std::move(*it));
+                it = queue.erase(it);
+                ++stats.failed;
+                ++stats.deadlines;
+            }
+        }
+    }
+    for (Pending& p : overdue) p.request.done(p.ticket, deadline_error(p, false));
 }
 
 // The destructor's end: every request still here is called back as cancelled.

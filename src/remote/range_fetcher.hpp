@@ -26,9 +26,15 @@
 //  - Failed attempts (5xx, 429, resets, timeouts, answers cut short) are
 //    retried with the S3Config's backoff; meanwhile the request waits at the
 //    head of its queue, and other requests go ahead.
+//  - A request may carry a deadline: when it passes, queued (also waiting
+//    out a backoff) or in flight, the transfer is abandoned and the request
+//    called back with kind `deadline` and the last attempt's cause, at the
+//    deadline (the thread's poll wakes for it), not when a hung transfer
+//    would time out.
 //  - Memory: at most max_in_flight buffers of at most max_range_bytes.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -52,6 +58,8 @@ struct RangeRequest {
     uint64_t length = 0;   // 1 .. Options::max_range_bytes
     FetchPriority priority = FetchPriority::prefetch;
     RangeCallback done;
+    // Past it, the request ends with kind `deadline` (max: none).
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 struct RangeFetcherStats {
@@ -59,6 +67,7 @@ struct RangeFetcherStats {
     uint64_t succeeded = 0;
     uint64_t failed = 0;
     uint64_t cancelled = 0;
+    uint64_t deadlines = 0;   // requests ended by their deadline (counted in failed too)
     uint64_t retries = 0;
     uint64_t bytes = 0;
     uint32_t in_flight = 0;
