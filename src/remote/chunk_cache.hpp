@@ -25,7 +25,8 @@
 // oldest waiter has waited `fetch_deadline`: a store that goes away and comes
 // back within it only delays the VMs waiting on it. Each range GET carries
 // that deadline (RangeRequest::deadline): a store that hangs without failing
-// has the fetch ended at the deadline by the fetcher's own poll timeout.
+// has a fault's fetch ended at the deadline by the fetcher's own poll
+// timeout (a prefetch fetch is only checked when it fails, as before).
 //
 // DIR is locked (flock, LOCK_EX|LOCK_NB on DIR/lock) for the cache's life: a
 // second cache on the same directory, in this process or another, is refused

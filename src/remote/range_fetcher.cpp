@@ -362,23 +362,31 @@ int RangeFetcher::State::poll_timeout_ms(Clock::time_point now) {
         auto ms = std::chrono::ceil<std::chrono::milliseconds>(at - now).count();
         timeout = std::min<int>(timeout, static_cast<int>(std::clamp<long>(ms, 0, 1000)));
     };
-    for (auto& queue : queues) {
-        for (auto& p : queue) {
-            wake_at(p.request.deadline);
+    for (int q = 0; q < 2; ++q) {
+        for (auto& p : queues[q]) {
+            if (q == 0) wake_at(p.request.deadline);   // only fault requests end at their deadline
             if (p.attempts > 0) wake_at(p.not_before);   // retried requests wait at the head of their queue
         }
     }
     for (auto& slot : slots) {
-        if (slot->busy) wake_at(slot->pending.request.deadline);
+        if (slot->busy && slot->pending.request.priority == FetchPriority::fault) {
+            wake_at(slot->pending.request.deadline);
+        }
     }
     return timeout;
 }
 
-// Ends every request whose deadline passed: in flight (the transfer is
-// abandoned, its connection closed by libcurl) or queued.
+// Ends every fault request whose deadline passed: in flight (the transfer
+// is abandoned, its connection closed by libcurl) or queued. Prefetch
+// requests are left alone: a prefetch backlog queued behind a busy store is
+// throughput, not a hang, and ending it would poison pages nobody waits on
+// yet (a promoted request is a fault request from then on).
 void RangeFetcher::State::end_overdue(Clock::time_point now) {
     for (auto& slot : slots) {
-        if (!slot->busy || slot->pending.request.deadline > now) continue;
+        if (!slot->busy || slot->pending.request.priority != FetchPriority::fault ||
+            slot->pending.request.deadline > now) {
+            continue;
+        }
         curl_multi_remove_handle(multi, slot->easy);
         Pending done = std::move(slot->pending);
         slot->busy = false;
@@ -393,7 +401,8 @@ void RangeFetcher::State::end_overdue(Clock::time_point now) {
     std::vector<Pending> overdue;
     {
         std::lock_guard lock(mutex);
-        for (auto& queue : queues) {
+        {
+            auto& queue = queues[0];   // fault requests
             for (auto it = queue.begin(); it != queue.end();) {
                 if (it->request.deadline > now) {
                     ++it;

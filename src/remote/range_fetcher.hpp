@@ -26,11 +26,12 @@
 //  - Failed attempts (5xx, 429, resets, timeouts, answers cut short) are
 //    retried with the S3Config's backoff; meanwhile the request waits at the
 //    head of its queue, and other requests go ahead.
-//  - A request may carry a deadline: when it passes, queued (also waiting
-//    out a backoff) or in flight, the transfer is abandoned and the request
-//    called back with kind `deadline` and the last attempt's cause, at the
-//    deadline (the thread's poll wakes for it), not when a hung transfer
-//    would time out.
+//  - A fault request may carry a deadline: when it passes, queued (also
+//    waiting out a backoff) or in flight, the transfer is abandoned and the
+//    request called back with kind `deadline` and the last attempt's cause,
+//    at the deadline (the thread's poll wakes for it), not when a hung
+//    transfer would time out. A prefetch request's deadline counts only once
+//    promote() made it a fault request while queued.
 //  - Memory: at most max_in_flight buffers of at most max_range_bytes.
 #pragma once
 
@@ -58,7 +59,7 @@ struct RangeRequest {
     uint64_t length = 0;   // 1 .. Options::max_range_bytes
     FetchPriority priority = FetchPriority::prefetch;
     RangeCallback done;
-    // Past it, the request ends with kind `deadline` (max: none).
+    // Past it, a fault request ends with kind `deadline` (max: none).
     std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
