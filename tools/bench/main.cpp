@@ -255,6 +255,7 @@ int run(BenchOptions& o) {
     std::fflush(stdout);
     const bool outputs_ok = write_outputs(o, results, info);
     const bool all_ok = std::all_of(results.begin(), results.end(), [](const ScenarioResult& r) { return r.ok(); });
+    source.reset();   // stops the store it started, whose pid files are in the work directory
     if (o.work_dir.empty() && !o.keep_work_dir && all_ok) {
         std::error_code ec;
         fs::remove_all(work_dir, ec);

@@ -20,9 +20,11 @@ namespace {
 
 constexpr const char* kBucket = "rp-bench";
 
-// Runs `command` through the shell; its stdout, or "" with `error` set.
+// Runs `command` through the shell, stdin from /dev/null (the store's
+// daemons it starts must not hold rp-bench's terminal); its stdout, or ""
+// with `error` set.
 std::string run_capture(const std::string& command, std::string& error) {
-    FILE* pipe = ::popen(command.c_str(), "r");
+    FILE* pipe = ::popen((command + " </dev/null").c_str(), "r");
     if (pipe == nullptr) {
         error = "cannot run " + command;
         return {};
