@@ -26,7 +26,8 @@
 // back within it only delays the VMs waiting on it. Each range GET carries
 // that deadline (RangeRequest::deadline): a store that hangs without failing
 // has a fault's fetch ended at the deadline by the fetcher's own poll
-// timeout (a prefetch fetch is only checked when it fails, as before).
+// timeout (a prefetch fetch is only checked when it fails, as before, until
+// a fault waits on it and promotes it).
 //
 // DIR is locked (flock, LOCK_EX|LOCK_NB on DIR/lock) for the cache's life: a
 // second cache on the same directory, in this process or another, is refused

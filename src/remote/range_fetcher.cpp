@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "remote/s3_exchange.hpp"
@@ -80,6 +81,10 @@ struct RangeFetcher::State {
     bool paused = false;
     bool stopping = false;
     uint32_t in_flight[2] = {0, 0};
+    // Prefetch requests in flight that promote() found there: a fault waits
+    // on them, so their deadline counts. Only the fetcher thread removes.
+    std::unordered_set<uint64_t> started;   // tickets in flight
+    std::unordered_set<uint64_t> urgent;    // of those, promoted
     RangeFetcherStats stats;
 
     ~State() {
@@ -187,7 +192,11 @@ bool RangeFetcher::promote(uint64_t ticket) {
     State& s = *state_;
     std::lock_guard lock(s.mutex);
     auto found = s.queued.find(ticket);
-    if (found == s.queued.end() || found->second.queue != 1) return false;
+    if (found == s.queued.end()) {
+        if (s.started.count(ticket) != 0) s.urgent.insert(ticket);   // in flight: its deadline counts from now on
+        return false;
+    }
+    if (found->second.queue != 1) return false;
     found->second.it->request.priority = FetchPriority::fault;
     s.queues[0].splice(s.queues[0].end(), s.queues[1], found->second.it);
     found->second.queue = 0;   // a list splice keeps the iterator valid
@@ -283,6 +292,7 @@ void RangeFetcher::State::start_ready(Clock::time_point now) {
             queued.erase(next.ticket);
             from->erase(it);
             ++in_flight[next.request.priority == FetchPriority::fault ? 0 : 1];
+            started.insert(next.ticket);
         }
         begin(*free_slot, std::move(next));
     }
@@ -321,13 +331,16 @@ void RangeFetcher::State::finish(Slot& slot, CURLcode code) {
     {
         std::lock_guard lock(mutex);
         --in_flight[q];
+        started.erase(p.ticket);
+        if (urgent.erase(p.ticket) != 0) p.request.priority = FetchPriority::fault;   // promoted while in flight
         if (retry && !stopping) {
+            const int again = p.request.priority == FetchPriority::fault ? 0 : 1;
             ++stats.retries;
             p.not_before = Clock::now() + std::chrono::milliseconds(config.retry.delay_ms(p.attempts + 1, next_random(jitter)));
             p.last_error = result.error().message;
             uint64_t ticket = p.ticket;
-            queues[q].push_front(std::move(p));
-            queued[ticket] = {q, queues[q].begin()};
+            queues[again].push_front(std::move(p));
+            queued[ticket] = {again, queues[again].begin()};
             slot.busy = false;
             return;
         }
@@ -369,7 +382,8 @@ int RangeFetcher::State::poll_timeout_ms(Clock::time_point now) {
         }
     }
     for (auto& slot : slots) {
-        if (slot->busy && slot->pending.request.priority == FetchPriority::fault) {
+        if (slot->busy && (slot->pending.request.priority == FetchPriority::fault ||
+                           urgent.count(slot->pending.ticket) != 0)) {
             wake_at(slot->pending.request.deadline);
         }
     }
@@ -383,15 +397,18 @@ int RangeFetcher::State::poll_timeout_ms(Clock::time_point now) {
 // yet (a promoted request is a fault request from then on).
 void RangeFetcher::State::end_overdue(Clock::time_point now) {
     for (auto& slot : slots) {
-        if (!slot->busy || slot->pending.request.priority != FetchPriority::fault ||
-            slot->pending.request.deadline > now) {
-            continue;
+        if (!slot->busy || slot->pending.request.deadline > now) continue;
+        if (slot->pending.request.priority != FetchPriority::fault) {
+            std::lock_guard lock(mutex);
+            if (urgent.count(slot->pending.ticket) == 0) continue;
         }
         curl_multi_remove_handle(multi, slot->easy);
         Pending done = std::move(slot->pending);
         slot->busy = false;
         {
             std::lock_guard lock(mutex);
+            started.erase(done.ticket);
+            urgent.erase(done.ticket);
             --in_flight[done.request.priority == FetchPriority::fault ? 0 : 1];
             ++stats.failed;
             ++stats.deadlines;
@@ -441,6 +458,8 @@ void RangeFetcher::State::stop_all() {
         }
         cancelled.clear();
         queued.clear();
+        started.clear();
+        urgent.clear();
         stats.cancelled += left.size();
     }
     for (Pending& p : left) p.request.done(p.ticket, cancelled_error(p.request, "the fetcher stopped"));

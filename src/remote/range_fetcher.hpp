@@ -30,8 +30,8 @@
 //    waiting out a backoff) or in flight, the transfer is abandoned and the
 //    request called back with kind `deadline` and the last attempt's cause,
 //    at the deadline (the thread's poll wakes for it), not when a hung
-//    transfer would time out. A prefetch request's deadline counts only once
-//    promote() made it a fault request while queued.
+//    transfer would time out. A prefetch request's deadline counts once
+//    promote() was called for it, queued or in flight.
 //  - Memory: at most max_in_flight buffers of at most max_range_bytes.
 #pragma once
 
@@ -100,7 +100,8 @@ public:
     // One already started, finished or unknown: false (its callback stands).
     bool cancel(uint64_t ticket);
     // A queued prefetch request becomes a fault request (behind the faults
-    // queued before it). False when it is not queued as prefetch.
+    // queued before it). False when it is not queued as prefetch; one in
+    // flight is not moved, but its deadline counts from then on.
     bool promote(uint64_t ticket);
     // Lets a fetcher made with start_paused start requests.
     void resume();

@@ -296,6 +296,31 @@ TEST_F(RemoteServe, AStoreThatHangsFailsAWaitingFaultAtItsDeadline) {
     EXPECT_EQ(cache->stats().chunk_failures, 1u);
 }
 
+TEST_F(RemoteServe, AFaultWaitingOnAPrefetchFetchAlsoFailsAtItsDeadline) {
+    auto cache = open_cache(proxied(), nullptr, [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
+    ASSERT_TRUE(cache);
+    std::string error;
+    const int h = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
+    ASSERT_GE(h, 0) << error;
+    proxy->set(FaultProxy::Mode::delay, -1, 600000);
+    // The chunk is fetched for prefetch (no deadline of its own), then a fault
+    // waits on it: queued or already in flight, the fetch now ends at the
+    // deadline, which counts from its first waiter.
+    const ChunkCache::ChunkRef ref{h, 0};
+    auto prefetch = std::make_shared<WaitingSink>();
+    cache->request(std::span(&ref, 1), false, prefetch, 1);
+    auto fault = std::make_shared<WaitingSink>();
+    cache->request(std::span(&ref, 1), true, fault, 2);
+    for (const auto& sink : {fault, prefetch}) {
+        const std::vector<std::string> errors = sink->wait();
+        ASSERT_EQ(errors.size(), 1u);
+        EXPECT_EQ(errors[0].rfind("not fetched within the fetch deadline (300 ms): ", 0), 0u) << errors[0];
+        EXPECT_NE(errors[0].find(": no answer (1 attempts in "), std::string::npos) << errors[0];
+    }
+    EXPECT_EQ(cache->fetcher().stats().deadlines, 1u);
+    EXPECT_EQ(cache->stats().fetches, 1u);   // one GET for both waiters
+}
+
 // Waits (inotify, no polling) until `path` exists in its directory: created
 // there, or renamed onto it (how `serve` publishes its socket).
 bool wait_for_file(const std::string& path) {
