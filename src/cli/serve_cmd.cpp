@@ -240,7 +240,7 @@ int serve_main(int argc, char** argv) {
                    "s3:// snapshots: the chunk cache directory, shared by every VM of this engine (locked: one engine "
                    "per directory; cached chunks are verified and reused after a restart)");
     app.add_option("--cache-size", o.cache_size,
-                   "s3:// snapshots: bound on the chunk cache, e.g. 20G (default: none; least recently used chunks go first)");
+                   "s3:// snapshots: bound on the chunk cache, e.g. 20G (default: none; chunks not read lately go first (CLOCK))");
     app.add_option("--fetch-deadline", o.fetch_deadline_s,
                    "s3:// snapshots: seconds a chunk may take to arrive while the store fails (away, 5xx, resets) "
                    "before the VMs waiting on it fail (default 30)")

@@ -63,6 +63,13 @@ std::string lock_directory(const std::string& dir, FileDesc& out) {
     return {};
 }
 
+bool same_frames(std::span<const FrameRecord> a, std::span<const FrameRecord> b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const FrameRecord& x, const FrameRecord& y) {
+        return x.offset == y.offset && x.stored_bytes == y.stored_bytes && x.plain_bytes == y.plain_bytes &&
+               x.checksum == y.checksum;
+    });
+}
+
 std::string prepare_directory(const std::string& dir) {
     if (dir.empty()) return "no cache directory (--cache-dir DIR)";
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -106,6 +113,11 @@ ChunkCache::~ChunkCache() {
     fetcher_.reset();
 }
 
+std::string ChunkCache::deadline_message(const std::string& cause) const {
+    return "not fetched within the fetch deadline (" + std::to_string(options_.fetch_deadline.count()) +
+           " ms): " + cause;
+}
+
 uint64_t ChunkCache::now_ms() const {
     return static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - epoch_).count());
@@ -114,27 +126,51 @@ uint64_t ChunkCache::now_ms() const {
 bool ChunkCache::ready(int layer, uint64_t chunk) const {
     const Chunk& c = layers_[layer]->chunks[chunk];
     if (!c.ready.load(std::memory_order_acquire)) return false;
-    c.last_used.store(now_ms(), std::memory_order_relaxed);
+    // Loaded first: a chunk read over and over keeps its cache line shared.
+    if (!c.referenced.load(std::memory_order_relaxed)) c.referenced.store(true, std::memory_order_relaxed);
     return true;
 }
 
 std::string ChunkCache::check_chunk(const Layer& l, uint64_t c, std::span<const std::byte> bytes) const {
+    const std::string where = l.object.url() + " chunk " + std::to_string(c) + " (bytes " +
+                              std::to_string(l.chunk_offset(c)) + "+" + std::to_string(l.chunk_length(c)) + "): ";
+    if (!l.frames.empty()) {   // a stored frame: one checksum over its stored bytes
+        const uint64_t read = XXH3_64bits(bytes.data(), bytes.size());
+        if (read == l.frames[c].checksum) return {};
+        return where + "frame checksum mismatch (stored " + hex64(l.frames[c].checksum) + ", fetched " + hex64(read) +
+               ")";
+    }
     const uint64_t bs = l.block_size_bytes;
     for (uint64_t i = 0; i * bs < bytes.size(); ++i) {
         const uint64_t slot = c * l.chunk_slots + i;
         const uint64_t read = XXH3_64bits(bytes.data() + i * bs, bs);
         if (read != l.checksums[slot]) {
-            return l.object.url() + " chunk " + std::to_string(c) + " (bytes " + std::to_string(l.chunk_offset(c)) +
-                   "+" + std::to_string(l.chunk_length(c)) + "): slot " + std::to_string(slot) +
-                   " checksum mismatch (stored " + hex64(l.checksums[slot]) + ", fetched " + hex64(read) + ")";
+            return where + "slot " + std::to_string(slot) + " checksum mismatch (stored " + hex64(l.checksums[slot]) +
+                   ", fetched " + hex64(read) + ")";
         }
     }
     return {};
 }
 
+// Frees chunk `c`'s bytes in its file. A stored frame need not start or end
+// on a page: only the pages wholly inside it are punched, so a neighbour
+// frame sharing a page keeps its bytes (what is left of this one no longer
+// passes its checksum, so it is never reused).
+void ChunkCache::punch(const Layer& l, uint64_t c) const {
+    uint64_t begin = l.chunk_offset(c), end = begin + l.chunk_length(c);
+    if (!l.frames.empty()) {
+        begin = (begin + 4095) / 4096 * 4096;
+        end = end / 4096 * 4096;
+        if (end <= begin) return;
+    }
+    // A failed punch only costs disk space: the chunk is not ready either way.
+    (void)::fallocate(l.file.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(begin),
+                      static_cast<off_t>(end - begin));
+}
+
 // A restarted engine: every chunk of the file that holds data is read and
 // checked; intact ones are ready at once, others are punched out.
-void ChunkCache::reuse_cached(Layer& l) {
+void ChunkCache::reuse_cached(Layer& l, int handle) {
     std::vector<std::byte> buffer;
     for (uint64_t c = 0; c < l.chunk_count; ++c) {
         const uint64_t offset = l.chunk_offset(c), length = l.chunk_length(c);
@@ -146,11 +182,11 @@ void ChunkCache::reuse_cached(Layer& l) {
                             check_chunk(l, c, buffer).empty();
         if (intact) {
             l.chunks[c].ready.store(true, std::memory_order_release);
+            if (options_.capacity_bytes != 0) clock_.push_back({handle, c});
             stats_.reused_chunks++;
             stats_.cached_bytes += length;
         } else {
-            (void)::fallocate(l.file.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                              static_cast<off_t>(length));
+            punch(l, c);
             stats_.discarded_chunks++;
         }
     }
@@ -160,13 +196,18 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
     const LayerRecord& rec = m.layers[index];
     const uint64_t bs = m.block_size_bytes;
     std::span<const uint64_t> sums(m.checksums.data() + m.checksum_base[index], rec.block_count);
+    // A compressed layer is fetched frame by frame (an uncompressed version 2
+    // layer stores its blocks as version 1 does: chunks of blocks).
+    std::span<const FrameRecord> frames;
+    if (m.compressed()) frames = std::span(m.frames).subspan(m.frame_base[index], rec.frame_count);
     std::lock_guard lock(mu_);
     const std::string id = hex_id(rec.id);
     if (auto it = by_id_.find(id); it != by_id_.end()) {
         const Layer& l = *layers_[it->second];
         if (l.block_size_bytes != bs || l.data_offset_bytes != rec.data_offset_bytes ||
             l.block_count != rec.block_count || l.file_size_bytes != rec.file_size_bytes ||
-            !std::equal(sums.begin(), sums.end(), l.checksums.begin(), l.checksums.end())) {
+            !std::equal(sums.begin(), sums.end(), l.checksums.begin(), l.checksums.end()) ||
+            !same_frames(l.frames, frames)) {
             error = object.url() + ": layer " + id + " is cached with another size or other checksums";
             return -1;
         }
@@ -177,6 +218,14 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
         rec.data_offset_bytes + rec.block_count * bs > rec.file_size_bytes || rec.file_size_bytes > max_object_bytes) {
         error = object.url() + ": layer " + id + " has blocks outside its file";
         return -1;
+    }
+    for (const FrameRecord& f : frames) {
+        if (f.offset > rec.file_size_bytes || f.stored_bytes > rec.file_size_bytes - f.offset ||
+            f.stored_bytes > options_.fetcher.max_range_bytes) {
+            error = object.url() + ": layer " + id + " has a frame outside its file or above " +
+                    format_bytes(options_.fetcher.max_range_bytes);
+            return -1;
+        }
     }
     if (layer_count_ == max_cached_layers) {
         error = object.url() + ": more than " + std::to_string(max_cached_layers) + " layers in one chunk cache";
@@ -189,9 +238,10 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
     l->data_offset_bytes = rec.data_offset_bytes;
     l->block_count = rec.block_count;
     l->file_size_bytes = rec.file_size_bytes;
-    l->chunk_slots = std::max<uint64_t>(1, options_.chunk_bytes / bs);
+    l->chunk_slots = frames.empty() ? std::max<uint64_t>(1, options_.chunk_bytes / bs) : m.frame_blocks;
     l->checksums.assign(sums.begin(), sums.end());
-    l->chunk_count = (rec.block_count + l->chunk_slots - 1) / l->chunk_slots;
+    l->frames.assign(frames.begin(), frames.end());
+    l->chunk_count = frames.empty() ? (rec.block_count + l->chunk_slots - 1) / l->chunk_slots : frames.size();
     l->chunks = std::make_unique<Chunk[]>(l->chunk_count);
     const std::string path = options_.directory + "/" + id + ".rpl";
     auto file = FileDesc::open(path.c_str(), O_RDWR | O_CREAT, 0644);
@@ -208,8 +258,9 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
     }
     l->file = std::move(*file);
     l->path = path;
-    reuse_cached(*l);
-    const int handle = layer_count_++;
+    const int handle = layer_count_;
+    reuse_cached(*l, handle);
+    layer_count_++;
     layers_[handle] = std::move(l);
     by_id_[id] = handle;
     return handle;
@@ -223,6 +274,10 @@ std::string ChunkCache::start_fetch(int layer, uint64_t c, bool fault) {
     r.offset = l.chunk_offset(c);
     r.length = l.chunk_length(c);
     r.priority = fault ? FetchPriority::fault : FetchPriority::prefetch;
+    // The fetcher ends the request when the chunk's oldest waiter has waited
+    // the fetch deadline, so a store that hangs fails it then, not when a
+    // transfer times out.
+    r.deadline = epoch_ + std::chrono::milliseconds(l.chunks[c].waiting_since_ms) + options_.fetch_deadline;
     r.done = [this, layer, c](uint64_t, const S3Result<std::span<const std::byte>>& bytes) { fetched(layer, c, bytes); };
     auto ticket = fetcher_->submit(std::move(r));
     if (!ticket) return ticket.error().message;
@@ -243,6 +298,8 @@ void ChunkCache::request(std::span<const ChunkRef> chunks, bool fault, std::shar
         for (const ChunkRef& ref : chunks) {
             Chunk& ch = layers_[ref.layer]->chunks[ref.chunk];
             if (ch.ready.load(std::memory_order_acquire)) continue;
+            // Before a fetch starts: its deadline counts from the first waiter.
+            if (ch.waiters.empty()) ch.waiting_since_ms = now_ms();
             if (ch.ticket != 0) {   // under way: wait on it
                 stats_.attached++;
                 if (fault && !ch.fault) {
@@ -253,7 +310,6 @@ void ChunkCache::request(std::span<const ChunkRef> chunks, bool fault, std::shar
                 if (req->error.empty()) req->error = e;
                 continue;
             }
-            if (ch.waiters.empty()) ch.waiting_since_ms = now_ms();
             ch.waiters.push_back(req);
             req->pending++;
         }
@@ -270,6 +326,7 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
     if (!bytes) {
         error = bytes.error().message;
         passing = bytes.error().retryable();
+        if (bytes.error().kind == S3Error::Kind::deadline) error = deadline_message(error);
     } else if (error = check_chunk(l, c, *bytes); !error.empty()) {
         bad_checksum = true;
     } else if (auto e = pwrite_all(l.file.get(), *bytes, l.chunk_offset(c), l.path); !e.empty()) {
@@ -292,8 +349,7 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
                 stats_.restarts++;
                 if (start_fetch(layer, c, ch.fault).empty()) return changed_.notify_all();
             } else {
-                error = "not fetched within the fetch deadline (" + std::to_string(options_.fetch_deadline.count()) +
-                        " ms): " + error;
+                error = deadline_message(error);
             }
         }
         ch.attempts = 0;
@@ -301,8 +357,11 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
         if (error.empty()) {
             stats_.bytes_fetched += bytes->size();
             stats_.cached_bytes += bytes->size();
-            ch.last_used.store(now_ms(), std::memory_order_relaxed);
+            // At the back of the ring with its bit clear: the hand reaches it
+            // after every older chunk, so its waiters read it before it can go.
+            ch.referenced.store(false, std::memory_order_relaxed);
             ch.evicted_at_ms = -1;
+            if (options_.capacity_bytes != 0) clock_.push_back({layer, c});
         } else {
             stats_.chunk_failures++;
         }
@@ -318,45 +377,50 @@ void ChunkCache::fetched(int layer, uint64_t c, const S3Result<std::span<const s
 }
 
 // mu_ held. Punches out chunks evicted at least punch_delay ago (unless
-// fetched again since), then evicts least recently used ready chunks until
-// the cache fits its capacity. A chunk with waiters is being fetched, so it is
-// never ready and never chosen.
+// fetched again since), then evicts ready chunks in CLOCK order until the
+// cache fits its capacity. A chunk with waiters is being fetched, so it is
+// never ready and never in the ring.
 void ChunkCache::evict_locked() {
     if (options_.capacity_bytes == 0) return;
     const auto now = static_cast<int64_t>(now_ms());
-    for (int h = 0; h < layer_count_; ++h) {
-        Layer& l = *layers_[h];
-        for (uint64_t c = 0; c < l.chunk_count; ++c) {
-            Chunk& ch = l.chunks[c];
-            if (ch.evicted_at_ms < 0 || ch.ticket != 0 || ch.ready.load(std::memory_order_relaxed)) continue;
-            if (now - ch.evicted_at_ms < options_.punch_delay.count()) continue;
-            (void)::fallocate(l.file.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                              static_cast<off_t>(l.chunk_offset(c)), static_cast<off_t>(l.chunk_length(c)));
-            ch.evicted_at_ms = -1;
+    punch_due_locked(now);
+    // Each turn evicts, or clears one bit and moves its chunk back: after
+    // twice the ring's length every bit is clear and the front is taken.
+    for (size_t turns = 2 * clock_.size() + 1; stats_.cached_bytes > options_.capacity_bytes && turns > 0; --turns) {
+        if (clock_.empty()) return;
+        const ChunkRef ref = clock_.front();
+        clock_.pop_front();
+        Layer& l = *layers_[ref.layer];
+        Chunk& ch = l.chunks[ref.chunk];
+        if (!ch.ready.load(std::memory_order_relaxed)) continue;   // not in the ring by rights; dropped
+        if (ch.referenced.exchange(false, std::memory_order_relaxed)) {
+            clock_.push_back(ref);   // second chance
+            continue;
         }
-    }
-    while (stats_.cached_bytes > options_.capacity_bytes) {
-        Layer* victim_layer = nullptr;
-        uint64_t victim = 0, oldest = UINT64_MAX;
-        for (int h = 0; h < layer_count_; ++h) {
-            Layer& l = *layers_[h];
-            for (uint64_t c = 0; c < l.chunk_count; ++c) {
-                const Chunk& ch = l.chunks[c];
-                if (!ch.ready.load(std::memory_order_relaxed) || ch.ticket != 0 || !ch.waiters.empty()) continue;
-                const uint64_t used = ch.last_used.load(std::memory_order_relaxed);
-                if (used < oldest) {
-                    oldest = used;
-                    victim_layer = &l;
-                    victim = c;
-                }
-            }
-        }
-        if (victim_layer == nullptr) return;
-        Chunk& ch = victim_layer->chunks[victim];
         ch.ready.store(false, std::memory_order_release);
         ch.evicted_at_ms = now;
-        stats_.cached_bytes -= victim_layer->chunk_length(victim);
+        to_punch_.push_back({ref, now});
+        stats_.cached_bytes -= l.chunk_length(ref.chunk);
         stats_.evictions++;
+    }
+}
+
+// mu_ held. Evictions are queued in time order, so the due ones are at the
+// front. One evicted again since has a newer time (its older entry is
+// dropped); one being fetched again is looked at once more later.
+void ChunkCache::punch_due_locked(int64_t now) {
+    for (size_t n = to_punch_.size(); n > 0 && now - to_punch_.front().at_ms >= options_.punch_delay.count(); --n) {
+        const Evicted e = to_punch_.front();
+        to_punch_.pop_front();
+        Layer& l = *layers_[e.chunk.layer];
+        Chunk& ch = l.chunks[e.chunk.chunk];
+        if (ch.evicted_at_ms != e.at_ms || ch.ready.load(std::memory_order_relaxed)) continue;
+        if (ch.ticket != 0) {
+            to_punch_.push_back(e);
+            continue;
+        }
+        punch(l, e.chunk.chunk);
+        ch.evicted_at_ms = -1;
     }
 }
 

@@ -9,6 +9,10 @@
 // run of `chunk_slots` stored blocks of one layer (the last one shorter); it
 // is fetched with one range GET, every block checked against the manifest's
 // XXH3-64, written with pwrite, and only then its ready bit set (release).
+// In a compressed layer (format version 2, zstd or lz4) a chunk is one stored
+// frame instead: its bytes as the frame table places them (offset, stored
+// length), checked against the frame's XXH3-64 of the stored bytes; the
+// frame source's workers decompress it from the cache file.
 // ready() loads it with acquire: a reactor that saw a chunk ready reads
 // verified bytes.
 //
@@ -19,17 +23,26 @@
 // A fetch that fails for a passing cause (the store away, 5xx, resets and
 // timeouts, after the fetcher's own retries) is started again until its
 // oldest waiter has waited `fetch_deadline`: a store that goes away and comes
-// back within it only delays the VMs waiting on it.
+// back within it only delays the VMs waiting on it. Each range GET carries
+// that deadline (RangeRequest::deadline): a store that hangs without failing
+// has a fault's fetch ended at the deadline by the fetcher's own poll
+// timeout (a prefetch fetch is only checked when it fails, as before, until
+// a fault waits on it and promotes it).
 //
 // DIR is locked (flock, LOCK_EX|LOCK_NB on DIR/lock) for the cache's life: a
 // second cache on the same directory, in this process or another, is refused
 // with one line. A cache opened on a directory with cached layers re-verifies
 // every chunk that has data when the layer is added and keeps the intact ones.
 //
-// Eviction: past `capacity_bytes`, the least recently used ready chunks that no
-// request waits on lose their ready bit; their bytes are punched out of the
-// file (FALLOC_FL_PUNCH_HOLE) only at a later eviction pass, at least
-// `punch_delay` later, so a read a reactor planned just before the eviction
+// Eviction: past `capacity_bytes`, ready chunks lose their ready bit in CLOCK
+// order (second chance, an approximation of least recently used that costs
+// O(1) per use and amortized O(1) per eviction): ready chunks sit in a ring
+// in the order they became ready; ready() sets a chunk's `referenced` bit; the
+// hand takes the ring's oldest chunk, and one whose bit is set has it cleared
+// and goes to the back instead of being evicted. An evicted chunk's bytes are
+// punched out of the file (FALLOC_FL_PUNCH_HOLE) only at a later eviction
+// pass, at least `punch_delay` later (a FIFO of evictions, oldest first), so
+// a read a reactor planned just before the eviction
 // still finds the bytes (they never change: a chunk fetched again writes the
 // same bytes). A read that came later still would fail its checksum (reads are
 // verified), never install wrong bytes.
@@ -38,6 +51,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -126,7 +140,7 @@ private:
     struct Request;
     struct Chunk {
         std::atomic<bool> ready{false};
-        mutable std::atomic<uint64_t> last_used{0};
+        mutable std::atomic<bool> referenced{false};   // used since the hand last passed (CLOCK)
         // Guarded by mu_:
         uint64_t ticket = 0;        // the fetch under way (0: none)
         bool fault = false;         // it was asked for by a fault
@@ -142,26 +156,33 @@ private:
         uint64_t data_offset_bytes = 0;
         uint64_t block_count = 0;
         uint64_t file_size_bytes = 0;
-        uint64_t chunk_slots = 0;
+        uint64_t chunk_slots = 0;          // a compressed layer: blocks per frame
         std::vector<uint64_t> checksums;   // one per slot
+        std::vector<layered::FrameRecord> frames;   // a compressed layer's: one chunk each; else empty
         FileDesc file;
         std::string path;   // DIR/<layer-id>.rpl
         std::unique_ptr<Chunk[]> chunks;
         uint64_t chunk_count = 0;
 
-        uint64_t chunk_offset(uint64_t c) const { return data_offset_bytes + c * chunk_slots * block_size_bytes; }
+        uint64_t chunk_offset(uint64_t c) const {
+            return frames.empty() ? data_offset_bytes + c * chunk_slots * block_size_bytes : frames[c].offset;
+        }
         uint64_t chunk_length(uint64_t c) const {
-            return std::min(chunk_slots, block_count - c * chunk_slots) * block_size_bytes;
+            return frames.empty() ? std::min(chunk_slots, block_count - c * chunk_slots) * block_size_bytes
+                                  : frames[c].stored_bytes;
         }
     };
 
     explicit ChunkCache(ChunkCacheOptions options) : options_(std::move(options)) {}
     std::string check_chunk(const Layer& l, uint64_t c, std::span<const std::byte> bytes) const;
-    void reuse_cached(Layer& l);
+    void reuse_cached(Layer& l, int handle);
+    void punch(const Layer& l, uint64_t c) const;
     std::string start_fetch(int layer, uint64_t c, bool fault);   // mu_ held
     void fetched(int layer, uint64_t c, const S3Result<std::span<const std::byte>>& bytes);
     void evict_locked();
+    void punch_due_locked(int64_t now);
     uint64_t now_ms() const;
+    std::string deadline_message(const std::string& cause) const;
 
     ChunkCacheOptions options_;
     FileDesc lock_;
@@ -175,6 +196,15 @@ private:
     int layer_count_ = 0;
     std::unordered_map<std::string, int> by_id_;
     ChunkCacheStats stats_;
+    // Eviction, under mu_ and only with a capacity: the ready chunks in the
+    // order they became ready (each once; the hand pops the front), and the
+    // evicted ones waiting for their punch, oldest first.
+    std::deque<ChunkRef> clock_;
+    struct Evicted {
+        ChunkRef chunk;
+        int64_t at_ms = 0;
+    };
+    std::deque<Evicted> to_punch_;
     std::unique_ptr<RangeFetcher> fetcher_;   // last: its destructor calls back into the members above
 };
 

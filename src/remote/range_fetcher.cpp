@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <list>
@@ -11,6 +12,7 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "remote/s3_exchange.hpp"
@@ -26,6 +28,7 @@ struct Pending {
     unsigned attempts = 0;           // made so far
     Clock::time_point not_before{};  // backoff before the next attempt
     Clock::time_point first_attempt{};
+    std::string last_error;          // the last failed attempt's cause, for a deadline's message
 };
 
 // One transfer: owned by the fetcher thread, never moved while in flight.
@@ -42,6 +45,18 @@ struct Slot {
 S3Error cancelled_error(const RangeRequest& r, const char* why) {
     return S3Error{S3Error::Kind::cancelled, 0,
                    r.object.url() + " bytes " + std::to_string(r.offset) + "+" + std::to_string(r.length) + ": " + why};
+}
+
+S3Error deadline_error(const Pending& p, bool in_flight) {
+    const RangeRequest& r = p.request;
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - p.first_attempt).count();
+    std::string message = p.last_error.empty()
+                              ? r.object.url() + " bytes " + std::to_string(r.offset) + "+" +
+                                    std::to_string(r.length) + ": " + (in_flight ? "no answer" : "not started")
+                              : p.last_error;
+    if (p.attempts > 0) message += " (" + std::to_string(p.attempts) + " attempts in " + std::to_string(ms) + " ms)";
+    return S3Error{S3Error::Kind::deadline, 0, std::move(message)};
 }
 
 }  // namespace
@@ -66,6 +81,10 @@ struct RangeFetcher::State {
     bool paused = false;
     bool stopping = false;
     uint32_t in_flight[2] = {0, 0};
+    // Prefetch requests in flight that promote() found there: a fault waits
+    // on them, so their deadline counts. Only the fetcher thread removes.
+    std::unordered_set<uint64_t> started;   // tickets in flight
+    std::unordered_set<uint64_t> urgent;    // of those, promoted
     RangeFetcherStats stats;
 
     ~State() {
@@ -78,6 +97,7 @@ struct RangeFetcher::State {
     void begin(Slot& slot, Pending pending);
     void finish(Slot& slot, CURLcode code);
     void stop_all();
+    void end_overdue(Clock::time_point now);
     int poll_timeout_ms(Clock::time_point now);
     void wake() { curl_multi_wakeup(multi); }
 };
@@ -146,7 +166,7 @@ S3Result<uint64_t> RangeFetcher::submit(RangeRequest request) {
         }
         ticket = s.next_ticket++;
         int q = request.priority == FetchPriority::fault ? 0 : 1;
-        s.queues[q].push_back(Pending{ticket, std::move(request), 0, {}, {}});
+        s.queues[q].push_back(Pending{ticket, std::move(request), 0, {}, {}, {}});
         s.queued[ticket] = {q, std::prev(s.queues[q].end())};
         ++s.stats.submitted;
     }
@@ -172,7 +192,11 @@ bool RangeFetcher::promote(uint64_t ticket) {
     State& s = *state_;
     std::lock_guard lock(s.mutex);
     auto found = s.queued.find(ticket);
-    if (found == s.queued.end() || found->second.queue != 1) return false;
+    if (found == s.queued.end()) {
+        if (s.started.count(ticket) != 0) s.urgent.insert(ticket);   // in flight: its deadline counts from now on
+        return false;
+    }
+    if (found->second.queue != 1) return false;
     found->second.it->request.priority = FetchPriority::fault;
     s.queues[0].splice(s.queues[0].end(), s.queues[1], found->second.it);
     found->second.queue = 0;   // a list splice keeps the iterator valid
@@ -212,6 +236,7 @@ void RangeFetcher::State::run() {
             p.request.done(p.ticket, cancelled_error(p.request, "cancelled while queued"));
         }
         auto now = Clock::now();
+        end_overdue(now);
         start_ready(now);
         int running = 0;
         curl_multi_perform(multi, &running);
@@ -267,6 +292,7 @@ void RangeFetcher::State::start_ready(Clock::time_point now) {
             queued.erase(next.ticket);
             from->erase(it);
             ++in_flight[next.request.priority == FetchPriority::fault ? 0 : 1];
+            started.insert(next.ticket);
         }
         begin(*free_slot, std::move(next));
     }
@@ -305,12 +331,16 @@ void RangeFetcher::State::finish(Slot& slot, CURLcode code) {
     {
         std::lock_guard lock(mutex);
         --in_flight[q];
+        started.erase(p.ticket);
+        if (urgent.erase(p.ticket) != 0) p.request.priority = FetchPriority::fault;   // promoted while in flight
         if (retry && !stopping) {
+            const int again = p.request.priority == FetchPriority::fault ? 0 : 1;
             ++stats.retries;
             p.not_before = Clock::now() + std::chrono::milliseconds(config.retry.delay_ms(p.attempts + 1, next_random(jitter)));
+            p.last_error = result.error().message;
             uint64_t ticket = p.ticket;
-            queues[q].push_front(std::move(p));
-            queued[ticket] = {q, queues[q].begin()};
+            queues[again].push_front(std::move(p));
+            queued[ticket] = {again, queues[again].begin()};
             slot.busy = false;
             return;
         }
@@ -340,14 +370,70 @@ int RangeFetcher::State::poll_timeout_ms(Clock::time_point now) {
     if (!cancelled.empty() || stopping) return 0;
     int timeout = 1000;
     if (paused) return timeout;
-    for (auto& queue : queues) {
-        for (auto& p : queue) {
-            if (p.attempts == 0) break;   // retried requests wait at the head of their queue
-            auto ms = std::chrono::ceil<std::chrono::milliseconds>(p.not_before - now).count();
-            timeout = std::min<int>(timeout, static_cast<int>(std::max<long>(0, ms)));
+    auto wake_at = [&](Clock::time_point at) {
+        if (at == Clock::time_point::max()) return;
+        auto ms = std::chrono::ceil<std::chrono::milliseconds>(at - now).count();
+        timeout = std::min<int>(timeout, static_cast<int>(std::clamp<long>(ms, 0, 1000)));
+    };
+    for (int q = 0; q < 2; ++q) {
+        for (auto& p : queues[q]) {
+            if (q == 0) wake_at(p.request.deadline);   // only fault requests end at their deadline
+            if (p.attempts > 0) wake_at(p.not_before);   // retried requests wait at the head of their queue
+        }
+    }
+    for (auto& slot : slots) {
+        if (slot->busy && (slot->pending.request.priority == FetchPriority::fault ||
+                           urgent.count(slot->pending.ticket) != 0)) {
+            wake_at(slot->pending.request.deadline);
         }
     }
     return timeout;
+}
+
+// Ends every fault request whose deadline passed: in flight (the transfer
+// is abandoned, its connection closed by libcurl) or queued. Prefetch
+// requests are left alone: a prefetch backlog queued behind a busy store is
+// throughput, not a hang, and ending it would poison pages nobody waits on
+// yet (a promoted request is a fault request from then on).
+void RangeFetcher::State::end_overdue(Clock::time_point now) {
+    for (auto& slot : slots) {
+        if (!slot->busy || slot->pending.request.deadline > now) continue;
+        if (slot->pending.request.priority != FetchPriority::fault) {
+            std::lock_guard lock(mutex);
+            if (urgent.count(slot->pending.ticket) == 0) continue;
+        }
+        curl_multi_remove_handle(multi, slot->easy);
+        Pending done = std::move(slot->pending);
+        slot->busy = false;
+        {
+            std::lock_guard lock(mutex);
+            started.erase(done.ticket);
+            urgent.erase(done.ticket);
+            --in_flight[done.request.priority == FetchPriority::fault ? 0 : 1];
+            ++stats.failed;
+            ++stats.deadlines;
+        }
+        done.request.done(done.ticket, deadline_error(done, true));
+    }
+    std::vector<Pending> overdue;
+    {
+        std::lock_guard lock(mutex);
+        {
+            auto& queue = queues[0];   // fault requests
+            for (auto it = queue.begin(); it != queue.end();) {
+                if (it->request.deadline > now) {
+                    ++it;
+                    continue;
+                }
+                queued.erase(it->ticket);
+                overdue.push_back(std::move(*it));
+                it = queue.erase(it);
+                ++stats.failed;
+                ++stats.deadlines;
+            }
+        }
+    }
+    for (Pending& p : overdue) p.request.done(p.ticket, deadline_error(p, false));
 }
 
 // The destructor's end: every request still here is called back as cancelled.
@@ -372,6 +458,8 @@ void RangeFetcher::State::stop_all() {
         }
         cancelled.clear();
         queued.clear();
+        started.clear();
+        urgent.clear();
         stats.cancelled += left.size();
     }
     for (Pending& p : left) p.request.done(p.ticket, cancelled_error(p.request, "the fetcher stopped"));

@@ -26,9 +26,16 @@
 //  - Failed attempts (5xx, 429, resets, timeouts, answers cut short) are
 //    retried with the S3Config's backoff; meanwhile the request waits at the
 //    head of its queue, and other requests go ahead.
+//  - A fault request may carry a deadline: when it passes, queued (also
+//    waiting out a backoff) or in flight, the transfer is abandoned and the
+//    request called back with kind `deadline` and the last attempt's cause,
+//    at the deadline (the thread's poll wakes for it), not when a hung
+//    transfer would time out. A prefetch request's deadline counts once
+//    promote() was called for it, queued or in flight.
 //  - Memory: at most max_in_flight buffers of at most max_range_bytes.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -52,6 +59,8 @@ struct RangeRequest {
     uint64_t length = 0;   // 1 .. Options::max_range_bytes
     FetchPriority priority = FetchPriority::prefetch;
     RangeCallback done;
+    // Past it, a fault request ends with kind `deadline` (max: none).
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 struct RangeFetcherStats {
@@ -59,6 +68,7 @@ struct RangeFetcherStats {
     uint64_t succeeded = 0;
     uint64_t failed = 0;
     uint64_t cancelled = 0;
+    uint64_t deadlines = 0;   // requests ended by their deadline (counted in failed too)
     uint64_t retries = 0;
     uint64_t bytes = 0;
     uint32_t in_flight = 0;
@@ -90,7 +100,8 @@ public:
     // One already started, finished or unknown: false (its callback stands).
     bool cancel(uint64_t ticket);
     // A queued prefetch request becomes a fault request (behind the faults
-    // queued before it). False when it is not queued as prefetch.
+    // queued before it). False when it is not queued as prefetch; one in
+    // flight is not moved, but its deadline counts from then on.
     bool promote(uint64_t ticket);
     // Lets a fetcher made with start_paused start requests.
     void resume();

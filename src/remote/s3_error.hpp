@@ -20,6 +20,7 @@ struct S3Error {
         invalid_response,  // a complete answer that breaks the contract: wrong range, bad XML, too large
         invalid_argument,  // refused before anything was sent (bad URL, range, configuration)
         cancelled,         // cancelled or stopped before it ran
+        deadline,          // the caller's deadline passed before an answer (RangeRequest::deadline); not retried
     };
     Kind kind = Kind::transport;
     int http_status = 0;   // 0 when there was no HTTP answer

@@ -3,9 +3,16 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
+#include <system_error>
+#include <thread>
 
 #include "common/regular_file.hpp"
 #include "snapshot/layered/describe.hpp"
@@ -107,34 +114,172 @@ std::string upload_whole(S3Client& client, const S3Location& at, int fd, const M
     return {};
 }
 
+// Parts read and verified in order on the caller's thread, sent by up to
+// `parallel_parts` uploader threads (each with its own client, so its own
+// connection). At most that many part buffers exist: the reader waits for
+// a free one. The first error stops the reading; parts already handed out
+// finish (or fail) before the upload is aborted.
+class PartUploads {
+public:
+    PartUploads(const S3Config& config, const S3Location& at, const std::string& upload_id, const PushOptions& options)
+        : config_(config), at_(at), upload_id_(upload_id), options_(options) {}
+    ~PartUploads() { stop(); }
+
+    // Starts the uploaders: "" or why none could start.
+    std::string start(unsigned threads) {
+        for (unsigned i = 0; i < threads; ++i) {
+            auto client = S3Client::create(config_);
+            if (!client) return client.error().message;
+            try {
+                workers_.emplace_back([this, c = std::shared_ptr<S3Client>(std::move(*client))] { run(*c); });
+            } catch (const std::system_error& e) {
+                if (workers_.empty()) return std::string("cannot start an upload thread: ") + e.what();
+                break;   // fewer threads: still parallel enough
+            }
+            free_buffers_++;
+        }
+        return {};
+    }
+    // A buffer for the next part (waits for one), or nullopt once a part failed.
+    std::optional<std::vector<std::byte>> take_buffer(uint64_t bytes, Progress& progress) {
+        std::unique_lock lock(mu_);
+        changed_.wait(lock, [&] { return free_buffers_ > 0 || !error_.empty(); });
+        report_done(lock, progress);
+        if (!error_.empty()) return std::nullopt;
+        free_buffers_--;
+        std::vector<std::byte> buffer = spare_.empty() ? std::vector<std::byte>() : std::move(spare_.back());
+        if (!spare_.empty()) spare_.pop_back();
+        buffer.resize(bytes);
+        return buffer;
+    }
+    void give_back(std::vector<std::byte> buffer) {
+        std::lock_guard lock(mu_);
+        spare_.push_back(std::move(buffer));
+        free_buffers_++;
+    }
+    void send(uint32_t number, std::vector<std::byte> bytes) {
+        {
+            std::lock_guard lock(mu_);
+            queue_.push_back({number, std::move(bytes)});
+        }
+        changed_.notify_all();
+    }
+    // Waits for every part handed out; the parts in order, or the first error.
+    std::string finish(std::vector<CompletedPart>& parts, Progress& progress) {
+        std::unique_lock lock(mu_);
+        changed_.wait(lock, [&] { return queue_.empty() && busy_ == 0; });
+        report_done(lock, progress);
+        parts = done_parts_;
+        std::sort(parts.begin(), parts.end(), [](const auto& a, const auto& b) { return a.number < b.number; });
+        return error_;
+    }
+    void fail(const std::string& error) {
+        std::lock_guard lock(mu_);
+        if (error_.empty()) error_ = error;
+    }
+
+private:
+    struct Part {
+        uint32_t number = 0;
+        std::vector<std::byte> bytes;
+    };
+    void run(S3Client& client) {
+        std::unique_lock lock(mu_);
+        for (;;) {
+            changed_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;   // stopping, nothing left
+            Part part = std::move(queue_.front());
+            queue_.pop_front();
+            busy_++;
+            const bool skip = !error_.empty();   // another part failed: the upload is aborted anyway
+            lock.unlock();
+            std::optional<S3Result<std::string>> etag;
+            if (!skip) {
+                if (options_.before_part) options_.before_part(part.number);
+                etag.emplace(client.upload_part(at_, upload_id_, part.number, part.bytes));
+            }
+            lock.lock();
+            busy_--;
+            if (etag && *etag) {
+                done_parts_.push_back({part.number, std::move(**etag)});
+                done_bytes_.push_back(part.bytes.size());
+            } else if (etag && error_.empty()) {
+                error_ = etag->error().message;
+            }
+            spare_.push_back(std::move(part.bytes));
+            free_buffers_++;
+            changed_.notify_all();
+        }
+    }
+    // mu_ held: progress for the parts acknowledged since the last call (the caller's thread).
+    void report_done(std::unique_lock<std::mutex>& lock, Progress& progress) {
+        std::vector<uint64_t> sizes;
+        sizes.swap(done_bytes_);
+        lock.unlock();
+        for (uint64_t n : sizes) progress.add(n);
+        lock.lock();
+    }
+    void stop() {
+        {
+            std::lock_guard lock(mu_);
+            stopping_ = true;
+        }
+        changed_.notify_all();
+        for (std::thread& t : workers_) t.join();
+    }
+
+    const S3Config& config_;
+    const S3Location& at_;
+    const std::string& upload_id_;
+    const PushOptions& options_;
+    std::mutex mu_;
+    std::condition_variable changed_;
+    std::deque<Part> queue_;
+    std::vector<std::vector<std::byte>> spare_;
+    std::vector<CompletedPart> done_parts_;
+    std::vector<uint64_t> done_bytes_;
+    std::string error_;
+    unsigned free_buffers_ = 0, busy_ = 0;
+    bool stopping_ = false;
+    std::vector<std::thread> workers_;   // last: joined before the members above go
+};
+
 std::string upload_parts(S3Client& client, const S3Location& at, int fd, const Manifest& m, uint32_t index,
-                         StoredChecker& checker, const PushOptions& options, Progress& progress) {
+                         StoredChecker& checker, const PushOptions& options, Progress& progress,
+                         uint32_t& parts_uploaded) {
     const uint64_t size = m.layers[index].file_size_bytes;
     const std::string name = "layer " + std::to_string(index) + " file " + m.layer_path(index);
     uint64_t part_bytes = options.part_bytes;
     while ((size + part_bytes - 1) / part_bytes > max_part_count) part_bytes *= 2;
     auto upload = client.create_multipart(at);
     if (!upload) return upload.error().message;
-    std::vector<std::byte> buffer(part_bytes);
     std::vector<CompletedPart> parts;
     std::string error;
-    for (uint64_t offset = 0; offset < size && error.empty(); offset += part_bytes) {
-        auto piece = std::span(buffer).first(std::min(part_bytes, size - offset));
-        error = pread_exact(fd, piece, offset, name);
-        if (error.empty()) error = checker.feed(offset, piece);
-        if (!error.empty()) break;
-        auto number = static_cast<uint32_t>(parts.size() + 1);
-        auto etag = client.upload_part(at, *upload, number, piece);
-        if (!etag) {
-            error = etag.error().message;
-            break;
+    {
+        PartUploads uploads(client.config(), at, *upload, options);
+        error = uploads.start(std::max(1u, options.parallel_parts));
+        uint32_t number = 0;
+        for (uint64_t offset = 0; offset < size && error.empty(); offset += part_bytes) {
+            auto buffer = uploads.take_buffer(std::min(part_bytes, size - offset), progress);
+            if (!buffer) break;   // a part failed: finish() has its error
+            error = pread_exact(fd, *buffer, offset, name);
+            if (error.empty()) error = checker.feed(offset, *buffer);
+            if (!error.empty()) {
+                uploads.give_back(std::move(*buffer));
+                uploads.fail(error);
+                break;
+            }
+            uploads.send(++number, std::move(*buffer));
         }
-        parts.push_back({number, std::move(*etag)});
-        progress.add(piece.size());
-    }
+        if (error.empty()) error = uploads.finish(parts, progress);
+        else (void)uploads.finish(parts, progress);
+    }   // the uploaders are joined here
     if (error.empty()) {
         auto done = client.complete_multipart(at, *upload, parts);
-        if (done) return {};
+        if (done) {
+            parts_uploaded += static_cast<uint32_t>(parts.size());
+            return {};
+        }
         error = done.error().message;
     }
     (void)client.abort_multipart(at, *upload);   // best effort: the error that stopped us is what the user needs
@@ -198,7 +343,8 @@ std::string push_snapshot(S3Client& client, const std::string& manifest_path, co
         S3Location at{destination.bucket, layer_key(m.layers[i].id)};
         StoredChecker checker(m, i);
         std::string e = m.layers[i].file_size_bytes > options.multipart_threshold_bytes
-                            ? upload_parts(client, at, files[i].get(), m, i, checker, options, progress)
+                            ? upload_parts(client, at, files[i].get(), m, i, checker, options, progress,
+                                           report.parts_uploaded)
                             : upload_whole(client, at, files[i].get(), m, i, checker, progress);
         if (!e.empty()) return e;
         ++report.layers_uploaded;

@@ -32,7 +32,12 @@ std::string layer_key(const layered::LayerId& id);
 struct PushOptions {
     uint64_t multipart_threshold_bytes = 64 << 20;   // larger layers go up in parts
     uint64_t part_bytes = 16 << 20;                  // at least 5 MiB (S3's floor)
-    std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;
+    // Parts uploaded at once, each by a thread with its own client (connection);
+    // memory is this many part buffers. 1: one part after the other.
+    unsigned parallel_parts = 4;
+    std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;   // called on the caller's thread
+    // Tests: called on an uploading thread just before part `number` is sent.
+    std::function<void(uint32_t number)> before_part;
 };
 
 struct PushReport {
@@ -42,6 +47,7 @@ struct PushReport {
     uint64_t bytes_skipped = 0;       // layers found in the bucket
     uint64_t manifest_bytes = 0;
     uint64_t blocks_verified = 0;     // stored blocks re-hashed on their way up
+    uint32_t parts_uploaded = 0;      // multipart layers' parts
     double seconds = 0;
 };
 

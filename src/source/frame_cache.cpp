@@ -40,17 +40,18 @@ std::string open_unlinked(const std::string& directory, FileDesc& out) {
 
 }  // namespace
 
-FrameCache::FrameCache(const Manifest& m, std::span<const int> layer_fds)
-    : m_(m), layer_fds_(layer_fds.begin(), layer_fds.end()) {}
+FrameCache::FrameCache(std::shared_ptr<const Manifest> m, std::span<const int> layer_fds)
+    : manifest_(std::move(m)), m_(*manifest_), layer_fds_(layer_fds.begin(), layer_fds.end()) {}
 
-std::string FrameCache::create(const Manifest& m, std::span<const int> layer_fds, std::string directory,
-                               unsigned threads, std::unique_ptr<FrameCache>& out) {
+std::string FrameCache::create(std::shared_ptr<const Manifest> manifest, std::span<const int> layer_fds,
+                               std::string directory, unsigned threads, std::shared_ptr<FrameCache>& out) {
+    const Manifest& m = *manifest;
     if (directory.empty()) {
         const char* tmp = std::getenv("TMPDIR");
         directory = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
     }
     const std::string name = "decompressed-frame cache in " + directory;
-    std::unique_ptr<FrameCache> c(new FrameCache(m, layer_fds));
+    std::shared_ptr<FrameCache> c(new FrameCache(std::move(manifest), layer_fds));
     c->directory_ = directory;
     if (auto e = open_unlinked(directory, c->file_); !e.empty()) return name + ": " + e;
     // Sparse: a frame takes space only once it is written.

@@ -53,11 +53,13 @@ struct FrameCacheStats {
 class FrameCache {
 public:
     // Creates the cache file in `directory` ("": $TMPDIR, else /tmp) for
-    // manifest `m` (compressed; it must outlive the cache), whose layer files
-    // are `layer_fds`, and starts `threads` workers (at least 1). "" or one
-    // line naming the directory and the cause.
-    static std::string create(const layered::Manifest& m, std::span<const int> layer_fds, std::string directory,
-                              unsigned threads, std::unique_ptr<FrameCache>& out);
+    // manifest `m` (compressed; the cache shares it, so a cache kept alive by
+    // a fetch in flight after its source is gone still has it), whose layer
+    // files are `layer_fds` (their owner must outlive the cache), and starts
+    // `threads` workers (at least 1). "" or one line naming the directory and
+    // the cause.
+    static std::string create(std::shared_ptr<const layered::Manifest> m, std::span<const int> layer_fds,
+                              std::string directory, unsigned threads, std::shared_ptr<FrameCache>& out);
     // Stops the workers after the frame each is on; requests still waiting
     // are failed ("the snapshot source was closed").
     ~FrameCache();
@@ -93,13 +95,14 @@ private:
         std::unique_ptr<layered::FrameDecompressor> decompressor;
     };
 
-    FrameCache(const layered::Manifest& m, std::span<const int> layer_fds);
+    FrameCache(std::shared_ptr<const layered::Manifest> m, std::span<const int> layer_fds);
     void run(Buffers& buffers);
     std::string decompress(uint64_t index, Buffers& buffers);
     void finish(uint64_t index, const std::string& error);
     uint32_t layer_of(uint64_t index) const;
 
-    const layered::Manifest& m_;
+    std::shared_ptr<const layered::Manifest> manifest_;
+    const layered::Manifest& m_;   // *manifest_
     std::vector<int> layer_fds_;
     FileDesc file_;
     std::string directory_;

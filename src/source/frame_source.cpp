@@ -4,6 +4,14 @@
 // is there, and fetched (decompressed by the cache's workers) before that. A
 // block that duplicates one in another frame (dedup across layers and frames)
 // is served from that frame: one decompression serves every reference.
+//
+// With StoredFrames (a snapshot in an object store) a frame whose stored
+// bytes are not in their layer file yet is brought in first, then handed to
+// the workers. The fetch's callback holds the frame cache (and through it
+// the manifest) by shared ownership, so a source destroyed while a fetch is
+// in flight leaves the cache to the callback: it queues the frames, and the
+// cache's destructor (wherever the last owner lets go: never a worker, which
+// owns nothing) joins the workers after they finished.
 #include "source/frame_source.hpp"
 
 #include <algorithm>
@@ -18,17 +26,36 @@ using namespace layered;
 
 namespace {
 
+// A fetch's second step: once the stored frames are in, decompress them.
+class DecompressAfter final : public FetchSink {
+public:
+    DecompressAfter(std::shared_ptr<FrameCache> cache, std::vector<uint64_t> frames, std::shared_ptr<FetchSink> sink)
+        : cache_(std::move(cache)), frames_(std::move(frames)), sink_(std::move(sink)) {}
+    void fetched(uint64_t cookie, const std::string& error) override {
+        if (!error.empty()) return sink_->fetched(cookie, error);
+        cache_->request(frames_, std::move(sink_), cookie);
+    }
+
+private:
+    std::shared_ptr<FrameCache> cache_;
+    std::vector<uint64_t> frames_;
+    std::shared_ptr<FetchSink> sink_;
+};
+
 class FrameSource final : public Source {
 public:
-    FrameSource(Manifest m, std::vector<FileDesc> files, bool verify_reads)
-        : m_(std::move(m)), files_(std::move(files)), verify_reads_(verify_reads) {
+    FrameSource(Manifest m, std::vector<FileDesc> files, std::vector<int> fds,
+                std::shared_ptr<const StoredFrames> stored, bool verify_reads)
+        : manifest_(std::make_shared<const Manifest>(std::move(m))), m_(*manifest_), files_(std::move(files)),
+          fds_(std::move(fds)), verify_reads_(verify_reads), stored_(std::move(stored)) {
         for (const FileDesc& f : files_) fds_.push_back(f.get());
     }
 
     // Called once, before the source is shared: the cache's file joins the list.
     std::string start(const LayeredSourceOptions& options) {
         std::vector<int> layer_fds = fds_;
-        if (auto e = FrameCache::create(m_, layer_fds, options.decompress_dir, options.decompress_threads, cache_);
+        if (auto e = FrameCache::create(manifest_, layer_fds, options.decompress_dir, options.decompress_threads,
+                                        cache_);
             !e.empty()) {
             return m_.path + ": " + e;
         }
@@ -68,7 +95,8 @@ public:
                std::to_string(m_.layers.size()) + " layers, " + format_bytes(m_.block_size_bytes) + " blocks, " +
                std::to_string(m_.extents.size()) + " extents, " + std::to_string(m_.frames.size()) + " " +
                codec_name(m_.codec) + " frames of " + format_bytes(m_.frame_blocks * m_.block_size_bytes) +
-               ", decompressed by " + std::to_string(cache_->threads()) + " threads into " + cache_->directory() + ")";
+               ", decompressed by " + std::to_string(cache_->threads()) + " threads into " + cache_->directory() +
+               (stored_ ? ", " + stored_->describe() : std::string()) + ")";
     }
 
     FrameCacheStats stats() const { return cache_->stats(); }
@@ -76,16 +104,18 @@ public:
 private:
     using Place = ExtentPlace;
     Place place(uint64_t offset, uint64_t max) const { return place_in(m_, offset, max); }
-    uint32_t cache_index() const { return static_cast<uint32_t>(files_.size()); }
+    uint32_t cache_index() const { return static_cast<uint32_t>(m_.layers.size()); }
     uint64_t cache_offset(const Place& p, uint64_t offset) const {
         return (m_.checksum_base[p.layer] + p.slot) * m_.block_size_bytes + offset % m_.block_size_bytes;
     }
 
-    Manifest m_;
-    std::vector<FileDesc> files_;
-    std::vector<int> fds_;   // the layer files, then the cache file
+    std::shared_ptr<const Manifest> manifest_;   // shared with the frame cache
+    const Manifest& m_;                          // *manifest_
+    std::vector<FileDesc> files_;                // local layer files (none when `stored_` owns them)
+    std::vector<int> fds_;                       // the layer files, then the cache file
     bool verify_reads_;
-    std::unique_ptr<FrameCache> cache_;   // last: its workers use everything above
+    std::shared_ptr<const StoredFrames> stored_;   // null: every frame is in its local layer file
+    std::shared_ptr<FrameCache> cache_;   // last: its workers use the layer files above
 };
 
 ReadPlan FrameSource::plan(uint64_t offset, uint64_t max_length_bytes) const {
@@ -111,10 +141,9 @@ ReadPlan FrameSource::plan(uint64_t offset, uint64_t max_length_bytes) const {
 }
 
 // Frames are decompressed in the order asked for: a fault waits behind at
-// most what the workers hold (`why` is not used yet).
+// most what the workers hold (`why` orders only the fetches of stored frames).
 void FrameSource::fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<FetchSink> sink, uint64_t cookie,
                         FetchFor why) const {
-    (void)why;
     // Every frame a data block of the range lives in, that is not ready yet.
     std::vector<uint64_t> frames;
     const uint64_t size = m_.guest_size_bytes;
@@ -132,6 +161,11 @@ void FrameSource::fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<
     }
     std::sort(frames.begin(), frames.end());
     frames.erase(std::unique(frames.begin(), frames.end()), frames.end());
+    if (stored_ && !std::all_of(frames.begin(), frames.end(), [&](uint64_t i) { return stored_->present(i); })) {
+        // bring() skips the frames already in; the decompression waits for all.
+        auto then = std::make_shared<DecompressAfter>(cache_, frames, std::move(sink));
+        return stored_->bring(frames, why, std::move(then), cookie);
+    }
     cache_->request(frames, std::move(sink), cookie);
 }
 
@@ -139,7 +173,18 @@ void FrameSource::fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr<
 
 std::unique_ptr<Source> open_frame_source(Manifest m, std::vector<FileDesc> layers, const LayeredSourceOptions& options,
                                           std::string& error) {
-    auto source = std::make_unique<FrameSource>(std::move(m), std::move(layers), options.verify_reads);
+    auto source = std::make_unique<FrameSource>(std::move(m), std::move(layers), std::vector<int>{}, nullptr,
+                                                 options.verify_reads);
+    error = source->start(options);
+    if (!error.empty()) return nullptr;
+    return source;
+}
+
+std::unique_ptr<Source> open_frame_source(Manifest m, std::vector<int> layer_fds,
+                                          std::shared_ptr<const StoredFrames> stored,
+                                          const LayeredSourceOptions& options, std::string& error) {
+    auto source = std::make_unique<FrameSource>(std::move(m), std::vector<FileDesc>{}, std::move(layer_fds),
+                                                std::move(stored), options.verify_reads);
     error = source->start(options);
     if (!error.empty()) return nullptr;
     return source;

@@ -8,8 +8,8 @@
 #include <algorithm>
 
 #include "remote/snapshot_store.hpp"
+#include "source/frame_source.hpp"
 #include "snapshot/layered/extent_place.hpp"
-#include "snapshot/layered/codec.hpp"
 #include "snapshot/layered/file_io.hpp"
 #include "snapshot/layered/read_check.hpp"
 
@@ -118,6 +118,40 @@ void RemoteSource::fetch(uint64_t offset, uint64_t length_bytes, std::shared_ptr
     cache_->request(chunks, why == FetchFor::fault, std::move(sink), cookie);
 }
 
+// The stored frames of a compressed snapshot in the store: chunk `k` of a
+// compressed layer's cache entry is its frame `k`.
+class RemoteFrames final : public StoredFrames {
+public:
+    RemoteFrames(const Manifest& m, std::shared_ptr<ChunkCache> cache, std::vector<int> handles)
+        : cache_(std::move(cache)), handles_(std::move(handles)), frame_base_(m.frame_base) {}
+
+    bool present(uint64_t index) const override {
+        const Ref r = ref(index);
+        return cache_->ready(r.layer, r.chunk);
+    }
+    void bring(std::span<const uint64_t> frames, FetchFor why, std::shared_ptr<FetchSink> sink,
+               uint64_t cookie) const override {
+        std::vector<Ref> chunks;
+        chunks.reserve(frames.size());
+        for (uint64_t index : frames) chunks.push_back(ref(index));
+        cache_->request(chunks, why == FetchFor::fault, std::move(sink), cookie);
+    }
+    std::string describe() const override { return "frames fetched into chunk cache " + cache_->directory(); }
+
+private:
+    using Ref = ChunkCache::ChunkRef;
+    Ref ref(uint64_t index) const {
+        // The last layer whose first frame is at or before `index`.
+        const auto it = std::upper_bound(frame_base_.begin(), frame_base_.end(), index);
+        const auto layer = static_cast<size_t>(it - frame_base_.begin()) - 1;
+        return Ref{handles_[layer], index - frame_base_[layer]};
+    }
+
+    std::shared_ptr<ChunkCache> cache_;
+    std::vector<int> handles_;            // the cache's handle of each manifest layer
+    std::vector<uint64_t> frame_base_;    // the manifest's
+};
+
 }  // namespace
 
 std::unique_ptr<Source> open_remote_source(S3Client& client, const S3Location& manifest,
@@ -130,12 +164,6 @@ std::unique_ptr<Source> open_remote_source(S3Client& client, const S3Location& m
     }
     Manifest m;
     if (error = decode_manifest(*bytes, manifest.url(), m); !error.empty()) return nullptr;
-    if (m.compressed()) {
-        error = manifest.url() + ": a compressed snapshot (" + codec_name(m.codec) +
-                " frames); serving compressed snapshots from an object store is not done yet: push one built "
-                "without --compress (or --compress none)";
-        return nullptr;
-    }
     std::vector<int> handles;
     for (uint32_t i = 0; i < m.layers.size(); ++i) {
         const S3Location object{manifest.bucket, layer_key(m.layers[i].id)};
@@ -152,6 +180,12 @@ std::unique_ptr<Source> open_remote_source(S3Client& client, const S3Location& m
         const int h = cache->add_layer(object, m, i, error);
         if (h < 0) return nullptr;
         handles.push_back(h);
+    }
+    if (m.compressed()) {
+        std::vector<int> fds;
+        for (int h : handles) fds.push_back(cache->layer_fd(h));
+        auto frames = std::make_shared<const RemoteFrames>(m, std::move(cache), std::move(handles));
+        return open_frame_source(std::move(m), std::move(fds), std::move(frames), options, error);
     }
     return std::make_unique<RemoteSource>(std::move(m), manifest.url(), std::move(cache), std::move(handles),
                                           options.verify_reads);

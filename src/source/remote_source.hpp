@@ -20,8 +20,10 @@ namespace ringpager::remote {
 // Reads and validates the manifest at `manifest` (bounded by
 // max_manifest_bytes), checks every layer object is in the bucket with its
 // size, and adds the layers to `cache`. nullptr with a one-line `error`
-// naming the object and what to check. Compressed snapshots (format version
-// 2 with zstd or lz4) are refused: serving them from a store is not done yet.
+// naming the object and what to check. A compressed snapshot (format version
+// 2 with zstd or lz4) is served by the frame source (source/frame_source.hpp):
+// each stored frame is one chunk of the cache, fetched, verified, then
+// decompressed by the source's workers (options.decompress_*).
 std::unique_ptr<Source> open_remote_source(S3Client& client, const S3Location& manifest,
                                            std::shared_ptr<ChunkCache> cache, const LayeredSourceOptions& options,
                                            std::string& error);

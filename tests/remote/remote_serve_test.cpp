@@ -14,112 +14,21 @@
 #include <poll.h>
 #include <sys/inotify.h>
 
-#include <set>
-#include <thread>
+#include <condition_variable>
+#include <mutex>
 
-#include "common/engine_fixture.hpp"
-#include "common/process.hpp"
-#include "engine/layered_chain.hpp"
-#include "remote/chunk_cache.hpp"
-#include "remote/snapshot_store.hpp"
-#include "snapshot/layered/format.hpp"
-#include "source/remote_source.hpp"
-#include "test_util.hpp"
+#include "remote_serve_fixture.hpp"
 
 using namespace ringpager;
 using namespace ringpager::remote;
 using namespace ringpager::testing;
 using rgwtest::FaultProxy;
 using rgwtest::rgw;
+using rgwtest::RemoteServe;
+using rgwtest::kChunkBytes;
+using rgwtest::MiB;
 
 namespace {
-
-constexpr uint64_t MiB = 1024 * 1024;
-constexpr uint64_t kChunkBytes = 256 << 10;
-
-// A 3-layer chain built locally and pushed to a fresh bucket as "snap".
-class RemoteServe : public rgwtest::ProxyFixture {
-protected:
-    void SetUp() override { set_up(4096); }
-    void set_up(uint64_t block_size) {
-        ProxyFixture::SetUp();
-        if (HasFatalFailure()) return;
-        block_size_ = block_size;
-        chain_ = build_chain(dir_, 16 * MiB, block_size);
-        PushReport report;
-        ASSERT_EQ(push_snapshot(*client, chain_.manifest, at("snap"), PushOptions{}, report), "");
-        ASSERT_EQ(report.layers_uploaded, 3u);
-        ASSERT_EQ(layered::load_manifest(chain_.manifest, m_), "");
-    }
-
-    std::shared_ptr<ChunkCache> open_cache(S3Config config, std::string* error_out = nullptr,
-                                           const std::function<void(ChunkCacheOptions&)>& tweak = {}) {
-        ChunkCacheOptions options;
-        options.directory = dir_.file("cache");
-        options.chunk_bytes = kChunkBytes;
-        if (tweak) tweak(options);
-        std::shared_ptr<ChunkCache> cache;
-        const std::string error = ChunkCache::open(std::move(config), options, cache);
-        if (error_out) *error_out = error;
-        else EXPECT_EQ(error, "");
-        return cache;
-    }
-
-    std::shared_ptr<const Source> open_source(const std::shared_ptr<ChunkCache>& cache) {
-        std::string error;
-        std::shared_ptr<const Source> source = open_remote_source(*client, at("snap"), cache, {}, error);
-        EXPECT_TRUE(source) << error;
-        return source;
-    }
-
-    // Chunks holding at least one block a guest block maps to: what a VM made
-    // resident needs, each exactly once.
-    uint64_t referenced_chunks() const {
-        std::set<std::pair<uint32_t, uint64_t>> chunks;
-        const uint64_t slots = std::max<uint64_t>(1, kChunkBytes / m_.block_size_bytes);
-        for (size_t i = 0; i < m_.extents.size(); ++i) {
-            const auto& e = m_.extents[i];
-            if (layered::is_zero_location(e.location)) continue;
-            const uint64_t first = layered::location_slot(e.location);
-            const uint64_t count = m_.extent_end_block(i) - e.first_block;
-            for (uint64_t s = first; s < first + count; ++s) chunks.insert({layered::location_layer(e.location), s / slots});
-        }
-        return chunks.size();
-    }
-
-    // `vms` guests connect at once; each touches all of its memory (lazy) or is
-    // prefetched to resident; every page must match the flattened image.
-    void restore(RunningEngine& e, ServeMode mode, unsigned vms, uint64_t vms_before) {
-        auto image = sim::ExpectedImage::open(chain_.flat);
-        ASSERT_TRUE(image.ok());
-        std::vector<sim::Guest> guests;
-        guests.reserve(vms);   // a connected guest is never moved
-        for (unsigned i = 0; i < vms; ++i) {
-            guests.push_back(make_guest(e.socket, {8 * MiB, 8 * MiB}, block_size_));
-            ASSERT_TRUE(guests.back().connect_and_send().ok());
-        }
-        if (mode == ServeMode::lazy) {
-            std::vector<std::thread> threads;
-            for (unsigned i = 0; i < vms; ++i) {
-                threads.emplace_back([&, i] { guests[i].touch(sim::Pattern::random, 2, 1.0, 4 + i); });
-            }
-            for (auto& t : threads) t.join();
-        } else {
-            ASSERT_TRUE(e.engine->wait_until(
-                [&](const EngineStats& s) { return s.vms_resident == vms_before + vms; }, kWait));
-        }
-        for (auto& guest : guests) {
-            const sim::VerifyReport report = guest.verify(*image);
-            EXPECT_EQ(report.pages_checked, guest.page_count());
-            EXPECT_EQ(report.mismatches, 0u) << report.describe();
-        }
-    }
-
-    TempDir dir_;
-    uint64_t block_size_ = 4096;
-    Chain chain_;
-    layered::Manifest m_;
-};
 
 TEST_F(RemoteServe, ManyVmsFromAnEmptyCacheFetchEachChunkOnceThenARestartFetchesNothing) {
     for (ServeMode mode : {ServeMode::prefetch, ServeMode::lazy}) {
@@ -201,6 +110,57 @@ TEST_F(RemoteServe, ABoundedCacheEvictsAndStillServesEveryPage) {
     std::string error;
     EXPECT_FALSE(open_cache(rgw().config(), &error, [](ChunkCacheOptions& o) { o.capacity_bytes = kChunkBytes; }));
     EXPECT_EQ(error, "cache size 256 KiB is below the 8 MiB the fetches in flight need (2 x 16 chunks of 256 KiB)");
+}
+
+// Records the one callback of a cache request.
+class WaitingSink final : public FetchSink {
+public:
+    void fetched(uint64_t, const std::string& error) override {
+        std::lock_guard lock(mu_);
+        errors_.push_back(error);
+        done_.notify_all();
+    }
+    std::vector<std::string> wait() {
+        std::unique_lock lock(mu_);
+        done_.wait_for(lock, kWait, [&] { return !errors_.empty(); });
+        return errors_;
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable done_;
+    std::vector<std::string> errors_;
+};
+
+TEST_F(RemoteServe, EvictionGivesAChunkReadSinceTheHandPassedASecondChance) {
+    // Room for 4 chunks; one transfer at a time, so the floor is 2 chunks.
+    auto cache = open_cache(rgw().config(), nullptr, [](ChunkCacheOptions& o) {
+        o.capacity_bytes = 4 * kChunkBytes;
+        o.fetcher.max_in_flight = 1;
+        o.fetcher.prefetch_max_in_flight = 1;
+    });
+    ASSERT_TRUE(cache);
+    std::string error;
+    const int h = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
+    ASSERT_GE(h, 0) << error;
+    ASSERT_GE(m_.layers[0].block_count, 12 * cache->chunk_slots(h));
+    auto fetch = [&](uint64_t c) {
+        auto sink = std::make_shared<WaitingSink>();
+        const ChunkCache::ChunkRef ref{h, c};
+        cache->request(std::span(&ref, 1), true, sink, c);
+        EXPECT_EQ(sink->wait(), std::vector<std::string>{""});
+    };
+    fetch(0);
+    for (uint64_t c = 1; c < 12; ++c) {
+        EXPECT_TRUE(cache->ready(h, 0)) << "before chunk " << c;   // read before every eviction
+        fetch(c);
+    }
+    const ChunkCacheStats s = cache->stats();
+    EXPECT_EQ(s.evictions, 8u);                // 12 fetched, 4 fit
+    EXPECT_LE(s.cached_bytes, 4 * kChunkBytes);
+    EXPECT_TRUE(cache->ready(h, 0));           // never the one taken
+    EXPECT_FALSE(cache->ready(h, 1));          // not read since it came: the first to go
+    EXPECT_TRUE(cache->ready(h, 11));          // the newest is at the back of the ring
 }
 
 TEST_F(RemoteServe, ASecondCacheOnADirectoryInUseIsRefusedWithOneLine) {
@@ -310,6 +270,55 @@ TEST_F(RemoteServe, AStoreAwayPastTheFetchDeadlineFailsTheFetchWithOneLine) {
     EXPECT_NE(log.find("cannot connect to " + proxy->endpoint()), std::string::npos) << log;
     EXPECT_GE(cache->stats().chunk_failures, 1u);
     EXPECT_EQ(e.engine->stats().vms_failed, 0u);   // poisoned pages, not a failed engine
+}
+
+TEST_F(RemoteServe, AStoreThatHangsFailsAWaitingFaultAtItsDeadline) {
+    auto cache = open_cache(proxied(), nullptr, [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
+    ASSERT_TRUE(cache);
+    std::string error;
+    const int h = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
+    ASSERT_GE(h, 0) << error;
+    // Every answer is held for 10 minutes, far past the request timeout and
+    // the test's wait: only the deadline can end this fetch in time.
+    proxy->set(FaultProxy::Mode::delay, -1, 600000);
+    auto sink = std::make_shared<WaitingSink>();
+    const ChunkCache::ChunkRef ref{h, 0};
+    cache->request(std::span(&ref, 1), true, sink, 1);
+    const std::vector<std::string> errors = sink->wait();
+    ASSERT_EQ(errors.size(), 1u);
+    EXPECT_EQ(errors[0].rfind("not fetched within the fetch deadline (300 ms): " + at(layer_key(m_.layers[0].id)).url() +
+                                  " bytes " + std::to_string(m_.layers[0].data_offset_bytes) + "+" +
+                                  std::to_string(kChunkBytes) + ": no answer (1 attempts in ",
+                              0),
+              0u)
+        << errors[0];
+    EXPECT_EQ(cache->fetcher().stats().deadlines, 1u);
+    EXPECT_EQ(cache->stats().chunk_failures, 1u);
+}
+
+TEST_F(RemoteServe, AFaultWaitingOnAPrefetchFetchAlsoFailsAtItsDeadline) {
+    auto cache = open_cache(proxied(), nullptr, [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
+    ASSERT_TRUE(cache);
+    std::string error;
+    const int h = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
+    ASSERT_GE(h, 0) << error;
+    proxy->set(FaultProxy::Mode::delay, -1, 600000);
+    // The chunk is fetched for prefetch (no deadline of its own), then a fault
+    // waits on it: queued or already in flight, the fetch now ends at the
+    // deadline, which counts from its first waiter.
+    const ChunkCache::ChunkRef ref{h, 0};
+    auto prefetch = std::make_shared<WaitingSink>();
+    cache->request(std::span(&ref, 1), false, prefetch, 1);
+    auto fault = std::make_shared<WaitingSink>();
+    cache->request(std::span(&ref, 1), true, fault, 2);
+    for (const auto& sink : {fault, prefetch}) {
+        const std::vector<std::string> errors = sink->wait();
+        ASSERT_EQ(errors.size(), 1u);
+        EXPECT_EQ(errors[0].rfind("not fetched within the fetch deadline (300 ms): ", 0), 0u) << errors[0];
+        EXPECT_NE(errors[0].find(": no answer (1 attempts in "), std::string::npos) << errors[0];
+    }
+    EXPECT_EQ(cache->fetcher().stats().deadlines, 1u);
+    EXPECT_EQ(cache->stats().fetches, 1u);   // one GET for both waiters
 }
 
 // Waits (inotify, no polling) until `path` exists in its directory: created

@@ -6,6 +6,9 @@
 // changed on disk, an unreachable endpoint and bad URLs end in one line.
 #include <xxhash.h>
 
+#include <condition_variable>
+#include <mutex>
+
 #include <nlohmann/json.hpp>
 
 #include "remote/snapshot_store.hpp"
@@ -245,6 +248,35 @@ TEST_F(SnapshotPushTest, ALargeLayerGoesUpInPartsByteForByte) {
     EXPECT_NE(info->etag.find("-3"), std::string::npos) << info->etag;   // three parts
     ASSERT_EQ(progress.size(), 4u);   // three parts, then the manifest
     EXPECT_EQ(progress.back(), m_.layers[0].file_size_bytes + snaptest::file_size(manifest()));
+}
+
+TEST_F(SnapshotPushTest, PartsGoUpSeveralAtOnce) {
+    Bytes memory = random_bytes(12 << 20, 9);   // a 12 MiB layer: three parts of 5 MiB or less
+    snaptest::write_file(dir_.file("base"), memory);
+    snaptest::build(dir_.file("base"), {}, manifest());
+    ASSERT_EQ(layered::load_manifest(manifest(), m_), "");
+    PushOptions options;
+    options.multipart_threshold_bytes = 5 << 20;
+    options.part_bytes = 5 << 20;
+    options.parallel_parts = 2;
+    // Each uploader waits (up to kWait) until two parts are being sent at
+    // once: with one part at a time the first would wait alone.
+    std::mutex mu;
+    std::condition_variable both;
+    unsigned arrived = 0;
+    bool overlapped = false;
+    options.before_part = [&](uint32_t) {
+        std::unique_lock lock(mu);
+        if (++arrived >= 2) overlapped = true;
+        both.notify_all();
+        both.wait_for(lock, std::chrono::seconds(30), [&] { return arrived >= 2; });
+    };
+    PushReport report;
+    ASSERT_EQ(push_snapshot(*client, manifest(), at("parallel"), options, report), "");
+    EXPECT_TRUE(overlapped);
+    EXPECT_EQ(report.parts_uploaded, 3u);
+    const std::string key = layer_key(m_.layers[0].id);
+    EXPECT_EQ(object_hash(key), file_hash(m_.layer_path(0)));   // the parts in their order
 }
 
 TEST_F(SnapshotPushTest, ABadManifestIsRefusedWithOneLineAndNothingIsSent) {

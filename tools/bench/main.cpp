@@ -215,8 +215,15 @@ int run(BenchOptions& o) {
     (void)expected->hash(0, expected->size_bytes());  // warms the page cache
     info.memory_budget_bytes = o.memory_budget_bytes != 0 ? o.memory_budget_bytes : info.mem_available_bytes / 10 * 6;
 
+    std::string source_error;
+    auto source = PreparedSource::prepare(o.snapshot_source, o.mem_file, work_dir, o.rgw_script, source_error);
+    if (!source) {
+        std::fprintf(stderr, "rp-bench: --snapshot-source %s: %s\n", snapshot_source_name(o.snapshot_source),
+                     source_error.c_str());
+        return 1;
+    }
     ScenarioContext context{o.mem_file, &*expected, work_dir, o.ringpager_path, o.baseline_path, o.reactors, o.seed,
-                            "", o.sample_interval, o.stall, o.timeout, o.cold_cache};
+                            "", o.sample_interval, o.stall, o.timeout, o.cold_cache, source.get()};
     const std::vector<ScenarioSpec> specs = build_matrix(o, info.image_bytes, info.memory_budget_bytes);
     info.rounds = o.rounds;
     std::vector<std::vector<ScenarioResult>> by_spec(specs.size());
@@ -237,9 +244,18 @@ int run(BenchOptions& o) {
     for (const std::vector<ScenarioResult>& rounds : by_spec) results.push_back(combine_rounds(rounds));
     info.total_seconds = static_cast<double>(monotonic_ns() - start_ns) / 1e9;
     print_table(stdout, results, info);
+    std::printf("ringpager served the image from: %s\n", snapshot_source_name(o.snapshot_source));
+    if (o.snapshot_source == SnapshotSource::s3_cold || o.snapshot_source == SnapshotSource::s3_warm) {
+        for (const ScenarioResult& r : results) {
+            if (r.spec.handler == HandlerKind::baseline || r.spec.handler == HandlerKind::baseline_eager) continue;
+            std::printf("  %s: %.1f MiB fetched from the store while measured (median of rounds)\n", r.spec.name().c_str(),
+                        static_cast<double>(r.store_bytes_fetched) / (1 << 20));
+        }
+    }
     std::fflush(stdout);
     const bool outputs_ok = write_outputs(o, results, info);
     const bool all_ok = std::all_of(results.begin(), results.end(), [](const ScenarioResult& r) { return r.ok(); });
+    source.reset();   // stops the store it started, whose pid files are in the work directory
     if (o.work_dir.empty() && !o.keep_work_dir && all_ok) {
         std::error_code ec;
         fs::remove_all(work_dir, ec);

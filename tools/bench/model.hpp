@@ -80,6 +80,7 @@ struct ScenarioResult {
     std::string verify_detail;    // the first mismatching VM's report
     std::string handler_exit;     // "exit 0", "signal 9", ...
     double wall_seconds = 0;      // the whole scenario, setup and verification included
+    uint64_t store_bytes_fetched = 0;   // s3-* sources: what the chunk cache took from the store while measured
     std::vector<std::string> failures;  // anything that makes the run fail (exit 1)
 
     double& figure(Figure f) { return figures[static_cast<size_t>(f)]; }

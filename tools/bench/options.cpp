@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 
 #include "guestsim/units.hpp"
 
@@ -47,7 +48,7 @@ bool parse_names(const std::vector<std::string>& names, std::vector<T>& out, Par
 struct RawOptions {
     std::vector<std::string> handlers, workloads;
     std::vector<unsigned> vms, vcpus;
-    std::string image_size, memory_budget;
+    std::string image_size, memory_budget, snapshot_source = "local";
     int sample_us = 1000, stall_ms = 500, timeout_s = 300;
     bool full = false, smoke = false;
 };
@@ -93,6 +94,12 @@ void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
     app.add_flag("--cold-cache", o.cold_cache,
                  "drop the snapshot image from the page cache (POSIX_FADV_DONTNEED) before every scenario");
     app.add_flag("--keep", o.keep_work_dir, "keep the temporary work directory (handler logs)");
+    app.add_option("--snapshot-source", raw.snapshot_source,
+                   "what ringpager serves: local (the memory file), layered, layered-zstd (a snapshot built from it), "
+                   "s3-cold, s3-warm (that snapshot pushed to a throwaway Ceph RGW, served through an empty or a "
+                   "filled chunk cache) (default local)");
+    app.add_option("--rgw-script", o.rgw_script,
+                   "the store for s3-*: tests/remote/rgw.sh (default: $RINGPAGER_RGW_SCRIPT)");
 }
 
 // Fills what the user left unset from the preset, then converts and checks.
@@ -127,6 +134,16 @@ bool resolve(const CLI::App& app, RawOptions& raw, BenchOptions& o) {
             return false;
         }
         o.memory_budget_bytes = *budget;
+    }
+    if (auto source = parse_snapshot_source(raw.snapshot_source)) {
+        o.snapshot_source = *source;
+    } else {
+        std::fprintf(stderr, "rp-bench: --snapshot-source is local, layered, layered-zstd, s3-cold or s3-warm\n");
+        return false;
+    }
+    if (o.rgw_script.empty()) {
+        const char* script = std::getenv("RINGPAGER_RGW_SCRIPT");
+        if (script != nullptr) o.rgw_script = script;
     }
     o.sample_interval = std::chrono::microseconds(raw.sample_us);
     o.stall = std::chrono::milliseconds(raw.stall_ms);

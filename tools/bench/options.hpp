@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model.hpp"
+#include "snapshot_source.hpp"
 
 namespace ringpager::bench {
 
@@ -41,6 +42,10 @@ struct BenchOptions {
     bool keep_work_dir = false;
     bool cold_cache = false;         // drop the image from the page cache before every scenario
     std::string preset = "default";  // default, full or smoke
+    // What ringpager serves the image from (the baseline always serves the
+    // memory file); s3-* start a store with this script (tests/remote/rgw.sh).
+    SnapshotSource snapshot_source = SnapshotSource::local;
+    std::string rgw_script;
 };
 
 // Parses argv. Returns nullopt after printing help (exit_code 0) or a usage

@@ -114,6 +114,7 @@ nlohmann::json result_json(const ScenarioResult& r) {
             {"verify_detail", r.verify_detail},
             {"handler_exit", r.handler_exit},
             {"wall_seconds", r.wall_seconds},
+            {"store_bytes_fetched", r.store_bytes_fetched},
             {"failures", r.failures},
             {"rounds", std::max<size_t>(1, r.round_figures.size())},
             {"figures_by_round", values_by_round(r.round_figures)},
@@ -159,9 +160,10 @@ ScenarioResult combine_rounds(const std::vector<ScenarioResult>& rounds) {
     if (rounds.size() == 1) return rounds.front();
     ScenarioResult out;
     out.spec = rounds.front().spec;
-    std::vector<double> first_fault;
+    std::vector<double> first_fault, fetched;
     for (size_t i = 0; i < rounds.size(); ++i) {
         const ScenarioResult& r = rounds[i];
+        fetched.push_back(static_cast<double>(r.store_bytes_fetched));
         out.round_figures.push_back(r.figures);
         out.round_ratios.push_back(r.ratios);
         first_fault.push_back(r.first_fault_mean_ms);
@@ -186,6 +188,7 @@ ScenarioResult combine_rounds(const std::vector<ScenarioResult>& rounds) {
         out.ratios[f] = median_of(ratios);
     }
     out.first_fault_mean_ms = median_of(first_fault);
+    out.store_bytes_fetched = static_cast<uint64_t>(median_of(fetched));
     return out;
 }
 

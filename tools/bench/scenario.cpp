@@ -255,8 +255,11 @@ std::string working_set_path(const ScenarioContext& context, const ScenarioSpec&
 std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKind kind, const std::string& socket,
                                       const std::string& working_set) {
     if (kind == HandlerKind::lazy || kind == HandlerKind::prefetch || kind == HandlerKind::replay) {
-        std::vector<std::string> argv = {context.ringpager_path, "serve", "--socket", socket, "--mem-file",
-                                         context.mem_file, "--mode", kind == HandlerKind::lazy ? "lazy" : "prefetch"};
+        std::vector<std::string> argv = {context.ringpager_path, "serve", "--socket", socket, "--mode",
+                                         kind == HandlerKind::lazy ? "lazy" : "prefetch"};
+        std::vector<std::string> from = context.source ? context.source->serve_args() : std::vector<std::string>{};
+        if (from.empty()) from = {"--mem-file", context.mem_file};
+        argv.insert(argv.end(), from.begin(), from.end());
         if (context.reactors > 0) {
             argv.push_back("--reactors");
             argv.push_back(std::to_string(context.reactors));
@@ -298,6 +301,14 @@ ScenarioResult run_with(const ScenarioSpec& spec, const ScenarioContext& context
         result.failures.push_back(error);
         return result;
     }
+    const bool ringpager = argv.front() == context.ringpager_path;
+    if (ringpager && context.source) {
+        if (error = context.source->before_scenario(); !error.empty()) {
+            result.failures.push_back(error);
+            return result;
+        }
+    }
+    const uint64_t cached_before = ringpager && context.source ? context.source->cache_bytes() : 0;
     auto handler = HandlerProcess::start(argv, socket, log,
                                          kHandlerStartDeadline, error);
     if (!handler) {
@@ -307,6 +318,12 @@ ScenarioResult run_with(const ScenarioSpec& spec, const ScenarioContext& context
     // Declared after the handler so they are destroyed (unmapped) first.
     std::vector<sim::Guest> guests = create_guests(spec, socket, result);
     if (result.failures.empty()) measure(spec, context, *handler, guests, result);
+    // What the measured window took from the store (the verification below reads every page).
+    const bool from_store = ringpager && context.source && context.source->source() >= SnapshotSource::s3_cold;
+    if (from_store) {
+        const uint64_t cached = context.source->cache_bytes();   // no --cache-size: nothing is punched out
+        result.store_bytes_fetched = cached > cached_before ? cached - cached_before : 0;
+    }
     if (result.failures.empty()) verify_all(spec, context, *handler, guests, result);
     bool clean = false;
     result.handler_exit = handler->stop(kHandlerStopGrace, clean);

@@ -8,6 +8,7 @@
 
 #include "guestsim/expected_image.hpp"
 #include "model.hpp"
+#include "snapshot_source.hpp"
 
 namespace ringpager::bench {
 
@@ -24,6 +25,7 @@ struct ScenarioContext {
     std::chrono::milliseconds stall{500};
     std::chrono::seconds timeout{300};  // per scenario; a stuck handler aborts the run
     bool cold_cache = false;     // drop mem_file from the page cache before each scenario
+    const PreparedSource* source = nullptr;   // what ringpager serves; null: mem_file
 };
 
 // The handler's command line for a scenario (`working_set`: what replay replays).
