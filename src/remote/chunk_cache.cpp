@@ -214,8 +214,11 @@ int ChunkCache::add_layer(const S3Location& object, const Manifest& m, uint32_t 
         return it->second;
     }
     // The manifest was validated; still, nothing is sized from it unchecked.
+    // A compressed layer's blocks are in its frames' plain bytes, usually more
+    // than the file holds: its frames are bounded by the file below instead.
     if (bs == 0 || rec.block_count > (max_object_bytes - rec.data_offset_bytes) / bs ||
-        rec.data_offset_bytes + rec.block_count * bs > rec.file_size_bytes || rec.file_size_bytes > max_object_bytes) {
+        (frames.empty() && rec.data_offset_bytes + rec.block_count * bs > rec.file_size_bytes) ||
+        rec.file_size_bytes > max_object_bytes) {
         error = object.url() + ": layer " + id + " has blocks outside its file";
         return -1;
     }

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <cstring>
+#include <fstream>
 #include <mutex>
 
 #include "remote_serve_fixture.hpp"
@@ -139,6 +141,53 @@ TEST_P(RemoteFrames, ASourceDestroyedWhileAFetchIsInFlightLeavesTheCallbackAWork
     // (nobody reads it any more): never a callback into a destroyed cache.
     EXPECT_TRUE(calls[0].second.empty() || calls[0].second == "the snapshot source was closed") << calls[0].second;
     EXPECT_EQ(cache->stats().chunk_failures, 0u);
+}
+
+// Guest memory compresses (a real guest's does: 0.59x with zstd), so a
+// layer's file is smaller than the blocks it stores: the cache sizes and
+// bounds a compressed layer by its frames, not by its blocks' plain bytes.
+TEST_P(RemoteFrames, ALayerSmallerThanTheBlocksItStoresIsServed) {
+    constexpr uint64_t kSize = 16 * MiB;
+    const std::string mem = dir_.file("compressible.mem");
+    {
+        std::string bytes(kSize, '\0');
+        for (uint64_t page = 0; page < kSize / 4096; page++) {
+            char* p = bytes.data() + page * 4096;
+            std::memset(p, static_cast<int>(1 + page % 7), 4096);
+            std::memcpy(p, &page, sizeof page);  // every page its own: nothing is a duplicate
+        }
+        std::ofstream(mem, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+    SnapshotBuildOptions options;
+    options.base_path = mem;
+    options.manifest_path = dir_.file("compressible.rpm");
+    options.frames = FrameOptions{};
+    options.frames->codec = GetParam();
+    options.frames->frame_bytes = 256 << 10;
+    SnapshotBuildReport built;
+    std::string error;
+    ASSERT_TRUE(build_layered_snapshot(options, built, error)) << error;
+    layered::Manifest m;
+    ASSERT_EQ(layered::load_manifest(options.manifest_path, m), "");
+    ASSERT_EQ(m.layers.size(), 1u);
+    ASSERT_LT(m.layers[0].file_size_bytes, m.layers[0].block_count * m.block_size_bytes);  // the case at hand
+    PushReport pushed;
+    ASSERT_EQ(push_snapshot(*client, options.manifest_path, at("small"), PushOptions{}, pushed), "");
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    std::shared_ptr<const Source> source = open_remote_source(*client, at("small"), cache, {}, error);
+    ASSERT_TRUE(source) << error;
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    sim::Guest guest = make_guest(e.socket, {kSize});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.pages_checked, kSize / 4096);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    EXPECT_EQ(cache->stats().fetches, m.frames.size());
+    EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Codecs, RemoteFrames, ::testing::Values(FrameCodec::zstd, FrameCodec::lz4),
