@@ -24,6 +24,12 @@ struct LayeredSourceOptions {
     // up to the snapshot's stored (uncompressed) size while VMs are served.
     std::string decompress_dir;
     unsigned decompress_threads = 2;
+    // Keep the decompressed frames in `decompress_dir` as
+    // frames-SNAPSHOTID.plain, so an engine started again on that directory
+    // reuses every frame whose blocks still match their checksums instead of
+    // decompressing it again. The caller keeps other engines off the
+    // directory (serve from s3:// does: the chunk cache's lock).
+    bool keep_decompressed = false;
 };
 
 // Opens a layered snapshot manifest (format version 1 or 2); validates header,

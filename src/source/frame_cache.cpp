@@ -44,19 +44,29 @@ FrameCache::FrameCache(std::shared_ptr<const Manifest> m, std::span<const int> l
     : manifest_(std::move(m)), m_(*manifest_), layer_fds_(layer_fds.begin(), layer_fds.end()) {}
 
 std::string FrameCache::create(std::shared_ptr<const Manifest> manifest, std::span<const int> layer_fds,
-                               std::string directory, unsigned threads, std::shared_ptr<FrameCache>& out) {
+                               std::string directory, unsigned threads, bool keep, std::shared_ptr<FrameCache>& out) {
     const Manifest& m = *manifest;
     if (directory.empty()) {
         const char* tmp = std::getenv("TMPDIR");
         directory = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
     }
-    const std::string name = "decompressed-frame cache in " + directory;
+    const std::string kept_path = directory + "/frames-" + hex_id(m.snapshot_id) + ".plain";
+    const std::string name = keep ? "decompressed-frame cache " + kept_path : "decompressed-frame cache in " + directory;
     std::shared_ptr<FrameCache> c(new FrameCache(std::move(manifest), layer_fds));
     c->directory_ = directory;
-    if (auto e = open_unlinked(directory, c->file_); !e.empty()) return name + ": " + e;
     // Sparse: a frame takes space only once it is written.
     const uint64_t size = m.checksums.size() * m.block_size_bytes;
-    if (::ftruncate(c->file_.get(), static_cast<off_t>(size)) != 0) return name + ": " + errno_text("ftruncate");
+    struct stat st {};
+    if (!keep) {
+        if (auto e = open_unlinked(directory, c->file_); !e.empty()) return name + ": " + e;
+    } else {
+        c->file_ = FileDesc(::open(kept_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+        if (!c->file_.valid()) return name + ": " + errno_text("open");
+        if (::fstat(c->file_.get(), &st) != 0) return name + ": " + errno_text("fstat");
+        if (!S_ISREG(st.st_mode)) return name + ": not a regular file";
+    }
+    if (static_cast<uint64_t>(st.st_size) != size && ::ftruncate(c->file_.get(), static_cast<off_t>(size)) != 0)
+        return name + ": " + errno_text("ftruncate");
     const uint64_t words = m.frames.size() / 64 + 1;
     c->bits_ = std::make_unique<std::atomic<uint64_t>[]>(words);
     for (uint64_t i = 0; i < words; ++i) c->bits_[i].store(0, std::memory_order_relaxed);
@@ -70,6 +80,8 @@ std::string FrameCache::create(std::shared_ptr<const Manifest> manifest, std::sp
         b.plain.resize(m.frame_blocks * m.block_size_bytes);
         b.decompressor = std::make_unique<FrameDecompressor>(m.codec);
     }
+    // A file kept by an earlier engine (it had the same size: same snapshot).
+    if (keep && static_cast<uint64_t>(st.st_size) == size) c->reuse_kept_frames(c->buffers_[0].plain);
     for (unsigned i = 0; i < threads; ++i) {
         try {
             c->workers_.emplace_back([cache = c.get(), &b = c->buffers_[i]] { cache->run(b); });
@@ -198,8 +210,37 @@ std::string FrameCache::decompress(uint64_t index, Buffers& buffers) {
                    ", the manifest says " + hex64(want);
         }
     }
-    const uint64_t cache_offset = (m_.checksum_base[layer] + first_slot) * bs;
-    return pwrite_all(file_.get(), plain, cache_offset, "decompressed-frame cache in " + directory_);
+    return pwrite_all(file_.get(), plain, cache_offset(index), "decompressed-frame cache in " + directory_);
+}
+
+uint64_t FrameCache::cache_offset(uint64_t index) const {
+    const uint32_t layer = layer_of(index);
+    const uint64_t first_slot = (index - m_.frame_base[layer]) * m_.frame_blocks;
+    return (m_.checksum_base[layer] + first_slot) * m_.block_size_bytes;
+}
+
+// Before any worker starts: only this thread touches the file and the bits.
+// A frame is reused only if every one of its blocks matches the manifest: a
+// frame an engine was writing when it died, or bytes changed on disk since,
+// are decompressed again. Holes (frames never written) are skipped unread.
+void FrameCache::reuse_kept_frames(std::vector<std::byte>& buffer) {
+    const uint64_t bs = m_.block_size_bytes;
+    for (uint64_t index = 0; index < m_.frames.size(); ++index) {
+        const FrameRecord& f = m_.frames[index];
+        const uint64_t offset = cache_offset(index);
+        const off_t data = ::lseek(file_.get(), static_cast<off_t>(offset), SEEK_DATA);
+        if (data < 0 || static_cast<uint64_t>(data) != offset) continue;   // a hole, or nothing after it
+        std::span<std::byte> plain(buffer.data(), f.plain_bytes);   // plain_bytes <= the buffer (validated)
+        if (!pread_exact(file_.get(), plain, offset, "").empty()) continue;
+        const uint32_t layer = layer_of(index);
+        const uint64_t first_slot = (index - m_.frame_base[layer]) * m_.frame_blocks;
+        bool intact = true;
+        for (uint64_t at = 0; at < plain.size() && intact; at += bs)
+            intact = XXH3_64bits(plain.data() + at, bs) == m_.block_checksum(layer, first_slot + at / bs);
+        if (!intact) continue;
+        bits_[index / 64].fetch_or(uint64_t{1} << (index % 64), std::memory_order_relaxed);
+        stats_.frames_reused++;
+    }
 }
 
 }  // namespace ringpager

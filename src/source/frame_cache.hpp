@@ -47,6 +47,7 @@ struct FrameCacheStats {
     uint64_t frames_queued = 0;         // decompressions started (one per frame, unless one failed)
     uint64_t frames_attached = 0;       // a request waited on a frame already queued
     uint64_t frames_decompressed = 0;   // frames now in the file
+    uint64_t frames_reused = 0;         // frames a kept file already held, verified at create
     uint64_t frame_failures = 0;        // decompressions that failed (checksum, codec, read or write)
 };
 
@@ -58,8 +59,12 @@ public:
     // files are `layer_fds` (their owner must outlive the cache), and starts
     // `threads` workers (at least 1). "" or one line naming the directory and
     // the cause.
+    // With `keep`, the file is DIRECTORY/frames-SNAPSHOTID.plain and stays:
+    // frames a previous cache left in it are verified block by block (their
+    // plain bytes against the manifest's checksums) and reused; the caller
+    // keeps any other process off that file.
     static std::string create(std::shared_ptr<const layered::Manifest> m, std::span<const int> layer_fds,
-                              std::string directory, unsigned threads, std::shared_ptr<FrameCache>& out);
+                              std::string directory, unsigned threads, bool keep, std::shared_ptr<FrameCache>& out);
     // Stops the workers after the frame each is on; requests still waiting
     // are failed ("the snapshot source was closed").
     ~FrameCache();
@@ -98,6 +103,10 @@ private:
     FrameCache(std::shared_ptr<const layered::Manifest> m, std::span<const int> layer_fds);
     void run(Buffers& buffers);
     std::string decompress(uint64_t index, Buffers& buffers);
+    // Marks ready every frame of a kept file whose blocks all verify.
+    void reuse_kept_frames(std::vector<std::byte>& buffer);
+    // Where frame `index`'s plain bytes are in the file.
+    uint64_t cache_offset(uint64_t index) const;
     void finish(uint64_t index, const std::string& error);
     uint32_t layer_of(uint64_t index) const;
 

@@ -55,7 +55,7 @@ public:
     std::string start(const LayeredSourceOptions& options) {
         std::vector<int> layer_fds = fds_;
         if (auto e = FrameCache::create(manifest_, layer_fds, options.decompress_dir, options.decompress_threads,
-                                        cache_);
+                                        options.keep_decompressed, cache_);
             !e.empty()) {
             return m_.path + ": " + e;
         }

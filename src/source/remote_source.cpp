@@ -184,8 +184,13 @@ std::unique_ptr<Source> open_remote_source(S3Client& client, const S3Location& m
     if (m.compressed()) {
         std::vector<int> fds;
         for (int h : handles) fds.push_back(cache->layer_fd(h));
+        // The decompressed frames stay beside the chunks, under the cache's
+        // lock: an engine started again on the directory reuses them.
+        LayeredSourceOptions kept = options;
+        kept.decompress_dir = cache->directory();
+        kept.keep_decompressed = true;
         auto frames = std::make_shared<const RemoteFrames>(m, std::move(cache), std::move(handles));
-        return open_frame_source(std::move(m), std::move(fds), std::move(frames), options, error);
+        return open_frame_source(std::move(m), std::move(fds), std::move(frames), kept, error);
     }
     return std::make_unique<RemoteSource>(std::move(m), manifest.url(), std::move(cache), std::move(handles),
                                           options.verify_reads);

@@ -8,6 +8,9 @@
 // fetch's callback a working frame cache, and the fetch reports once.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
@@ -65,19 +68,58 @@ TEST_P(RemoteFrames, ManyVmsFromAnEmptyCacheFetchEachFrameOnceThenARestartFetche
             EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
             ASSERT_TRUE(e.engine->wait_released(3, kWait));
         }
-        // A restarted engine on the same directory: every stored frame verified and reused.
+        // A restarted engine on the same directory: every stored frame, and
+        // every frame decompressed before, verified and reused.
         auto cache = open_cache(rgw().config());
         ASSERT_TRUE(cache);
         auto source = open_source(cache);
         ASSERT_TRUE(source);
         EXPECT_EQ(cache->stats().reused_chunks, referenced_chunks());
         EXPECT_EQ(cache->stats().discarded_chunks, 0u);
+        EXPECT_EQ(frame_cache_stats(*source)->frames_reused, referenced_chunks());
         RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
         restore(e, mode, 1, 0);
         EXPECT_EQ(cache->stats().fetches, 0u);
         EXPECT_EQ(cache->fetcher().stats().submitted, 0u);
-        EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, referenced_chunks());
+        EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, 0u);   // nothing decompressed again
     }
+}
+
+// The decompressed frames kept in the cache directory are trusted only as
+// far as their blocks' checksums go: one byte changed on disk while no engine
+// ran, and the next engine decompresses that frame again and serves it right.
+TEST_P(RemoteFrames, AKeptDecompressedFrameChangedOnDiskIsDecompressedAgain) {
+    {
+        auto cache = open_cache(rgw().config());
+        ASSERT_TRUE(cache);
+        auto source = open_source(cache);
+        ASSERT_TRUE(source);
+        RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+        restore(e, ServeMode::prefetch, 1, 0);
+        ASSERT_EQ(frame_cache_stats(*source)->frames_decompressed, referenced_chunks());
+    }
+    const std::string kept = dir_.file("cache") + "/frames-" + layered::hex_id(m_.snapshot_id) + ".plain";
+    {
+        // The first byte of data in the file: the first decompressed frame's.
+        FileDesc fd(::open(kept.c_str(), O_RDWR | O_CLOEXEC));
+        ASSERT_TRUE(fd.valid()) << kept;
+        const off_t data = ::lseek(fd.get(), 0, SEEK_DATA);
+        ASSERT_GE(data, 0);
+        unsigned char byte = 0;
+        ASSERT_EQ(::pread(fd.get(), &byte, 1, data), 1);
+        byte ^= 0x5a;
+        ASSERT_EQ(::pwrite(fd.get(), &byte, 1, data), 1);
+    }
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    auto source = open_source(cache);
+    ASSERT_TRUE(source);
+    EXPECT_EQ(frame_cache_stats(*source)->frames_reused, referenced_chunks() - 1);
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+    restore(e, ServeMode::prefetch, 1, 0);
+    EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, 1u);
+    EXPECT_EQ(cache->stats().fetches, 0u);   // the stored frame was fine: no GET
+    EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
 }
 
 TEST_P(RemoteFrames, AFrameCorruptedOnTheWayIsFetchedAgainOnceAndServed) {
