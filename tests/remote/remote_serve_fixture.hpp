@@ -81,6 +81,28 @@ protected:
         return chunks.size();
     }
 
+    // One VM (prefetch) served through the fault proxy with one byte of the
+    // next answer flipped: the bad chunk (of a compressed snapshot: frame) is
+    // fetched once more and the VM is served byte-exact, nothing failed or
+    // poisoned. Returns the source, for what else a caller checks.
+    std::shared_ptr<const Source> restore_past_one_corrupt_answer() {
+        auto cache = open_cache(proxied());
+        EXPECT_TRUE(cache);
+        if (!cache) return nullptr;
+        auto source = open_source(cache);
+        if (!source) return nullptr;
+        proxy->set(FaultProxy::Mode::corrupt, 1);
+        RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
+        restore(e, ServeMode::prefetch, 1, 0);
+        const ChunkCacheStats s = cache->stats();
+        EXPECT_EQ(s.refetches, 1u);
+        EXPECT_EQ(s.fetches, referenced_chunks() + 1);
+        EXPECT_EQ(s.chunk_failures, 0u);
+        EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+        EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
+        return source;
+    }
+
     // `vms` guests connect at once; each touches all of its memory (lazy) or is
     // prefetched to resident; every page must match the flattened image.
     void restore(RunningEngine& e, ServeMode mode, unsigned vms, uint64_t vms_before) {

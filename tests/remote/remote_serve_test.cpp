@@ -174,19 +174,7 @@ TEST_F(RemoteServe, ASecondCacheOnADirectoryInUseIsRefusedWithOneLine) {
 }
 
 TEST_F(RemoteServe, ACorruptChunkIsFetchedAgainOnceAndNeverServed) {
-    // Every answer through the proxy has one byte flipped for the next 1 connection.
-    auto cache = open_cache(proxied());
-    ASSERT_TRUE(cache);
-    auto source = open_source(cache);
-    ASSERT_TRUE(source);
-    proxy->set(FaultProxy::Mode::corrupt, 1);
-    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 2, std::chrono::seconds(30), source);
-    restore(e, ServeMode::prefetch, 1, 0);
-    const ChunkCacheStats s = cache->stats();
-    EXPECT_EQ(s.refetches, 1u);
-    EXPECT_EQ(s.fetches, referenced_chunks() + 1);
-    EXPECT_EQ(s.chunk_failures, 0u);
-    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+    ASSERT_TRUE(restore_past_one_corrupt_answer());
 }
 
 TEST_F(RemoteServe, AChunkCorruptInTheStoreIsPoisonedNeverServedAndTheEngineGoesOn) {
@@ -272,15 +260,28 @@ TEST_F(RemoteServe, AStoreAwayPastTheFetchDeadlineFailsTheFetchWithOneLine) {
     EXPECT_EQ(e.engine->stats().vms_failed, 0u);   // poisoned pages, not a failed engine
 }
 
-TEST_F(RemoteServe, AStoreThatHangsFailsAWaitingFaultAtItsDeadline) {
-    auto cache = open_cache(proxied(), nullptr, [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
-    ASSERT_TRUE(cache);
-    std::string error;
-    const int h = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
-    ASSERT_GE(h, 0) << error;
-    // Every answer is held for 10 minutes, far past the request timeout and
-    // the test's wait: only the deadline can end this fetch in time.
-    proxy->set(FaultProxy::Mode::delay, -1, 600000);
+// A cache with a 300 ms fetch deadline on layer 0, behind a proxy that holds
+// every answer for 10 minutes, far past the request timeout and the test's
+// wait: only the deadline can end a fetch in time.
+class HungStore : public RemoteServe {
+protected:
+    void SetUp() override {
+        RemoteServe::SetUp();
+        if (HasFatalFailure()) return;
+        cache = open_cache(proxied(), nullptr,
+                           [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
+        ASSERT_TRUE(cache);
+        std::string error;
+        handle = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
+        ASSERT_GE(handle, 0) << error;
+        proxy->set(FaultProxy::Mode::delay, -1, 600000);
+    }
+    std::shared_ptr<ChunkCache> cache;
+    int handle = -1;
+};
+
+TEST_F(HungStore, AStoreThatHangsFailsAWaitingFaultAtItsDeadline) {
+    const int h = handle;
     auto sink = std::make_shared<WaitingSink>();
     const ChunkCache::ChunkRef ref{h, 0};
     cache->request(std::span(&ref, 1), true, sink, 1);
@@ -296,13 +297,8 @@ TEST_F(RemoteServe, AStoreThatHangsFailsAWaitingFaultAtItsDeadline) {
     EXPECT_EQ(cache->stats().chunk_failures, 1u);
 }
 
-TEST_F(RemoteServe, AFaultWaitingOnAPrefetchFetchAlsoFailsAtItsDeadline) {
-    auto cache = open_cache(proxied(), nullptr, [](ChunkCacheOptions& o) { o.fetch_deadline = std::chrono::milliseconds(300); });
-    ASSERT_TRUE(cache);
-    std::string error;
-    const int h = cache->add_layer(at(layer_key(m_.layers[0].id)), m_, 0, error);
-    ASSERT_GE(h, 0) << error;
-    proxy->set(FaultProxy::Mode::delay, -1, 600000);
+TEST_F(HungStore, AFaultWaitingOnAPrefetchFetchAlsoFailsAtItsDeadline) {
+    const int h = handle;
     // The chunk is fetched for prefetch (no deadline of its own), then a fault
     // waits on it: queued or already in flight, the fetch now ends at the
     // deadline, which counts from its first waiter.
