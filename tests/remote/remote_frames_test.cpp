@@ -5,7 +5,10 @@
 // decompressed once; a restart on the same cache directory reuses every
 // frame and sends no GET; a frame corrupted on the way is fetched once more
 // and served; a source destroyed while a frame fetch is in flight leaves the
-// fetch's callback a working frame cache, and the fetch reports once.
+// fetch's callback a working frame cache, and the fetch reports once. The
+// decompressed frames are kept for the next engine on the directory, trusted
+// only as far as their checksums go; a layer smaller than its blocks' plain
+// bytes (guest memory compresses) is served; 2 MiB blocks to huge-page guests.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -221,6 +224,53 @@ TEST_P(RemoteFrames, ALayerSmallerThanTheBlocksItStoresIsServed) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Codecs, RemoteFrames, ::testing::Values(FrameCodec::zstd, FrameCodec::lz4),
+                         [](const ::testing::TestParamInfo<FrameCodec>& p) {
+                             return p.param == FrameCodec::zstd ? "zstd" : "lz4";
+                         });
+
+// The same chain in 2 MiB blocks, two to a frame, served to guests with 2 MiB
+// huge pages: from an empty cache, then from the warm directory after a restart.
+class RemoteFramesHuge : public rgwtest::RemoteServe, public ::testing::WithParamInterface<FrameCodec> {
+protected:
+    void SetUp() override {
+        ASSERT_EQ(sim::ensure_hugepages(64), "");
+        FrameOptions frames;
+        frames.codec = GetParam();
+        frames.frame_bytes = 4 * MiB;
+        set_up(2 * MiB, frames);
+        if (HasFatalFailure()) return;
+        ASSERT_TRUE(m_.compressed());
+    }
+};
+
+TEST_P(RemoteFramesHuge, HugePageGuestsRestoreByteExactFromAnEmptyCacheThenAfterARestart) {
+    for (ServeMode mode : {ServeMode::lazy, ServeMode::prefetch}) {
+        SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
+        std::filesystem::remove_all(dir_.file("cache"));
+        {
+            auto cache = open_cache(rgw().config());
+            ASSERT_TRUE(cache);
+            auto source = open_source(cache);
+            ASSERT_TRUE(source);
+            RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+            restore(e, mode, 2, 0);
+            EXPECT_EQ(cache->stats().fetches, referenced_chunks());   // one GET per frame
+            EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, referenced_chunks());
+            EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+        }
+        auto cache = open_cache(rgw().config());
+        ASSERT_TRUE(cache);
+        auto source = open_source(cache);
+        ASSERT_TRUE(source);
+        EXPECT_EQ(frame_cache_stats(*source)->frames_reused, referenced_chunks());
+        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+        restore(e, mode, 1, 0);
+        EXPECT_EQ(cache->stats().fetches, 0u);
+        EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, 0u);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Codecs, RemoteFramesHuge, ::testing::Values(FrameCodec::zstd, FrameCodec::lz4),
                          [](const ::testing::TestParamInfo<FrameCodec>& p) {
                              return p.param == FrameCodec::zstd ? "zstd" : "lz4";
                          });
