@@ -47,44 +47,24 @@ protected:
 TEST_P(RemoteFrames, ManyVmsFromAnEmptyCacheFetchEachFrameOnceThenARestartFetchesNothing) {
     for (ServeMode mode : {ServeMode::prefetch, ServeMode::lazy}) {
         SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
-        std::filesystem::remove_all(dir_.file("cache"));
-        {
-            auto cache = open_cache(rgw().config());
-            ASSERT_TRUE(cache);
-            auto source = open_source(cache);
-            ASSERT_TRUE(source);
-            EXPECT_NE(source->describe().find("frames fetched into chunk cache " + dir_.file("cache")),
-                      std::string::npos)
-                << source->describe();
-            RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
-            restore(e, mode, 3, 0);
-            const ChunkCacheStats s = cache->stats();
-            EXPECT_EQ(s.fetches, referenced_chunks());   // one range GET per frame, however many VMs wait
-            EXPECT_EQ(cache->fetcher().stats().succeeded, referenced_chunks());
-            EXPECT_EQ(s.refetches, 0u);
-            EXPECT_EQ(s.chunk_failures, 0u);
-            const auto frames = frame_cache_stats(*source);
-            ASSERT_TRUE(frames);
-            EXPECT_EQ(frames->frames_decompressed, referenced_chunks());   // each frame decompressed once
-            EXPECT_EQ(frames->frame_failures, 0u);
-            EXPECT_EQ(e.engine->stats().vms_failed, 0u);
-            EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
-            ASSERT_TRUE(e.engine->wait_released(3, kWait));
-        }
-        // A restarted engine on the same directory: every stored frame, and
-        // every frame decompressed before, verified and reused.
-        auto cache = open_cache(rgw().config());
-        ASSERT_TRUE(cache);
-        auto source = open_source(cache);
-        ASSERT_TRUE(source);
-        EXPECT_EQ(cache->stats().reused_chunks, referenced_chunks());
-        EXPECT_EQ(cache->stats().discarded_chunks, 0u);
-        EXPECT_EQ(frame_cache_stats(*source)->frames_reused, referenced_chunks());
-        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
-        restore(e, mode, 1, 0);
-        EXPECT_EQ(cache->stats().fetches, 0u);
-        EXPECT_EQ(cache->fetcher().stats().submitted, 0u);
-        EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, 0u);   // nothing decompressed again
+        restore_cold_then_restarted(
+            mode, 3,
+            [&](ChunkCache& cache, const Source& source, RunningEngine& e) {
+                EXPECT_NE(source.describe().find("frames fetched into chunk cache " + dir_.file("cache")),
+                          std::string::npos)
+                    << source.describe();
+                EXPECT_EQ(cache.fetcher().stats().succeeded, referenced_chunks());
+                const auto frames = frame_cache_stats(source);
+                ASSERT_TRUE(frames);
+                EXPECT_EQ(frames->frames_decompressed, referenced_chunks());   // each frame decompressed once
+                EXPECT_EQ(frames->frame_failures, 0u);
+                EXPECT_EQ(e.engine->stats().pages_poisoned, 0u);
+            },
+            // Every frame decompressed before is verified and reused: none again.
+            [&](ChunkCache&, const Source& source, RunningEngine&) {
+                EXPECT_EQ(frame_cache_stats(source)->frames_reused, referenced_chunks());
+                EXPECT_EQ(frame_cache_stats(source)->frames_decompressed, 0u);
+            });
     }
 }
 
@@ -246,27 +226,15 @@ protected:
 TEST_P(RemoteFramesHuge, HugePageGuestsRestoreByteExactFromAnEmptyCacheThenAfterARestart) {
     for (ServeMode mode : {ServeMode::lazy, ServeMode::prefetch}) {
         SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
-        std::filesystem::remove_all(dir_.file("cache"));
-        {
-            auto cache = open_cache(rgw().config());
-            ASSERT_TRUE(cache);
-            auto source = open_source(cache);
-            ASSERT_TRUE(source);
-            RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
-            restore(e, mode, 2, 0);
-            EXPECT_EQ(cache->stats().fetches, referenced_chunks());   // one GET per frame
-            EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, referenced_chunks());
-            EXPECT_EQ(e.engine->stats().vms_failed, 0u);
-        }
-        auto cache = open_cache(rgw().config());
-        ASSERT_TRUE(cache);
-        auto source = open_source(cache);
-        ASSERT_TRUE(source);
-        EXPECT_EQ(frame_cache_stats(*source)->frames_reused, referenced_chunks());
-        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
-        restore(e, mode, 1, 0);
-        EXPECT_EQ(cache->stats().fetches, 0u);
-        EXPECT_EQ(frame_cache_stats(*source)->frames_decompressed, 0u);
+        restore_cold_then_restarted(
+            mode, 2,
+            [&](ChunkCache&, const Source& source, RunningEngine&) {
+                EXPECT_EQ(frame_cache_stats(source)->frames_decompressed, referenced_chunks());
+            },
+            [&](ChunkCache&, const Source& source, RunningEngine&) {
+                EXPECT_EQ(frame_cache_stats(source)->frames_reused, referenced_chunks());
+                EXPECT_EQ(frame_cache_stats(source)->frames_decompressed, 0u);
+            });
     }
 }
 

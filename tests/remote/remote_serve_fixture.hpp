@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <set>
@@ -79,6 +80,61 @@ protected:
             for (uint64_t s = first; s < first + count; ++s) chunks.insert({layered::location_layer(e.location), s / slots});
         }
         return chunks.size();
+    }
+
+    // Serves `vms` VMs in `mode` from an empty cache directory, then one VM
+    // from an engine started again on that (now warm) directory. Each phase
+    // checks what every kind of snapshot shares: one range GET per chunk (of
+    // a compressed snapshot: frame) the guests need, however many VMs wait,
+    // and none after the restart; nothing failed. `cold` and `restarted` add
+    // what is the caller's own.
+    using PhaseCheck = std::function<void(ChunkCache&, const Source&, RunningEngine&)>;
+    void restore_cold_then_restarted(ServeMode mode, unsigned vms, const PhaseCheck& cold,
+                                     const PhaseCheck& restarted) {
+        std::filesystem::remove_all(dir_.file("cache"));
+        {
+            auto cache = open_cache(rgw().config());
+            ASSERT_TRUE(cache);
+            auto source = open_source(cache);
+            ASSERT_TRUE(source);
+            RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+            restore(e, mode, vms, 0);
+            EXPECT_EQ(cache->stats().fetches, referenced_chunks());
+            EXPECT_EQ(cache->stats().refetches, 0u);
+            EXPECT_EQ(cache->stats().chunk_failures, 0u);
+            EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+            if (cold) cold(*cache, *source, e);
+            ASSERT_TRUE(e.engine->wait_released(vms, kWait));
+        }
+        auto cache = open_cache(rgw().config());
+        ASSERT_TRUE(cache);
+        auto source = open_source(cache);
+        ASSERT_TRUE(source);
+        EXPECT_EQ(cache->stats().reused_chunks, referenced_chunks());   // every chunk verified and reused
+        EXPECT_EQ(cache->stats().discarded_chunks, 0u);
+        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
+        restore(e, mode, 1, 0);
+        EXPECT_EQ(cache->stats().fetches, 0u);
+        EXPECT_EQ(cache->fetcher().stats().submitted, 0u);
+        if (restarted) restarted(*cache, *source, e);
+    }
+
+    // Serves one VM on `e` (prefetch) until some of its pages are poisoned,
+    // and returns what the engine logged meanwhile: without
+    // --kill-on-failure the pages of a fetch that failed are poisoned (the
+    // guest would get a memory error there, never wrong bytes), and neither
+    // the VM nor the engine fails.
+    std::string serve_until_poisoned(RunningEngine& e) {
+        ::testing::internal::CaptureStderr();
+        {
+            sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+            EXPECT_TRUE(guest.connect_and_send().ok());
+            EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.pages_poisoned > 0; }, kWait));
+        }
+        EXPECT_TRUE(e.engine->wait_released(e.engine->stats().vms_accepted, kWait));
+        std::string log = ::testing::internal::GetCapturedStderr();
+        EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+        return log;
     }
 
     // One VM (prefetch) served through the fault proxy with one byte of the

@@ -33,32 +33,9 @@ namespace {
 TEST_F(RemoteServe, ManyVmsFromAnEmptyCacheFetchEachChunkOnceThenARestartFetchesNothing) {
     for (ServeMode mode : {ServeMode::prefetch, ServeMode::lazy}) {
         SCOPED_TRACE(mode == ServeMode::lazy ? "lazy" : "prefetch");
-        std::filesystem::remove_all(dir_.file("cache"));
-        {
-            auto cache = open_cache(rgw().config());
-            ASSERT_TRUE(cache);
-            auto source = open_source(cache);
-            ASSERT_TRUE(source);
-            RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
-            restore(e, mode, 4, 0);
-            const ChunkCacheStats s = cache->stats();
-            EXPECT_EQ(s.fetches, referenced_chunks());   // one range GET per chunk, however many VMs wait
-            EXPECT_EQ(cache->fetcher().stats().succeeded, referenced_chunks());
-            EXPECT_EQ(s.refetches, 0u);
-            EXPECT_EQ(s.chunk_failures, 0u);
-            EXPECT_EQ(e.engine->stats().vms_failed, 0u);
-            ASSERT_TRUE(e.engine->wait_released(4, kWait));
-        }
-        // A restarted engine on the same directory: every chunk verified and reused.
-        auto cache = open_cache(rgw().config());
-        ASSERT_TRUE(cache);
-        auto source = open_source(cache);
-        ASSERT_TRUE(source);
-        EXPECT_EQ(cache->stats().reused_chunks, referenced_chunks());
-        RunningEngine e = start_engine(dir_, "", mode, 2, std::chrono::seconds(30), source);
-        restore(e, mode, 1, 0);
-        EXPECT_EQ(cache->stats().fetches, 0u);
-        EXPECT_EQ(cache->fetcher().stats().submitted, 0u);
+        restore_cold_then_restarted(mode, 4, [&](ChunkCache& cache, const Source&, RunningEngine&) {
+            EXPECT_EQ(cache.fetcher().stats().succeeded, referenced_chunks());
+        }, {});
     }
 }
 
@@ -191,16 +168,7 @@ TEST_F(RemoteServe, AChunkCorruptInTheStoreIsPoisonedNeverServedAndTheEngineGoes
     bad[m_.layers[0].data_offset_bytes + 10] ^= std::byte{0x01};
     ASSERT_TRUE(client->put(base, bad));
     RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
-    ::testing::internal::CaptureStderr();
-    {
-        // Without --kill-on-failure the pages of a failed fetch are poisoned
-        // (the guest would get a memory error there, never wrong bytes).
-        sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
-        ASSERT_TRUE(guest.connect_and_send().ok());
-        EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.pages_poisoned > 0; }, kWait));
-    }
-    ASSERT_TRUE(e.engine->wait_released(1, kWait));
-    const std::string log = ::testing::internal::GetCapturedStderr();
+    const std::string log = serve_until_poisoned(e);
     EXPECT_NE(log.find("cannot fetch the snapshot's pages "), std::string::npos) << log;
     EXPECT_NE(log.find(base.url() + " chunk 0 (bytes " + std::to_string(m_.layers[0].data_offset_bytes) + "+" +
                        std::to_string(kChunkBytes) + "): slot 0 checksum mismatch (stored " +
@@ -246,14 +214,7 @@ TEST_F(RemoteServe, AStoreAwayPastTheFetchDeadlineFailsTheFetchWithOneLine) {
     ASSERT_TRUE(source);
     proxy->go_away();
     RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
-    ::testing::internal::CaptureStderr();
-    {
-        sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
-        ASSERT_TRUE(guest.connect_and_send().ok());
-        EXPECT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.pages_poisoned > 0; }, kWait));
-    }
-    ASSERT_TRUE(e.engine->wait_released(1, kWait));
-    const std::string log = ::testing::internal::GetCapturedStderr();
+    const std::string log = serve_until_poisoned(e);
     EXPECT_NE(log.find("not fetched within the fetch deadline (300 ms): "), std::string::npos) << log;
     EXPECT_NE(log.find("cannot connect to " + proxy->endpoint()), std::string::npos) << log;
     EXPECT_GE(cache->stats().chunk_failures, 1u);
