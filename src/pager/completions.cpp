@@ -63,6 +63,7 @@ void VmPager::on_fetched(uint64_t cookie, const std::string& error) {
 }
 
 void VmPager::finish_job(uint32_t slot) {
+    if (ctx_.jobs[slot].with_worker) worker_jobs_out_--;
     ctx_.jobs.release(slot);
     ops_outstanding_--;
 }

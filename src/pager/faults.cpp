@@ -218,10 +218,13 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch,
     job.file_offset = place->file_offset;
     job.faulted_at = messages_read_at_;
     uint8_t* buffer = ctx_.jobs.data(slot);
-    // A replayed working set reads one short recorded run at a time: from the
-    // page cache that is a copy of a few KiB, cheaper inline than an io-wq
-    // round trip, and the guest is about to fault on exactly these pages.
-    const bool inline_cached = !prefetch || (replaying() && run_bytes <= kInlineReplayBytes);
+    // Short reads are cheaper inline from the page cache than an io-wq round
+    // trip (kInlinePrefetchBytes): every fault's, a prefetch batch while
+    // faults flow, a replayed set's short spans. While a prefetch read of
+    // this VM is with the worker, the next ones queue behind it there rather
+    // than overtake it inline: prefetch runs still complete, and so install,
+    // in the order they were chosen (a replayed set first).
+    const bool inline_cached = !prefetch || (run_bytes <= kInlinePrefetchBytes && worker_jobs_out_ == 0);
     // A replay span's pages are not all its to install: only those marked.
     thread_local std::vector<uint8_t> marked;
     job.replay = replay_span;
@@ -268,6 +271,10 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch,
                                static_cast<uint32_t>(e.length_bytes), e.file_offset, ctx_.jobs.buffer_index(slot),
                                prefetch);
             job.pending_reads++;
+            if (prefetch && !job.with_worker) {
+                job.with_worker = true;
+                worker_jobs_out_++;
+            }
             if (!prefetch) maybe_readahead(e.file_index, e.file_offset);
         }
         done += e.length_bytes;

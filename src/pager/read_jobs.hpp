@@ -21,6 +21,7 @@ struct ReadJob {
     bool busy = false;
     bool prefetch = false;
     bool replay = false;        // a span of a replayed working set (VmReport::ws_read_*)
+    bool with_worker = false;   // a prefetch job with a read at an io-wq worker (VmPager::worker_jobs_out_)
     uint64_t sequence = 0;      // issue order (prefetch runs install in the order they were chosen)
     std::chrono::steady_clock::time_point faulted_at{};  // a fault job: when its faults were read
     uint32_t vm_slot = 0;       // the owning VM, as its reactor names it

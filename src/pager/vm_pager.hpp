@@ -134,8 +134,15 @@ public:
     enum class Step : uint8_t { done, zero_run, skipped, read_issued, fetching, waiting, no_buffer };
     // Prefetch fetches (object store range reads) in flight per VM, at most.
     static constexpr unsigned kMaxPrefetchFetches = 4;
-    // Replay runs up to this size are read inline from the page cache.
-    static constexpr uint64_t kInlineReplayBytes = 64 * 1024;
+    // Prefetch reads (and replay spans) up to this size are copied inline
+    // from the page cache (RWF_NOWAIT), like faults' reads, instead of by an
+    // io-wq worker: that is the size the prefetcher reads while faults flow
+    // (Prefetcher::kBusyBatchBytes), when the worker's hop costs more CPU
+    // than the copy and the worker competes with the vCPUs for their cores
+    // (prefetch's CPU 0.73x on the real guest, docs/benchmarks.md). Bigger
+    // reads, while the VM is quiet, still go to the worker so a turn stays
+    // short.
+    static constexpr uint64_t kInlinePrefetchBytes = 64 * 1024;
     // Missing pages between two set pages of a replay span, at most this
     // many, are installed with them: one copy instead of two (with 4 KiB
     // pages, every gap a span joins: see kReplayGapBytes).
@@ -256,6 +263,7 @@ private:
     uint64_t next_fetch_cookie_ = 1;
     unsigned prefetch_fetches_ = 0;
 
+    unsigned worker_jobs_out_ = 0;          // prefetch jobs with a read at the io-wq worker, not finished
     uint64_t ranges_unmapped_ = 0;          // installs that met ENOENT
 
     // Working sets: sized (one bit per page) only when recording or replaying.

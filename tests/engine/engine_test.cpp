@@ -54,6 +54,34 @@ TEST_F(EngineTest, SingleRegionRandomTouchTwoVcpusIsByteExact) {
     EXPECT_GT(s.page_cache_hits, 0u);  // the file is cached: faults take the fast path
 }
 
+// Prefetch reads of the size the prefetcher uses while faults flow (64 KiB)
+// are copied inline from the page cache, like faults' reads, not by an
+// io-wq worker: one page-cache hit per batch. Bigger batches (a quiet VM)
+// still go to the worker: only the 64 KiB batches of the first turns (faults
+// count as recent just after the handshake) are hits then.
+TEST_F(EngineTest, ShortPrefetchReadsComeInlineFromThePageCache) {
+    const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 11);  // no zero page: every batch is read
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    for (const uint64_t batch : {uint64_t{64 * 1024}, uint64_t{512 * 1024}}) {
+        SCOPED_TRACE(batch);
+        RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                       [&](EngineConfig& c) { c.prefetch_batch_bytes = batch; });
+        sim::Guest guest = make_guest(e.socket, {32 * MiB});
+        ASSERT_TRUE(guest.connect_and_send().ok());
+        // No vCPU touches anything: every install is the prefetcher's.
+        ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+        const EngineStats s = e.engine->stats();
+        EXPECT_EQ(s.bytes_read, 32 * MiB);
+        EXPECT_EQ(s.pages_prefetched, 32 * MiB / 4096);
+        if (batch == 64 * 1024) EXPECT_EQ(s.page_cache_hits, 32 * MiB / batch);
+        else EXPECT_LT(s.page_cache_hits, 32 * MiB / (64 * 1024));
+        const sim::VerifyReport report = guest.verify(*image);
+        EXPECT_EQ(report.mismatches, 0u) << report.describe();
+        guest.disconnect();
+    }
+}
+
 TEST_F(EngineTest, RingReadPathAloneIsByteExact) {
     const std::string mem = make_image(dir, "mem", 16 * MiB);
     auto image = sim::ExpectedImage::open(mem);
