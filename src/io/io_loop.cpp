@@ -255,6 +255,15 @@ bool IoLoop::can_busy_poll() const { return ring_->can_busy_poll(); }
 
 void IoLoop::flush_completions() { ring_->flush_completions(); }
 
+void IoLoop::submit_prepared() {
+    if (ring_->unsubmitted() == 0) return;
+    (void)ring_->submit_and_wait(0);
+}
+
+bool IoLoop::maybe_completions() const {
+    return !synthetic_.empty() || ring_->unsubmitted() != 0 || ring_->maybe_completions();
+}
+
 size_t IoLoop::reap(std::vector<Completion>& out) {
     const size_t before = out.size();
     thread_local std::vector<RawCompletion> raw;

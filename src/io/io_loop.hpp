@@ -126,6 +126,13 @@ public:
     bool submit_and_poll(std::chrono::nanoseconds max);
     bool can_busy_poll() const;
     void flush_completions();
+    // Submits what is prepared without waiting, so operations armed during a
+    // turn (a uffd read) start now rather than at the turn's end. A submit
+    // error resurfaces from the loop's next submit_and_wait.
+    void submit_prepared();
+    // Cheap (no syscall): false only when nothing can have completed since
+    // the last reap and nothing waits to be submitted.
+    bool maybe_completions() const;
     // Moves every available completion into `out`; each operation's slot is
     // freed unless it stays armed (more).
     size_t reap(std::vector<Completion>& out);

@@ -47,6 +47,16 @@ public:
     // polling is unavailable); the caller sleeps with submit_and_wait(1).
     bool submit_and_poll(std::chrono::nanoseconds max);
     bool can_busy_poll() const { return taskrun_flag_; }
+    // Without a syscall: false only when no completion can be waiting (no
+    // task work flagged by the kernel, nothing in the CQ). True when it
+    // cannot tell (no IORING_SETUP_TASKRUN_FLAG).
+    bool maybe_completions() const {
+        if (!taskrun_flag_) return true;
+        return (IO_URING_READ_ONCE(*ring_.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0 ||
+               io_uring_cq_ready(&ring_) > 0;
+    }
+    // Operations prepared and not yet submitted.
+    unsigned unsubmitted() const { return io_uring_sq_ready(&ring_); }
     // Moves every available completion into `out` (appended); returns how many.
     size_t reap(std::vector<RawCompletion>& out);
     // True when some completion already in the CQ satisfies `match(user_data)`;

@@ -28,6 +28,11 @@ void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent,
     size_t idle_rounds = 0;
     unsigned zero_runs = 0;
     while (!round_.empty() && jobs.prefetch_in_flight() < budget && idle_rounds < round_.size()) {
+        // While faults flow, one that came in meanwhile goes before the
+        // next run: its uffd read is armed already (Reactor's on_uffd_read),
+        // and asking costs no syscall when nothing came. Prefetch still
+        // moves: install_completed installs a run per turn before it yields.
+        if (faults_recent && host.fault_work_pending()) break;
         if (pos_ >= round_.size()) pos_ = 0;
         VmPager& vm = *round_[pos_];
         const VmPager::Step step = vm.prefetch_run(batch_bytes);

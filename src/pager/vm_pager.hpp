@@ -65,7 +65,8 @@ public:
     // Run the next turn without waiting for a completion.
     virtual void more_work() = 0;
     // True when fault work (a uffd read, a fault's page read) completed and
-    // waits in the queue: prefetch installs yield to it.
+    // waits in the queue: prefetch installs yield to it. No syscall when
+    // nothing completed, so it can be asked between two prefetch runs.
     virtual bool fault_work_pending() = 0;
     // The fixed-file slot of file `file_index` of source `source_index`.
     virtual unsigned file_slot(unsigned source_index, uint32_t file_index) const = 0;

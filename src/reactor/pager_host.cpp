@@ -45,6 +45,8 @@ unsigned Reactor::Impl::file_slot(unsigned source_index, uint32_t file_index) co
 }
 
 bool Reactor::Impl::fault_work_pending() {
+    if (!io->maybe_completions()) return false;  // no syscall when nothing came
+    io->submit_prepared();
     io->flush_completions();
     return io->any_completion([&](const io::OpData& op) {
         if (op.kind == static_cast<uint16_t>(PagerOp::page_read))

@@ -327,6 +327,11 @@ void Reactor::Impl::on_uffd_read(Vm& vm, int32_t res) {
     }
     vm.pager->take_messages(static_cast<size_t>(res));
     mark_turn(vm);
+    // The messages are copied out: read the next ones at once, so a fault
+    // that comes while this turn installs or prefetches is seen by
+    // fault_work_pending, not only after the turn (VmPager::take_messages
+    // has drained the uffd; what comes next is applied next turn).
+    arm_uffd_read(vm);
 }
 
 // Everything other threads posted: services to run, VMs to adopt, a

@@ -1,9 +1,12 @@
 // Pins end-to-end serving: simulated Firecracker guests restored by the
 // engine see exactly the snapshot's bytes, for every page, in every shape.
 #include <gtest/gtest.h>
+#include <optional>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <atomic>
@@ -80,6 +83,84 @@ TEST_F(EngineTest, ShortPrefetchReadsComeInlineFromThePageCache) {
         EXPECT_EQ(report.mismatches, 0u) << report.describe();
         guest.disconnect();
     }
+}
+
+// A fault that arrives while the reactor installs prefetch runs goes before
+// the next run, even in a turn that has just read and served another fault
+// (the uffd read is armed again as soon as its messages are taken, and the
+// prefetcher asks for fault work between runs). Built deterministically:
+// vCPU 1 faults on far pages one at a time; during the first prefetch
+// install in a turn that served one of them, the test makes vCPU 2 fault and
+// waits until its message is queued. From there to vCPU 2's page, only
+// faulted pages may be installed, no prefetch run.
+TEST_F(EngineTest, AFaultArrivingDuringPrefetchInstallsGoesBeforeTheNextRun) {
+    const std::string mem = make_image(dir, "mem", 128 * MiB, 0.0, 12);  // no zero page: every run is read
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    // At the end of memory: the ascending walk reaches them long after.
+    constexpr uint64_t kFirst = 32500, kVcpu1Pages = 64, kPage2 = 32700;
+    const auto faulted = [&](uint64_t page) { return page == kPage2 || (page >= kFirst && page < kFirst + kVcpu1Pages); };
+    std::mutex mu;
+    uint64_t turn = 0, fault_turn = UINT64_MAX;
+    std::vector<uint64_t> installs, install_turns;  // first page of each install, in order; its turn
+    size_t trigger_at = SIZE_MAX;
+    bool message_queued = false;
+    std::optional<sim::Guest> guest;
+    std::thread vcpu2;
+    std::condition_variable turned;
+    test_hooks::arm_io([&](unsigned, io::IoFaults&) {
+        std::lock_guard lock(mu);
+        turn++;
+        turned.notify_all();
+    });
+    test_hooks::arm(test_hooks::Point::before_copy, [&](uint64_t, uint64_t page) {
+        std::lock_guard lock(mu);
+        installs.push_back(page);
+        install_turns.push_back(turn);
+        if (faulted(page)) fault_turn = turn;
+        if (trigger_at != SIZE_MAX || turn != fault_turn || faulted(page)) return;
+        // The first prefetch install in a turn that served a fault.
+        trigger_at = installs.size() - 1;
+        vcpu2 = std::thread([&] { guest->touch_pages({kPage2}, 1); });
+        pollfd queued{guest->uffd(), POLLIN, 0};
+        message_queued = poll(&queued, 1, static_cast<int>(kWait.count() * 1000)) == 1;
+    });
+    struct Disarm {
+        ~Disarm() {
+            test_hooks::disarm(test_hooks::Point::before_copy);
+            test_hooks::disarm_io();
+        }
+    } disarm;
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   [](EngineConfig& c) { c.prefetch_batch_bytes = 64 * 1024; });
+    guest.emplace(make_guest(e.socket, {128 * MiB}));
+    ASSERT_TRUE(guest->connect_and_send().ok());
+    // One fault at a time, the next only once the turn that served the last
+    // has ended: vCPU 1 never faults while the trigger waits for vCPU 2's.
+    for (uint64_t i = 0; i < kVcpu1Pages; i++) {
+        guest->touch_pages({kFirst + i}, 1);
+        std::unique_lock lock(mu);
+        ASSERT_TRUE(turned.wait_for(lock, kWait, [&] { return turn > fault_turn; }));
+        if (trigger_at != SIZE_MAX) break;
+    }
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    if (vcpu2.joinable()) vcpu2.join();
+    {
+        std::lock_guard lock(mu);
+        ASSERT_NE(trigger_at, SIZE_MAX) << "no prefetch install came in a turn that served a fault";
+        EXPECT_TRUE(message_queued);
+        size_t i = trigger_at + 1;
+        while (i < installs.size() && installs[i] != kPage2 && faulted(installs[i])) i++;
+        ASSERT_LT(i, installs.size());
+        std::string around;
+        for (size_t k = trigger_at >= 3 ? trigger_at - 3 : 0; k < std::min(installs.size(), trigger_at + 6); k++)
+            around += " " + std::to_string(installs[k]) + "@" + std::to_string(install_turns[k]);
+        EXPECT_EQ(installs[i], kPage2) << "a prefetch run (page " << installs[i]
+                                       << ") went before the waiting fault; installs (page@turn) from 3 before the "
+                                          "trigger:" << around;
+    }
+    const sim::VerifyReport report = guest->verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
 }
 
 TEST_F(EngineTest, RingReadPathAloneIsByteExact) {
