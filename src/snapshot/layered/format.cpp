@@ -132,7 +132,12 @@ std::string check_header_fields(const ManifestHeader& h) {
                std::to_string(h.block_count) + " blocks of " + std::to_string(h.block_size_bytes) + " bytes";
     }
     if (h.layer_count > max_layer_count) return "layer count " + std::to_string(h.layer_count) + " exceeds 65534";
-    if (h.flags != 0) return "unknown flags " + hex64(h.flags);
+    if ((h.flags & ~known_manifest_flags) != 0) return "unknown flags " + hex64(h.flags & ~known_manifest_flags);
+    if ((h.flags & manifest_flag_packed_ws) != 0) {
+        // Packing keeps slots in place; frames would group them otherwise (docs/snapshot-format.md).
+        if (h.version != format_version) return "a packed working-set layer needs format version 1";
+        if (h.layer_count < 2) return "a packed working-set layer needs a layer before it";
+    }
     if (h.extent_count == 0 || h.extent_count > h.block_count) {
         return "extent count " + std::to_string(h.extent_count) + " is not between 1 and the block count";
     }
@@ -251,6 +256,31 @@ std::string check_extents(const Manifest& m) {
     return {};
 }
 
+// A packed working-set layer (the last) holds blocks in touch order, so its
+// slot order is what a reader replays: every slot must be referenced by
+// exactly one guest block, or the order would have holes or repeats.
+std::string check_packed_layer(const Manifest& m) {
+    const uint32_t packed = m.packed_layer();
+    const uint64_t slots = m.layers[packed].block_count;
+    std::string where = "layer " + std::to_string(packed) + " (" + quote_path(m.layers[packed].path) +
+                        ") is marked a packed working set, but ";
+    if (slots == 0) return where + "it holds no blocks";
+    std::vector<uint8_t> seen(slots, 0);   // check_extents bounded every slot by the layer's count
+    for (size_t i = 0; i < m.extents.size(); ++i) {
+        const Extent& e = m.extents[i];
+        if (is_zero_location(e.location) || location_layer(e.location) != packed) continue;
+        const uint64_t first = location_slot(e.location), count = m.extent_end_block(i) - e.first_block;
+        for (uint64_t s = first; s < first + count; ++s) {
+            if (seen[s]++ != 0) return where + "its slot " + std::to_string(s) + " is referenced twice";
+        }
+    }
+    const auto unused = std::find(seen.begin(), seen.end(), 0);
+    if (unused != seen.end()) {
+        return where + "its slot " + std::to_string(unused - seen.begin()) + " is not referenced";
+    }
+    return {};
+}
+
 std::string truncated_header(uint64_t size_bytes) {
     return "truncated manifest (" + std::to_string(size_bytes) + " bytes; the header alone is 128)";
 }
@@ -295,6 +325,7 @@ std::string finish_manifest(const ManifestHeader& h, std::span<const std::byte> 
     m.path = path;
     m.directory = parent_directory(path);
     m.version = h.version;
+    m.flags = h.flags;
     m.block_size_bytes = h.block_size_bytes;
     m.guest_size_bytes = h.guest_size_bytes;
     m.block_count = h.block_count;
@@ -309,6 +340,9 @@ std::string finish_manifest(const ManifestHeader& h, std::span<const std::byte> 
         if (auto e = check_frame_table(m); !e.empty()) return e;
     }
     if (auto e = check_extents(m); !e.empty()) return e;
+    if (m.packed_ws()) {
+        if (auto e = check_packed_layer(m); !e.empty()) return e;
+    }
     m.build_bucket_index();
     return {};
 }
@@ -359,6 +393,7 @@ std::vector<std::byte> encode_manifest(const Manifest& m) {
     put<uint64_t>(b, 24, m.guest_size_bytes);
     put<uint64_t>(b, 32, m.block_count);
     put<uint32_t>(b, 40, static_cast<uint32_t>(m.layers.size()));
+    put<uint32_t>(b, 44, m.flags);
     put<uint64_t>(b, 48, m.extents.size());
     put<uint64_t>(b, 56, m.checksums.size());
     put<uint64_t>(b, 64, table_bytes);

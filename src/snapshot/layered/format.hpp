@@ -38,6 +38,13 @@ inline constexpr uint64_t min_block_size_bytes = 4096;
 inline constexpr uint64_t max_block_size_bytes = uint64_t{1} << 30;
 inline constexpr uint32_t max_layer_count = 0xfffe;   // 0xffff marks a zero extent
 
+// Manifest header flags (offset 44). A reader refuses any bit it does not know.
+// packed_ws: the last layer is a packed working set (`snapshot pack-ws`): its
+// slots hold the blocks of a recorded working set in the order the guest first
+// touched them, each slot referenced by exactly one guest block.
+inline constexpr uint32_t manifest_flag_packed_ws = 1u << 0;
+inline constexpr uint32_t known_manifest_flags = manifest_flag_packed_ws;
+
 // A block location packs the layer index into the top 16 bits and the block's
 // slot inside that layer into the low 48 bits. All ones in the layer field means
 // "zero block". Consecutive slots of one layer are consecutive integers, which is
@@ -107,6 +114,7 @@ struct Manifest {
     std::string path;            // as given to load_manifest
     std::string directory;       // layer paths are relative to it ("." when none)
     uint32_t version = format_version;
+    uint32_t flags = 0;                    // manifest_flag_*
     uint64_t block_size_bytes = 0;
     uint64_t guest_size_bytes = 0;
     uint64_t block_count = 0;
@@ -138,6 +146,9 @@ struct Manifest {
         return checksums[checksum_base[layer] + slot];
     }
     bool framed() const { return version == framed_format_version; }
+    // The last layer is a packed working set (manifest_flag_packed_ws).
+    bool packed_ws() const { return (flags & manifest_flag_packed_ws) != 0; }
+    uint32_t packed_layer() const { return static_cast<uint32_t>(layers.size() - 1); }
     // Blocks must be decompressed before they are served (version 2, zstd or lz4).
     bool compressed() const { return framed() && codec != FrameCodec::none; }
     // Index in `frames` of the frame holding slot `slot` of layer `layer` (version 2).
