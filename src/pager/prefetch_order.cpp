@@ -20,16 +20,19 @@ private:
 };
 
 // A recorded order, read in windows: the next `window_pages` pages of the
-// set (in recorded order) are sorted by page, which is file-offset order
-// within a region, and merged into spans wherever the gap between two
-// recorded runs is at most `gap_pages`, up to `span_pages` a span. The
+// set (in recorded order) are sorted by where their bytes are (file_key:
+// file, then offset; without one by page, which is file-offset order within
+// a region of a raw file), and merged into spans wherever the next run in
+// that order follows the previous one in guest pages with a gap of at most
+// `gap_pages`, up to `span_pages` a span. The
 // prefetcher then reads one span at a time (run_limit): one read for many
 // set pages, the gap's bytes read and not installed (VmPager marks only set
 // pages in flight). The windows follow the recorded order, so pages touched
 // early are still read early.
 class RecordedOrder final : public PrefetchOrder {
 public:
-    RecordedOrder(std::vector<PageRange> ranges, ReplayShape shape) : ranges_(std::move(ranges)), shape_(shape) {
+    RecordedOrder(std::vector<PageRange> ranges, ReplayShape shape, ReplayFileKey file_key)
+        : ranges_(std::move(ranges)), shape_(shape), file_key_(std::move(file_key)) {
         shape_.window_pages = std::max<uint64_t>(1, shape_.window_pages);
         shape_.span_pages = std::max<uint64_t>(1, shape_.span_pages);
     }
@@ -77,15 +80,16 @@ private:
             taken += ranges_[index_].pages;
             index_++;
         }
-        std::sort(spans_.begin(), spans_.end(),
-                  [](const PageRange& a, const PageRange& b) { return a.first_page < b.first_page; });
+        sort_window();
         size_t out = 0;
         for (size_t i = 1; i < spans_.size(); i++) {
             PageRange& cur = spans_[out];
             const PageRange& r = spans_[i];
             const uint64_t cur_end = cur.first_page + cur.pages, r_end = r.first_page + r.pages;
             const uint64_t merged_end = std::max(cur_end, r_end);
-            if (r.first_page <= cur_end + shape_.gap_pages && merged_end - cur.first_page <= shape_.span_pages)
+            if (r.first_page < cur.first_page)  // file order went back in guest pages: a span of its own
+                spans_[++out] = r;
+            else if (r.first_page <= cur_end + shape_.gap_pages && merged_end - cur.first_page <= shape_.span_pages)
                 cur.pages = merged_end - cur.first_page;
             else if (r_end > cur_end)  // a range inside a span already taken adds nothing
                 spans_[++out] = PageRange{std::max(r.first_page, cur_end), r_end - std::max(r.first_page, cur_end)};
@@ -93,8 +97,24 @@ private:
         if (!spans_.empty()) spans_.resize(out + 1);
     }
 
+    void sort_window() {
+        if (!file_key_) {
+            std::sort(spans_.begin(), spans_.end(),
+                      [](const PageRange& a, const PageRange& b) { return a.first_page < b.first_page; });
+            return;
+        }
+        keyed_.clear();
+        for (const PageRange& r : spans_) keyed_.push_back({file_key_(r.first_page), r});
+        std::sort(keyed_.begin(), keyed_.end(), [](const auto& a, const auto& b) {
+            return a.first != b.first ? a.first < b.first : a.second.first_page < b.second.first_page;
+        });
+        for (size_t i = 0; i < keyed_.size(); i++) spans_[i] = keyed_[i].second;
+    }
+
     std::vector<PageRange> ranges_;
     ReplayShape shape_;
+    ReplayFileKey file_key_;
+    std::vector<std::pair<std::pair<uint64_t, uint64_t>, PageRange>> keyed_;  // sort_window's scratch
     size_t index_ = 0;              // the next recorded range not yet in a window
     std::vector<PageRange> spans_;  // this window's spans, ascending
     size_t span_ = 0;
@@ -111,8 +131,9 @@ ReplayShape replay_shape_for(uint64_t page_size_bytes) {
 }
 
 std::unique_ptr<PrefetchOrder> make_ascending_order() { return std::make_unique<AscendingOrder>(); }
-std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape) {
-    return std::make_unique<RecordedOrder>(std::move(ranges), shape);
+std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape,
+                                                   ReplayFileKey file_key) {
+    return std::make_unique<RecordedOrder>(std::move(ranges), shape, std::move(file_key));
 }
 
 }  // namespace ringpager

@@ -75,6 +75,19 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
 
 void Reactor::Impl::start_prefetch(Vm& vm) { prefetcher.add(*vm.pager); }
 
+// Where a run of this VM's pages starting at `page` is stored: replay reads
+// follow the source's files in offset order (prefetch_order.hpp). The map
+// is the handshake's: a page keeps its file offset when the VM moves it.
+static ReplayFileKey replay_file_key(const Vm& vm) {
+    return [map = AddressMap(vm.setup.handshake.regions), source = vm.setup.source](uint64_t page) {
+        const auto place = map.place_of(page);
+        if (!place) return std::pair<uint64_t, uint64_t>{UINT64_MAX, page};
+        const SourceExtent e = source->lookup(place->file_offset, place->page_size);
+        if (e.kind == SourceExtent::Kind::zero) return std::pair<uint64_t, uint64_t>{UINT64_MAX, page};
+        return std::pair<uint64_t, uint64_t>{e.file_index, e.file_offset};
+    };
+}
+
 // A working set to replay (the listener's prefetch_first) goes first in the
 // prefetcher's order, if the VM's pages have the size it was recorded with;
 // recording starts with the VM.
@@ -87,7 +100,8 @@ void Reactor::Impl::use_working_sets(Vm& vm) {
                     "without replay", vm.pager->name().c_str(), (unsigned long long)vm.setup.prefetch_first_page_size,
                     (unsigned long long)page_size);
         } else {
-            vm.pager->use_prefetch_order(make_recorded_order(*first, replay_shape_for(page_size)));
+            vm.pager->use_prefetch_order(
+                make_recorded_order(*first, replay_shape_for(page_size), replay_file_key(vm)));
             vm.pager->track_working_set(*first);
         }
     }
@@ -251,9 +265,9 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
                  " installed ahead of a fault (faults saved), " + std::to_string(report.ws_missed) +
                  " faults on set pages still missing";
     if (report.ws_read_bytes != 0) {
-        char read[96];
-        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms", report.ws_read_bytes / 1048576.0,
-                 report.ws_read_seconds * 1000);
+        char read[128];
+        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms (%llu reads)", report.ws_read_bytes / 1048576.0,
+                 report.ws_read_seconds * 1000, (unsigned long long)report.ws_reads);
         extra += read;
     }
     if (vm.pager->recording_working_set()) extra += ", " + std::to_string(report.ws_recorded) + " pages recorded";
@@ -271,7 +285,7 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
               {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()},
               {"ws_pages", report.ws_pages}, {"ws_saved", report.ws_saved}, {"ws_missed", report.ws_missed},
               {"ws_recorded", report.ws_recorded}, {"ws_read_bytes", report.ws_read_bytes},
-              {"ws_read_seconds", report.ws_read_seconds}},
+              {"ws_reads", report.ws_reads}, {"ws_read_seconds", report.ws_read_seconds}},
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
     // A VM that failed (its restore cut short) would replace a good set with
     // a partial one: only a VM served to its end is written.
