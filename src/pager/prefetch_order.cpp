@@ -31,8 +31,9 @@ private:
 // early are still read early.
 class RecordedOrder final : public PrefetchOrder {
 public:
-    RecordedOrder(std::vector<PageRange> ranges, ReplayShape shape, ReplayFileKey file_key)
-        : ranges_(std::move(ranges)), shape_(shape), file_key_(std::move(file_key)) {
+    RecordedOrder(std::vector<PageRange> ranges, ReplayShape shape, ReplayFileKey file_key,
+                  std::vector<PageRange> zeros)
+        : ranges_(std::move(ranges)), shape_(shape), file_key_(std::move(file_key)), zeros_(std::move(zeros)) {
         shape_.window_pages = std::max<uint64_t>(1, shape_.window_pages);
         shape_.span_pages = std::max<uint64_t>(1, shape_.span_pages);
     }
@@ -50,12 +51,13 @@ public:
                 span_++;
                 within_ = 0;
             }
-            if (index_ >= ranges_.size()) return rest_.next(states, first_page);
+            if (index_ >= ranges_.size()) return next_zero(states, first_page) || rest_.next(states, first_page);
             fill_window();
         }
     }
     void consumed(uint64_t first_page, uint64_t pages) override {
         if (span_ < spans_.size()) within_ = first_page + pages;
+        else if (zero_ < zeros_.size()) zero_within_ = first_page + pages;
         else rest_.consumed(first_page, pages);
     }
     // The recorded ranges already passed are not walked again: the rest
@@ -63,12 +65,32 @@ public:
     void revisit(uint64_t first_page) override { rest_.revisit(first_page); }
     bool replaying() const override { return span_ < spans_.size() || index_ < ranges_.size(); }
     uint64_t run_limit(uint64_t first_page) const override {
+        if (span_ >= spans_.size() && zero_ < zeros_.size()) {
+            const PageRange& z = zeros_[zero_];
+            return z.first_page + z.pages > first_page ? z.first_page + z.pages - first_page : 1;
+        }
         if (span_ >= spans_.size()) return UINT64_MAX;
         const PageRange& s = spans_[span_];
         return s.first_page + s.pages > first_page ? s.first_page + s.pages - first_page : 1;
     }
 
 private:
+    // The zero runs after the set: the next one with a missing page.
+    bool next_zero(const PageStates& states, uint64_t& first_page) {
+        while (zero_ < zeros_.size()) {
+            const PageRange& z = zeros_[zero_];
+            const uint64_t end = std::min(z.first_page + z.pages, states.size());
+            const uint64_t page = states.next_missing(std::max(z.first_page, zero_within_));
+            if (page < end) {
+                first_page = page;
+                return true;
+            }
+            zero_++;
+            zero_within_ = 0;
+        }
+        return false;
+    }
+
     // The next window of recorded runs, sorted and merged into spans.
     void fill_window() {
         spans_.clear();
@@ -115,6 +137,9 @@ private:
     ReplayShape shape_;
     ReplayFileKey file_key_;
     std::vector<std::pair<std::pair<uint64_t, uint64_t>, PageRange>> keyed_;  // sort_window's scratch
+    std::vector<PageRange> zeros_;  // after the set, before the rest
+    size_t zero_ = 0;
+    uint64_t zero_within_ = 0;
     size_t index_ = 0;              // the next recorded range not yet in a window
     std::vector<PageRange> spans_;  // this window's spans, ascending
     size_t span_ = 0;
@@ -132,8 +157,8 @@ ReplayShape replay_shape_for(uint64_t page_size_bytes) {
 
 std::unique_ptr<PrefetchOrder> make_ascending_order() { return std::make_unique<AscendingOrder>(); }
 std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape,
-                                                   ReplayFileKey file_key) {
-    return std::make_unique<RecordedOrder>(std::move(ranges), shape, std::move(file_key));
+                                                   ReplayFileKey file_key, std::vector<PageRange> zeros_after) {
+    return std::make_unique<RecordedOrder>(std::move(ranges), shape, std::move(file_key), std::move(zeros_after));
 }
 
 }  // namespace ringpager

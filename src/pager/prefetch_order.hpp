@@ -63,9 +63,13 @@ using ReplayFileKey = std::function<std::pair<uint64_t, uint64_t>(uint64_t first
 
 // A recorded order: runs of global pages, visited window by window in the
 // given order (each window sorted by `file_key`, or by page without one, and
-// coalesced by `shape`), then everything else ascending.
+// coalesced by `shape`), then the runs of `zeros_after` in order (the
+// source's zero extents: installed without a read, so a guest touching
+// zero pages outside the set, or left out of a packed set, finds them
+// present soon), then everything else ascending.
 using PageRange = PageRun;
 std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape = {},
-                                                   ReplayFileKey file_key = {});
+                                                   ReplayFileKey file_key = {},
+                                                   std::vector<PageRange> zeros_after = {});
 
 }  // namespace ringpager

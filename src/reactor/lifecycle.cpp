@@ -88,6 +88,28 @@ static ReplayFileKey replay_file_key(const Vm& vm) {
     };
 }
 
+// The VM's pages whose source bytes are zero, as runs in ascending order:
+// installed right after a replayed set (no reads), before the rest. One
+// lookup per extent of the source over the VM's regions.
+static std::vector<PageRun> zero_runs(const Vm& vm) {
+    std::vector<PageRun> runs;
+    const Source& source = *vm.setup.source;
+    uint64_t page = 0;
+    for (const Region& r : vm.setup.handshake.regions) {
+        const uint64_t ps = r.page_size_bytes;
+        for (uint64_t at = 0; at < r.size_bytes && r.offset_bytes + at < source.size_bytes();) {
+            const SourceExtent e = source.lookup(r.offset_bytes + at, r.size_bytes - at);
+            if (e.length_bytes == 0) break;
+            // Whole pages only: an extent may start or end inside a huge page.
+            const uint64_t first = (at + ps - 1) / ps, end = (at + e.length_bytes) / ps;
+            if (e.kind == SourceExtent::Kind::zero && end > first) runs.push_back({page + first, end - first});
+            at += e.length_bytes;
+        }
+        page += r.page_count();
+    }
+    return runs;
+}
+
 // A working set to replay (the listener's prefetch_first) goes first in the
 // prefetcher's order, if the VM's pages have the size it was recorded with;
 // recording starts with the VM.
@@ -100,8 +122,8 @@ void Reactor::Impl::use_working_sets(Vm& vm) {
                     "without replay", vm.pager->name().c_str(), (unsigned long long)vm.setup.prefetch_first_page_size,
                     (unsigned long long)page_size);
         } else {
-            vm.pager->use_prefetch_order(
-                make_recorded_order(*first, replay_shape_for(page_size), replay_file_key(vm)));
+            vm.pager->use_prefetch_order(make_recorded_order(*first, replay_shape_for(page_size), replay_file_key(vm),
+                                                             zero_runs(vm)));
             vm.pager->track_working_set(*first);
         }
     }
