@@ -165,6 +165,7 @@ struct SnapshotInfo {
     uint64_t frame_bytes = 0;          // plain bytes per frame
     uint64_t frame_count = 0;
     uint64_t packed_ws_blocks = 0;     // blocks of the packed working-set layer (0: none)
+    uint64_t packed_ws_pages = 0;      // blocks of its packed order: the whole set, zero ones too
     std::vector<SnapshotLayerInfo> layers;
 
     bool layers_ok() const {

@@ -181,6 +181,7 @@ nlohmann::json info_json(const ringpager::SnapshotInfo& info) {
             {"stored", {{"plain_bytes", info.stored_plain_bytes}, {"file_bytes", info.stored_file_bytes}}},
             {"frames", frames},
             {"packed_ws_blocks", info.packed_ws_blocks},
+            {"packed_ws_pages", info.packed_ws_pages},
             {"layers", layers},
             {"ok", info.layers_ok()}};
 }
@@ -205,8 +206,9 @@ void print_info(const ringpager::SnapshotInfo& info) {
                     ratio(info.stored_file_bytes, info.stored_plain_bytes).c_str());
     }
     if (info.packed_ws_blocks != 0) {
-        std::printf("working set  packed: %llu pages in layer %zu, replayed first by serve --mode prefetch\n",
-                    u(info.packed_ws_blocks), info.layers.size() - 1);
+        std::printf("working set  packed: %llu pages in touch order, %llu stored in layer %zu (the rest zero), "
+                    "replayed first by serve --mode prefetch\n",
+                    u(info.packed_ws_pages), u(info.packed_ws_blocks), info.layers.size() - 1);
     }
     std::printf("layers       %zu\n", info.layers.size());
     for (const auto& l : info.layers) {

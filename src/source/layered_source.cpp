@@ -47,29 +47,12 @@ public:
         return check_read(m_, offset, bytes);
     }
 
-    // The extents into the packed layer, in slot order (the loader proved
-    // each of its slots is referenced once), joined where both the guest
-    // offsets and the slots run on.
+    // The packed order table: the set in touch order, zero blocks too (the
+    // loader proved its data blocks are the packed layer's slots in order).
     std::vector<GuestRange> packed_working_set() const override {
-        if (!m_.packed_ws()) return {};
-        const uint32_t packed = m_.packed_layer();
-        std::vector<std::pair<uint64_t, GuestRange>> by_slot;
-        for (size_t i = 0; i < m_.extents.size(); ++i) {
-            const Extent& e = m_.extents[i];
-            if (is_zero_location(e.location) || location_layer(e.location) != packed) continue;
-            by_slot.push_back({location_slot(e.location),
-                               GuestRange{e.first_block * m_.block_size_bytes,
-                                          (m_.extent_end_block(i) - e.first_block) * m_.block_size_bytes}});
-        }
-        std::sort(by_slot.begin(), by_slot.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
         std::vector<GuestRange> out;
-        for (const auto& [slot, range] : by_slot) {
-            (void)slot;
-            if (!out.empty() && out.back().offset + out.back().length_bytes == range.offset)
-                out.back().length_bytes += range.length_bytes;
-            else
-                out.push_back(range);
-        }
+        for (const PackedRun& r : m_.packed_order)
+            out.push_back({r.first_block * m_.block_size_bytes, r.blocks * m_.block_size_bytes});
         return out;
     }
 

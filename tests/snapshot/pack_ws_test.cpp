@@ -125,11 +125,16 @@ TEST_F(PackWs, PackedManifestServesTheSameBytesAndStoresTheSetInTouchOrder) {
         EXPECT_EQ(XXH3_64bits(layer.data() + 4096 + i * P, P), XXH3_64bits(memory_.data() + non_zero[i] * P, P))
             << "slot " << i << " should hold page " << non_zero[i];
     }
-    // The Source names them in that order too (joined where guest pages run on).
+    // The packed order names the whole set in touch order, zero pages too.
     std::vector<uint64_t> named;
     for (const ringpager::GuestRange& g : source->packed_working_set())
         for (uint64_t at = g.offset; at < g.offset + g.length_bytes; at += P) named.push_back(at / P);
-    EXPECT_EQ(named, non_zero);
+    EXPECT_EQ(named, touch_);
+    // Zero pages of the set stay zero extents: no storage.
+    for (uint64_t p : touch_) {
+        if (!zero_page(memory_, p)) continue;
+        EXPECT_EQ(source->lookup(p * P, P).kind, ringpager::SourceExtent::Kind::zero) << p;
+    }
     // The original is untouched and still carries no packed layer.
     auto original = ringpager::open_layered_source(manifest(), true, error);
     ASSERT_NE(original, nullptr) << error;
@@ -148,7 +153,9 @@ TEST_F(PackWs, InspectShowsThePackedLayerAndItsPageCount) {
     EXPECT_EQ(info.layers[2].referenced_blocks, info.layers[2].stored_blocks);
     const CliRun text = run_snapshot({"inspect", packed()});
     EXPECT_EQ(text.code, 0) << text.err;
-    EXPECT_NE(text.out.find("working set  packed: " + std::to_string(info.packed_ws_blocks) + " pages in layer 2"),
+    EXPECT_EQ(info.packed_ws_pages, touch_.size());
+    EXPECT_NE(text.out.find("working set  packed: " + std::to_string(touch_.size()) + " pages in touch order, " +
+                            std::to_string(info.packed_ws_blocks) + " stored in layer 2"),
               std::string::npos)
         << text.out;
     EXPECT_NE(text.out.find("packed working set (slots in touch order)"), std::string::npos) << text.out;
@@ -292,6 +299,43 @@ TEST_F(PackedManifest, PackedLayerWithASlotReferencedTwiceIsRefused) {
         }
     }
     expect_refused(layered::encode_manifest(m), "is marked a packed working set, but its slot 0 is referenced twice");
+}
+
+TEST_F(PackedManifest, PackedOrderNamingABlockTwiceIsRefused) {
+    layered::Manifest m;
+    ASSERT_EQ(layered::load_manifest(packed(), m), "");
+    m.packed_order.push_back(m.packed_order.front());
+    expect_refused(layered::encode_manifest(m), "packed order run " + std::to_string(m.packed_order.size() - 1) +
+                                                    " names guest block " +
+                                                    std::to_string(m.packed_order.front().first_block) + " twice");
+}
+
+TEST_F(PackedManifest, PackedOrderOutOfSlotOrderIsRefused) {
+    layered::Manifest m;
+    ASSERT_EQ(layered::load_manifest(packed(), m), "");
+    // Two runs holding data swapped: the order no longer reads the layer front to back.
+    std::vector<size_t> data_runs;
+    for (size_t i = 0; i < m.packed_order.size(); i++) {
+        const layered::Extent& e = m.extents[m.find_extent(m.packed_order[i].first_block)];
+        if (!layered::is_zero_location(e.location)) data_runs.push_back(i);
+    }
+    ASSERT_GE(data_runs.size(), 2u);
+    std::swap(m.packed_order[data_runs[0]], m.packed_order[data_runs[1]]);
+    expect_refused(layered::encode_manifest(m), "(the packed layer is in touch order)");
+}
+
+TEST_F(PackedManifest, PackedOrderNamingABlockOfAnotherLayerIsRefused) {
+    layered::Manifest m;
+    ASSERT_EQ(layered::load_manifest(packed(), m), "");
+    uint64_t other = m.block_count;
+    for (uint64_t b = 0; b < m.block_count && other == m.block_count; b++) {
+        const layered::Extent& e = m.extents[m.find_extent(b)];
+        if (!layered::is_zero_location(e.location) && layered::location_layer(e.location) != 2) other = b;
+    }
+    ASSERT_LT(other, m.block_count);
+    m.packed_order.push_back({other, 1});
+    expect_refused(layered::encode_manifest(m), "names guest block " + std::to_string(other) +
+                                                    ", which is not in the packed layer");
 }
 
 TEST_F(PackedManifest, PackedMarkerInAFramedManifestIsRefused) {

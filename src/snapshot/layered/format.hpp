@@ -32,6 +32,7 @@ inline constexpr uint64_t layer_path_bytes = 256;     // NUL-terminated inside t
 inline constexpr uint64_t extent_record_bytes = 16;
 inline constexpr uint64_t checksum_record_bytes = 8;
 inline constexpr uint64_t frame_record_bytes = 24;
+inline constexpr uint64_t packed_run_record_bytes = 16;
 inline constexpr uint64_t max_frame_bytes = 64 << 20;   // plain bytes of a frame, at most
 
 inline constexpr uint64_t min_block_size_bytes = 4096;
@@ -40,8 +41,10 @@ inline constexpr uint32_t max_layer_count = 0xfffe;   // 0xffff marks a zero ext
 
 // Manifest header flags (offset 44). A reader refuses any bit it does not know.
 // packed_ws: the last layer is a packed working set (`snapshot pack-ws`): its
-// slots hold the blocks of a recorded working set in the order the guest first
-// touched them, each slot referenced by exactly one guest block.
+// slots hold the non-zero blocks of a recorded working set in the order the
+// guest first touched them, each slot referenced by exactly one guest block,
+// and the packed order table (after the checksum table) lists the whole set,
+// zero blocks included, in that order.
 inline constexpr uint32_t manifest_flag_packed_ws = 1u << 0;
 inline constexpr uint32_t known_manifest_flags = manifest_flag_packed_ws;
 
@@ -83,6 +86,14 @@ struct FrameRecord {
     uint64_t checksum = 0;        // XXH3-64 of the stored bytes
 };
 static_assert(sizeof(FrameRecord) == frame_record_bytes);
+
+// One run of the packed order table: guest blocks [first_block, first_block +
+// blocks), touched in that order. Same bytes on disk and in memory.
+struct PackedRun {
+    uint64_t first_block = 0;
+    uint64_t blocks = 0;
+};
+static_assert(sizeof(PackedRun) == packed_run_record_bytes);
 
 struct LayerRecord {
     LayerId id{};
@@ -129,6 +140,8 @@ struct Manifest {
     uint64_t frame_blocks = 0;             // blocks per frame
     std::vector<FrameRecord> frames;       // layer 0's frames, then layer 1's, ...
     std::vector<uint64_t> frame_base;      // index of each layer's frame 0 in `frames`
+    // packed_ws: the working set's blocks in touch order (zero ones too).
+    std::vector<PackedRun> packed_order;
     // Lookup accelerator built by load_manifest: bucket k holds the index of
     // the extent containing guest block k << bucket_shift. There are at most as
     // many buckets as extents, so it costs at most 4 bytes an extent.

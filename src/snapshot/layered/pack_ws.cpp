@@ -194,6 +194,9 @@ private:
         out.layers.push_back(record);
         out.checksums.insert(out.checksums.end(), writer_->checksums().begin(), writer_->checksums().end());
         out.extents = make_extents(locations_);
+        // The whole set, zero pages too: the replay installs those in their
+        // turn (by UFFDIO_ZEROPAGE, nothing read) instead of leaving them to faults.
+        for (const PageRun& run : set_.runs) out.packed_order.push_back({run.first_page, run.pages});
         r_.extent_count = out.extents.size();
         const std::vector<std::byte> bytes = encode_manifest(out);
         TempFile temp{o_.out_path + ".tmp"};
