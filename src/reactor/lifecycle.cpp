@@ -90,8 +90,11 @@ static ReplayFileKey replay_file_key(const Vm& vm) {
 
 // The VM's pages whose source bytes are zero, as runs in ascending order:
 // installed right after a replayed set (no reads), before the rest. One
-// lookup per extent of the source over the VM's regions.
+// lookup per extent of the source over the VM's regions, and at most
+// kMaxZeroRuns runs (1 MiB, not charged to --memory-limit): zero extents
+// past them are installed by the ascending walk, as without a set.
 static std::vector<PageRun> zero_runs(const Vm& vm) {
+    constexpr size_t kMaxZeroRuns = 65536;
     std::vector<PageRun> runs;
     const Source& source = *vm.setup.source;
     uint64_t page = 0;
@@ -103,6 +106,7 @@ static std::vector<PageRun> zero_runs(const Vm& vm) {
             // Whole pages only: an extent may start or end inside a huge page.
             const uint64_t first = (at + ps - 1) / ps, end = (at + e.length_bytes) / ps;
             if (e.kind == SourceExtent::Kind::zero && end > first) runs.push_back({page + first, end - first});
+            if (runs.size() == kMaxZeroRuns) return runs;
             at += e.length_bytes;
         }
         page += r.page_count();
