@@ -180,21 +180,26 @@ TEST_F(PackWs, SetOfAnotherSnapshotIsRefused) {
     ringpager::SnapshotIdentity other = identity_of(manifest());
     other.fingerprint ^= 1;
     write_set(dir_.file("other.ws"), touch_, other);
-    expect_one_line_failure(pack(dir_.file("other.ws")), "working set " + dir_.file("other.ws") + ": ");
+    expect_one_line_failure(pack(dir_.file("other.ws")), "ringpager snapshot pack-ws: working set " +
+                                                             dir_.file("other.ws") +
+                                                             ": recorded from another snapshot (content fingerprint "
+                                                             "differs)\n");
 }
 
 TEST_F(PackWs, TruncatedSetIsRefused) {
     Bytes bytes = read_file(set_path());
     bytes.resize(bytes.size() - 3);
     write_file(dir_.file("short.ws"), bytes);
-    expect_one_line_failure(pack(dir_.file("short.ws")), "working set " + dir_.file("short.ws") + ": ");
+    expect_one_line_failure(pack(dir_.file("short.ws")), "ringpager snapshot pack-ws: working set " +
+                                                             dir_.file("short.ws") + ": truncated");
 }
 
 TEST_F(PackWs, CorruptSetIsRefused) {
     Bytes bytes = read_file(set_path());
     bytes.back() ^= std::byte{0x40};
     write_file(dir_.file("bad.ws"), bytes);
-    expect_one_line_failure(pack(dir_.file("bad.ws")), "working set " + dir_.file("bad.ws") + ": ");
+    expect_one_line_failure(pack(dir_.file("bad.ws")), "ringpager snapshot pack-ws: working set " +
+                                                           dir_.file("bad.ws") + ": corrupt: checksum mismatch\n");
 }
 
 TEST_F(PackWs, OutputInAnotherDirectoryIsRefused) {
