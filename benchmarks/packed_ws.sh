@@ -8,11 +8,15 @@
 # run, `dd` of the packed layer (warm page cache, bs=4M) against the replay's
 # own `replay read R MiB in T ms`. Prints one line per run and the medians.
 #
-#   benchmarks/packed_ws.sh BUILD_DIR WORK_DIR [SIZE (default 512M)] [ROUNDS (default 5)]
+#   benchmarks/packed_ws.sh BUILD_DIR WORK_DIR [SIZE (default 512M)] [ROUNDS (default 5)] [cold]
+#
+# `cold`: rp-bench --cold-cache (the image, the manifests and every layer file
+# dropped from the page cache before each scenario); dd then still reads a
+# warm layer (it follows the replay), so its column is only meaningful warm.
 #
 # Ratios are within a round; the machine's noise is larger than any absolute figure.
 set -euo pipefail
-build=$(realpath "$1"); work=$2; size=${3:-512M}; rounds=${4:-5}
+build=$(realpath "$1"); work=$2; size=${3:-512M}; rounds=${4:-5}; cold=${5:-}
 bench=$build/tools/bench/rp-bench
 mkdir -p "$work"; work=$(realpath "$work")
 mem=$work/snapshot.mem
@@ -22,6 +26,7 @@ run() {  # run SOURCE DIR: one rp-bench run; prints "done_lazy done_replay repla
   local args=(--handlers lazy,replay --workloads hotset-fixed --vms 1 --vcpus 1 --rounds 1
               --snapshot-source "$source" --work-dir "$dir")
   if [ -f "$mem" ]; then args+=(--mem-file "$mem"); else args+=(--image-size "$size"); fi
+  if [ "$cold" = cold ]; then args+=(--cold-cache); fi
   "$bench" "${args[@]}" > "$dir/report.txt" 2>&1
   [ -f "$mem" ] || cp "$dir/snapshot.mem" "$mem"
   local lazy replay line

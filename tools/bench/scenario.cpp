@@ -305,6 +305,14 @@ ScenarioResult run_with(const ScenarioSpec& spec, const ScenarioContext& context
         result.failures.push_back(error);
         return result;
     }
+    // A layered source's manifests and layers too (packed ones included).
+    for (const std::string& file : context.cold_cache && context.source ? context.source->local_files()
+                                                                          : std::vector<std::string>{}) {
+        if (!drop_from_page_cache(file, error)) {
+            result.failures.push_back(error);
+            return result;
+        }
+    }
     const bool ringpager = argv.front() == context.ringpager_path;
     if (ringpager && context.source) {
         if (error = context.source->before_scenario(); !error.empty()) {

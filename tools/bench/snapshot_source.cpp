@@ -171,6 +171,20 @@ std::string PreparedSource::pack(const std::string& working_set) const {
     return {};
 }
 
+std::vector<std::string> PreparedSource::local_files() const {
+    std::vector<std::string> files;
+    if (manifest_.empty()) return files;
+    std::vector<std::string> manifests = {manifest_};
+    manifests.insert(manifests.end(), packed_.begin(), packed_.end());
+    for (const std::string& path : manifests) {
+        layered::Manifest m;
+        if (!layered::load_manifest(path, m).empty()) continue;
+        files.push_back(path);
+        for (uint32_t i = 0; i < m.layers.size(); ++i) files.push_back(m.layer_path(i));
+    }
+    return files;
+}
+
 std::string PreparedSource::before_scenario() const {
     if (source_ != SnapshotSource::s3_cold && source_ != SnapshotSource::s3_warm) return {};
     std::error_code ec;

@@ -46,6 +46,9 @@ public:
     std::string pack(const std::string& working_set) const;
     // Its path (whether written yet or not).
     std::string packed_manifest(const std::string& working_set) const;
+    // The local files ringpager reads for this source (manifests and layer
+    // files, packed ones included): what --cold-cache drops besides the image.
+    std::vector<std::string> local_files() const;
     // Before each scenario: s3-cold empties the cache directory, s3-warm
     // fills it. "" or one line.
     std::string before_scenario() const;
