@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 
 #include "snapshot/layered/format.hpp"
 #include "snapshot/working_set.hpp"
@@ -117,6 +118,19 @@ TEST_F(PackWs, PackedManifestServesTheSameBytesAndStoresTheSetInTouchOrder) {
     EXPECT_EQ(report.blocks_checked, m.checksums.size());
     ASSERT_EQ(m.layers.size(), 3u);
     EXPECT_TRUE(m.packed_ws());
+    // The blocks the packed layer supersedes are unreferenced slots of the
+    // older layers now: loaded, verified (blocks_checked above), not served.
+    std::set<std::pair<uint32_t, uint64_t>> referenced;
+    for (size_t i = 0; i < m.extents.size(); i++) {
+        const layered::Extent& e = m.extents[i];
+        if (layered::is_zero_location(e.location)) continue;
+        for (uint64_t b = e.first_block; b < m.extent_end_block(i); b++)
+            referenced.insert({layered::location_layer(e.location), layered::location_slot(e.location) + b - e.first_block});
+    }
+    uint64_t unreferenced = 0;
+    for (uint32_t l = 0; l < 2; l++)
+        for (uint64_t slot = 0; slot < m.layers[l].block_count; slot++) unreferenced += !referenced.count({l, slot});
+    EXPECT_GT(unreferenced, 0u);
 
     // The packed layer holds exactly the set's non-zero pages, in touch order.
     const Bytes layer = read_file(dir_.file("packed.rpm.layer2.rpl"));
