@@ -26,7 +26,8 @@ namespace {
 
 // A snapshot with a packed working set (`snapshot pack-ws`) replays it first
 // to every VM of a prefetch listener that names no set of its own: the
-// packed layer's slots in order, one sequential read of its file.
+// packed order table (touch order), its data read from the packed layer
+// front to back.
 void packed_replay(const ListenerConfig& l, std::shared_ptr<const std::vector<PageRun>>& first,
                    uint64_t& first_page_size) {
     std::vector<PageRun> runs = packed_working_set_runs(*l.source, l.source->block_size_bytes());

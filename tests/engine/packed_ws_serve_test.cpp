@@ -1,7 +1,8 @@
 // Pins serving a snapshot with a packed working-set layer (`snapshot pack-ws`)
 // in prefetch mode: with no working-set file given, the packed layer is
 // replayed first, in a few large gather reads of that layer in file (touch)
-// order, byte exact, with the faults it saved reported; a working set
+// order, byte exact, with the faults it saved reported; a flipped bit in the
+// packed layer is caught by the gather read's check; a working set
 // recorded against the plain snapshot replays against the packed one and
 // the other way round.
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <mutex>
 
 #include "common/engine_fixture.hpp"
+#include "common/process.hpp"
 #include "layered_chain.hpp"
 #include "reactor/test_hooks.hpp"
 #include "ringpager/snapshot.hpp"
@@ -147,6 +149,42 @@ TEST(PackedWorkingSetServe, PlainSetReplaysAgainstThePackedSnapshotAndPackedAgai
     const Served on_plain = serve(dir, p.chain.manifest, p.touch, p.chain.flat, dir.file("from-packed.ws"));
     EXPECT_EQ(on_plain.report.ws_pages, p.touch.size());
     EXPECT_GT(on_plain.report.ws_saved, 0u);
+}
+
+// A flipped bit in the packed layer: the gather job's check refuses the
+// bytes and, with --kill-on-failure, the VM is killed, never served them.
+TEST(PackedWorkingSetServe, FlippedBitInThePackedLayerIsRefusedAndKillsTheVm) {
+    TempDir dir;
+    const std::string guestsim = tool_path("RP_GUESTSIM");
+    ASSERT_FALSE(guestsim.empty());
+    const Packed p = make_packed(dir, 53);
+    const std::string layer = p.manifest + ".layer3.rpl";
+    FileDesc fd = std::move(FileDesc::open(layer.c_str(), O_RDWR).value());
+    const off_t at = 4096 + lseek(fd.get(), 0, SEEK_END) / 2 / 4096 * 4096 + 100;
+    uint8_t byte = 0;
+    ASSERT_EQ(pread(fd.get(), &byte, 1, at), 1);
+    byte ^= 0x10;
+    ASSERT_EQ(pwrite(fd.get(), &byte, 1, at), 1);
+
+    std::string error;
+    std::shared_ptr<const Source> source = open_layered_source(p.manifest, true, error);
+    ASSERT_TRUE(source) << error;
+    EngineConfig config;
+    config.listeners.push_back({dir.file("v.sock"), source, ServeMode::prefetch});
+    config.kill_on_failure = true;
+    auto engine = Engine::start(std::move(config), error);
+    ASSERT_TRUE(engine) << error;
+    ::testing::internal::CaptureStderr();
+    Child c = spawn(guestsim, {"run", "--socket", dir.file("v.sock"), "--mem-file", p.chain.flat, "--regions", "8M",
+                               "--pattern", "sequential"});
+    const int status = c.wait();
+    ASSERT_TRUE(engine->wait_released(1, kWait));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(WIFSIGNALED(status)) << log;
+    EXPECT_EQ(WTERMSIG(status), SIGKILL);
+    EXPECT_NE(log.find("refusing to serve corrupt snapshot data"), std::string::npos) << log;
+    EXPECT_NE(log.find("packed.rpm.layer3.rpl"), std::string::npos) << log;
+    EXPECT_EQ(engine->stats().vms_failed, 1u);
 }
 
 }  // namespace
