@@ -114,6 +114,38 @@ void check_frames(const Manifest& m) {
     FUZZ_REQUIRE(frames == m.frames.size());
 }
 
+// A packed working-set layer (the last) has every slot referenced by exactly
+// one guest block: the replay derives its order from the slots.
+void check_packed(const Manifest& m) {
+    FUZZ_REQUIRE(m.version == format_version && m.layers.size() >= 2);
+    const uint32_t packed = m.packed_layer();
+    std::vector<uint32_t> refs(m.layers[packed].block_count, 0);
+    FUZZ_REQUIRE(!refs.empty());
+    for (size_t i = 0; i < m.extents.size(); i++) {
+        const Extent& e = m.extents[i];
+        if (is_zero_location(e.location) || location_layer(e.location) != packed) continue;
+        for (uint64_t s = location_slot(e.location); s < location_slot(e.location) + m.extent_end_block(i) - e.first_block; s++)
+            refs[s]++;
+    }
+    FUZZ_REQUIRE(std::all_of(refs.begin(), refs.end(), [](uint32_t n) { return n == 1; }));
+    // The packed order: inside the guest, each block once, data blocks the
+    // packed layer's slots in order, all of them.
+    FUZZ_REQUIRE(!m.packed_order.empty());
+    std::vector<uint8_t> seen(m.block_count, 0);
+    uint64_t next_slot = 0;
+    for (const PackedRun& r : m.packed_order) {
+        FUZZ_REQUIRE(r.blocks > 0 && r.first_block < m.block_count && r.blocks <= m.block_count - r.first_block);
+        for (uint64_t b = r.first_block; b < r.first_block + r.blocks; b++) {
+            FUZZ_REQUIRE(seen[b]++ == 0);
+            const Extent& e = m.extents[m.find_extent(b)];
+            if (is_zero_location(e.location)) continue;
+            FUZZ_REQUIRE(location_layer(e.location) == packed);
+            FUZZ_REQUIRE(location_slot(e.location) + (b - e.first_block) == next_slot++);
+        }
+    }
+    FUZZ_REQUIRE(next_slot == m.layers[packed].block_count);
+}
+
 // Every manifest decode_manifest accepts (docs/snapshot-format.md): a sane
 // geometry, extents tiling the guest in order, every data extent inside its
 // layer, one checksum per stored block, and layer records that describe their
@@ -161,6 +193,8 @@ void check_manifest(const Manifest& m) {
     }
     check_lookup(m, m.block_count - 1);
     check_lookup(m, m.block_count / 2);
+    FUZZ_REQUIRE((m.flags & ~known_manifest_flags) == 0);
+    if (m.packed_ws()) check_packed(m);
 
     // What was accepted survives a round trip through the encoder.
     Manifest again;
@@ -168,8 +202,11 @@ void check_manifest(const Manifest& m) {
     FUZZ_REQUIRE(decode_manifest(encoded, kPath, again).empty());
     FUZZ_REQUIRE(again.block_size_bytes == m.block_size_bytes && again.block_count == m.block_count &&
                  again.snapshot_id == m.snapshot_id && same_extents(again, m) && again.checksums == m.checksums);
-    FUZZ_REQUIRE(again.version == m.version && again.codec == m.codec && again.frame_blocks == m.frame_blocks &&
-                 again.frames.size() == m.frames.size() &&
+    FUZZ_REQUIRE(again.version == m.version && again.flags == m.flags && again.codec == m.codec &&
+                 again.frame_blocks == m.frame_blocks && again.frames.size() == m.frames.size() &&
+                 again.packed_order.size() == m.packed_order.size() &&
+                 (m.packed_order.empty() || std::memcmp(again.packed_order.data(), m.packed_order.data(),
+                                                        m.packed_order.size() * packed_run_record_bytes) == 0) &&
                  (m.frames.empty() || std::memcmp(again.frames.data(), m.frames.data(),
                                                   m.frames.size() * frame_record_bytes) == 0));
     for (size_t i = 0; i < m.layers.size(); i++) FUZZ_REQUIRE(again.layers[i].path == m.layers[i].path);

@@ -162,6 +162,7 @@ struct VmReport {
     // to join them), and seconds from its first read issued to its last read
     // done (its read phase, for a comparison with one sequential read).
     uint64_t ws_read_bytes = 0;
+    uint64_t ws_reads = 0;     // the reads that read them (each one contiguous range of one file)
     double ws_read_seconds = 0;
 };
 

@@ -100,6 +100,33 @@ struct SnapshotBuildReport {
 // sets `error` (one line naming the file and the cause) and leaves no new files.
 bool build_layered_snapshot(const SnapshotBuildOptions& options, SnapshotBuildReport& report, std::string& error);
 
+// ---- pack a working set ----------------------------------------------------
+
+// `ringpager snapshot pack-ws` (docs/snapshot-format.md, "Packed working-set
+// layer"): a new manifest that serves the same guest bytes as `manifest_path`
+// from the same layer files plus one more, whose slots hold the working set's
+// non-zero pages in the order the guest first touched them.
+struct PackWorkingSetOptions {
+    std::string manifest_path;      // format version 1, 4 KiB blocks, not packed already
+    std::string working_set_path;   // recorded against that snapshot (same identity), 4 KiB pages
+    std::string out_path;           // the new manifest, in manifest_path's directory
+    bool sync = true;               // fsync the written files before renaming them into place
+};
+
+struct PackWorkingSetReport {
+    uint64_t set_pages = 0;      // pages of the working set
+    uint64_t packed_pages = 0;   // its non-zero pages: the packed layer's slots
+    uint64_t zero_pages = 0;     // its zero pages: they stay zero extents, no storage
+    uint64_t extent_count = 0;   // of the new manifest
+    uint64_t bytes_written = 0;
+    std::string layer_path;      // the packed layer file
+};
+
+// Writes `out_path` and `out_path`.layerN.rpl (N: the snapshot's layer count),
+// layer first, manifest last, each renamed into place. On failure returns
+// false with a one-line `error` and leaves no new file.
+bool pack_working_set(const PackWorkingSetOptions& options, PackWorkingSetReport& report, std::string& error);
+
 // ---- inspect ---------------------------------------------------------------
 
 struct SnapshotLayerInfo {
@@ -114,6 +141,7 @@ struct SnapshotLayerInfo {
     std::string status;              // "ok", or why the file would be refused
     uint64_t frames = 0;             // format version 2: frames in the file
     uint64_t stored_file_bytes = 0;  // what its stored blocks take in the file (compressed frames)
+    bool packed_ws = false;          // a packed working set: slots in touch order (`snapshot pack-ws`)
 };
 
 struct SnapshotInfo {
@@ -136,6 +164,8 @@ struct SnapshotInfo {
     uint32_t codec_level = 0;          // the zstd level it was built with
     uint64_t frame_bytes = 0;          // plain bytes per frame
     uint64_t frame_count = 0;
+    uint64_t packed_ws_blocks = 0;     // blocks of the packed working-set layer (0: none)
+    uint64_t packed_ws_pages = 0;      // blocks of its packed order: the whole set, zero ones too
     std::vector<SnapshotLayerInfo> layers;
 
     bool layers_ok() const {

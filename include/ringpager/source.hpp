@@ -39,6 +39,13 @@ struct ReadPlan {
     uint64_t length_bytes = 0;   // > 0, at most the length asked for
 };
 
+// A run of guest-memory offsets [offset, offset + length_bytes).
+struct GuestRange {
+    uint64_t offset = 0;
+    uint64_t length_bytes = 0;
+    bool operator==(const GuestRange&) const = default;
+};
+
 // Who waits on a fetch: a fault (a vCPU is stopped on it) goes ahead of prefetch.
 enum class FetchFor : uint8_t { fault, prefetch };
 
@@ -82,6 +89,12 @@ public:
         (void)bytes;
         return {};
     }
+
+    // A working set packed into the snapshot (`snapshot pack-ws`,
+    // docs/snapshot-format.md "Packed working-set layer"): the guest ranges
+    // whose blocks it stores, in the order they are stored, which is the
+    // order the guest first touched them. Empty when there is none.
+    virtual std::vector<GuestRange> packed_working_set() const { return {}; }
 
     // One line for logs: what is served ("raw file /x/mem (512 MiB)").
     virtual std::string describe() const = 0;

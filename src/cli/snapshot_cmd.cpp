@@ -1,4 +1,4 @@
-// `ringpager snapshot build|inspect|verify|push|ls`: the operator's tool for
+// `ringpager snapshot build|inspect|verify|push|ls|pack-ws`: the operator's tool for
 // layered snapshots (docs/snapshot-format.md), local or in an object store
 // (docs/remote.md). Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 // Errors are one line on stderr naming the file or object and the cause.
@@ -162,7 +162,8 @@ nlohmann::json info_json(const ringpager::SnapshotInfo& info) {
                           {"id", l.id_hex}, {"file_size_bytes", l.file_size_bytes},
                           {"data_offset_bytes", l.data_offset_bytes}, {"stored_blocks", l.stored_blocks},
                           {"referenced_blocks", l.referenced_blocks}, {"frames", l.frames},
-                          {"stored_file_bytes", l.stored_file_bytes}, {"status", l.status}});
+                          {"stored_file_bytes", l.stored_file_bytes}, {"packed_ws", l.packed_ws},
+                          {"status", l.status}});
     }
     nlohmann::json frames = nullptr;   // version 1 has none
     if (!info.codec.empty()) {
@@ -179,6 +180,8 @@ nlohmann::json info_json(const ringpager::SnapshotInfo& info) {
             {"extents", {{"total", info.extent_count}, {"zero", info.zero_extents}, {"data", info.data_extents}}},
             {"stored", {{"plain_bytes", info.stored_plain_bytes}, {"file_bytes", info.stored_file_bytes}}},
             {"frames", frames},
+            {"packed_ws_blocks", info.packed_ws_blocks},
+            {"packed_ws_pages", info.packed_ws_pages},
             {"layers", layers},
             {"ok", info.layers_ok()}};
 }
@@ -202,12 +205,18 @@ void print_info(const ringpager::SnapshotInfo& info) {
                     format_bytes(info.stored_plain_bytes).c_str(), format_bytes(info.stored_file_bytes).c_str(),
                     ratio(info.stored_file_bytes, info.stored_plain_bytes).c_str());
     }
+    if (info.packed_ws_blocks != 0) {
+        std::printf("working set  packed: %llu pages in touch order, %llu stored in layer %zu (the rest zero), "
+                    "replayed first by serve --mode prefetch\n",
+                    u(info.packed_ws_pages), u(info.packed_ws_blocks), info.layers.size() - 1);
+    }
     std::printf("layers       %zu\n", info.layers.size());
     for (const auto& l : info.layers) {
         const std::string frames = info.codec.empty() ? "" : ", " + std::to_string(l.frames) + " frames";
-        std::printf("  %u  %s  %s  %llu stored, %llu referenced%s  id %s  %s\n", l.index, l.path.c_str(),
+        const char* packed = l.packed_ws ? ", packed working set (slots in touch order)" : "";
+        std::printf("  %u  %s  %s  %llu stored, %llu referenced%s%s  id %s  %s\n", l.index, l.path.c_str(),
                     format_bytes(l.file_size_bytes).c_str(), u(l.stored_blocks), u(l.referenced_blocks),
-                    frames.c_str(), l.id_hex.c_str(), l.status.c_str());
+                    frames.c_str(), packed, l.id_hex.c_str(), l.status.c_str());
     }
 }
 
@@ -277,6 +286,18 @@ int run_verify(const std::string& manifest, bool progress) {
     std::printf("verified %s: %llu stored blocks intact%s (%s read in %.3f s)\n", manifest.c_str(),
                 static_cast<unsigned long long>(r.blocks_checked), frames.c_str(), format_bytes(r.bytes_read).c_str(),
                 r.seconds);
+    return exit_ok;
+}
+
+int run_pack_ws(const ringpager::PackWorkingSetOptions& options) {
+    ringpager::PackWorkingSetReport r;
+    std::string error;
+    if (!ringpager::pack_working_set(options, r, error)) return fail("pack-ws", error);
+    auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+    std::printf("packed %s: %llu of %llu working-set pages stored in touch order in %s (%llu zero pages stay zero "
+                "extents), %llu extents, %s written\n",
+                options.out_path.c_str(), u(r.packed_pages), u(r.set_pages), r.layer_path.c_str(), u(r.zero_pages),
+                u(r.extent_count), format_bytes(r.bytes_written).c_str());
     return exit_ok;
 }
 
@@ -398,6 +419,18 @@ int snapshot_main(int argc, char** argv) {
     verify->add_option("manifest", manifest, "manifest file")->required();
     verify->add_flag("--no-progress", no_progress, "never draw the progress bar");
 
+    ringpager::PackWorkingSetOptions pack_options;
+    CLI::App* pack = app.add_subcommand(
+        "pack-ws", "Write a manifest whose extra last layer stores a working set's pages in touch order, so "
+                   "serve --mode prefetch replays them in one sequential read (format version 1, 4 KiB blocks).");
+    pack->add_option("manifest", pack_options.manifest_path, "manifest file of the snapshot")->required();
+    pack->add_option("--working-set", pack_options.working_set_path, "working-set file recorded against it")
+        ->required();
+    pack->add_option("--out", pack_options.out_path,
+                     "manifest to write, in the snapshot's directory; its layer goes next to it as OUT.layerN.rpl")
+        ->required();
+    pack->add_flag("--no-sync", no_sync, "do not fsync the written files (faster; not crash safe)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -415,5 +448,9 @@ int snapshot_main(int argc, char** argv) {
     if (inspect->parsed()) return run_inspect(manifest, json);
     if (push->parsed()) return run_push(manifest, url, !no_progress);
     if (ls->parsed()) return run_ls(url);
+    if (pack->parsed()) {
+        pack_options.sync = !no_sync;
+        return run_pack_ws(pack_options);
+    }
     return run_verify(manifest, !no_progress);
 }

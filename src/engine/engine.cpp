@@ -19,9 +19,26 @@
 #include "ringpager/engine.hpp"
 #include "server/listener.hpp"
 #include "server/socket_activation.hpp"
+#include "snapshot/working_set.hpp"
 
 namespace ringpager {
 namespace {
+
+// A snapshot with a packed working set (`snapshot pack-ws`) replays it first
+// to every VM of a prefetch listener that names no set of its own: the
+// packed order table (touch order), its data read from the packed layer
+// front to back.
+void packed_replay(const ListenerConfig& l, std::shared_ptr<const std::vector<PageRun>>& first,
+                   uint64_t& first_page_size) {
+    std::vector<PageRun> runs = packed_working_set_runs(*l.source, l.source->block_size_bytes());
+    if (runs.empty()) return;
+    uint64_t pages = 0;
+    for (const PageRun& r : runs) pages += r.pages;
+    RP_INFO("%s: the snapshot's packed working set (%llu pages in %zu runs) is replayed first to its VMs",
+            l.socket_path.c_str(), (unsigned long long)pages, runs.size());
+    first = std::make_shared<const std::vector<PageRun>>(std::move(runs));
+    first_page_size = l.source->block_size_bytes();
+}
 
 // The exit and wake eventfds take the first fixed-file slots of every ring.
 constexpr unsigned kEventfdSlots = 2;
@@ -87,8 +104,11 @@ public:
                 if (!fresh) return false;
                 socket = std::move(*fresh);
             }
+            auto first = l.prefetch_first;
+            uint64_t first_page_size = l.prefetch_first_page_size;
+            if (!first && l.mode == ServeMode::prefetch) packed_replay(l, first, first_page_size);
             bound.push_back(ListenerBinding{std::move(socket), l.source.get(), index_of[l.source.get()], l.mode,
-                                            l.prefetch_first, l.prefetch_first_page_size, l.record_ws});
+                                            std::move(first), first_page_size, l.record_ws});
         }
         if (!config_.metrics_listen.empty()) {
             std::vector<std::string> names;

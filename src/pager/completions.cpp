@@ -83,6 +83,7 @@ bool VmPager::has_carry() const {
 
 bool VmPager::install_job(uint32_t slot) {
     ReadJob& job = ctx_.jobs[slot];
+    if (!job.scatter.empty()) return install_gather_job(slot);
     test_hooks::at(test_hooks::Point::before_copy, id_.vm_id, job.first_page);
     const uint64_t bytes = uint64_t{job.pages} * job.page_size;
     const InstallResult r = install_pages(target(), job.first_page, job.pages, ctx_.jobs.data(slot),
@@ -144,6 +145,9 @@ bool VmPager::check_job(uint32_t slot) {
         snprintf(where, sizeof where, " at snapshot offset 0x%llx", (unsigned long long)job.file_offset);
         bad = std::string("cannot read the snapshot") + where + ": " + job.error_what + ": " + std::strerror(job.error);
         job.poison_pages.assign(job.pages, 1);
+    } else if (source_.verifies_reads() && !job.scatter.empty()) {
+        if (const std::string corrupt = verify_gather_job(slot); !corrupt.empty())
+            bad = "refusing to serve corrupt snapshot data: " + corrupt;
     } else if (source_.verifies_reads()) {
         const auto bytes = [&](uint64_t from, uint64_t len) {
             return std::span<const std::byte>(reinterpret_cast<const std::byte*>(data) + from, len);

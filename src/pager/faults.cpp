@@ -422,6 +422,7 @@ VmPager::Step VmPager::replay_run(uint64_t first) {
     }
     first += skip;
     uint64_t pages = limit - skip;
+    if (const auto step = replay_gather(first, pages)) return *step;
     uint64_t missing = 1;  // pages from `first` all missing, for a zero run or a fetch
     while (missing < pages && states_.get(first + missing) == PageState::missing) missing++;
     if (const auto step = prefetch_head(first, missing)) return *step;

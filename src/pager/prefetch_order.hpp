@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "pager/page_states.hpp"
@@ -53,10 +55,21 @@ inline constexpr uint64_t kReplaySpanBytes = 2 * 1024 * 1024;
 // the bytes of 16 KiB ones and finished no sooner.
 ReplayShape replay_shape_for(uint64_t page_size_bytes);
 
+// Where the bytes of a run starting at a page are: (file index, file
+// offset), or a key after every file's for a run the source has no bytes for
+// (zeros). Replay windows are sorted by it, so their reads go through each
+// file in offset order: a packed working-set layer front to back.
+using ReplayFileKey = std::function<std::pair<uint64_t, uint64_t>(uint64_t first_page)>;
+
 // A recorded order: runs of global pages, visited window by window in the
-// given order (each window sorted and coalesced by `shape`), then everything
-// else ascending.
+// given order (each window sorted by `file_key`, or by page without one, and
+// coalesced by `shape`), then the runs of `zeros_after` in order (the
+// source's zero extents: installed without a read, so a guest touching
+// zero pages outside the set, or left out of a packed set, finds them
+// present soon), then everything else ascending.
 using PageRange = PageRun;
-std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape = {});
+std::unique_ptr<PrefetchOrder> make_recorded_order(std::vector<PageRange> ranges, ReplayShape shape = {},
+                                                   ReplayFileKey file_key = {},
+                                                   std::vector<PageRange> zeros_after = {});
 
 }  // namespace ringpager

@@ -106,8 +106,11 @@ bool ReadJobs::take(bool big, bool prefetch, uint32_t& slot) {
     ReadJob& job = jobs_[slot];
     std::vector<uint8_t> poison_pages = std::move(job.poison_pages);
     poison_pages.clear();  // keeps its capacity: no allocation per job
+    std::vector<ScatterRun> scatter = std::move(job.scatter);
+    scatter.clear();
     job = ReadJob{};
     job.poison_pages = std::move(poison_pages);
+    job.scatter = std::move(scatter);
     job.busy = true;
     job.prefetch = prefetch;
     job.sequence = next_sequence_++;

@@ -17,6 +17,12 @@
 
 namespace ringpager {
 
+// A run of guest pages of a gather job (ReadJob::scatter).
+struct ScatterRun {
+    uint64_t first_page = 0;
+    uint32_t pages = 0;
+};
+
 struct ReadJob {
     bool busy = false;
     bool prefetch = false;
@@ -36,6 +42,12 @@ struct ReadJob {
     // Pages whose bytes must not be served (read failed, checksum failed):
     // 1 = poison that page instead. Empty for every healthy job.
     std::vector<uint8_t> poison_pages;
+    // A gather job (a replayed set whose bytes lie back to back in one file,
+    // such as a packed working-set layer): one read fills the buffer with
+    // these guest runs, back to back in this order; `pages` is their sum and
+    // `first_page`/`file_offset` are the first run's. Empty: the job is the
+    // contiguous pages [first_page, first_page + pages).
+    std::vector<ScatterRun> scatter;
 };
 
 // The buffers are reserved (virtual memory only) at their bound and pinned

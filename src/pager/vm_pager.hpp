@@ -211,6 +211,14 @@ private:
     bool issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch, bool replay_span = false);
     std::optional<Step> prefetch_head(uint64_t first, uint64_t pages);
     Step replay_run(uint64_t first);
+    // replay_gather.cpp: a replay span whose bytes run on in the source file
+    // into the next spans' (a packed working-set layer) is read with them
+    // in one read; nullopt when the span is not one whole file range.
+    std::optional<Step> replay_gather(uint64_t first, uint64_t pages);
+    bool gather_next(uint32_t file_index, uint64_t file_offset, uint64_t max_pages, ScatterRun& run);
+    void issue_gather_job(uint32_t slot, const ReadPlan& read);
+    bool install_gather_job(uint32_t slot);
+    std::string verify_gather_job(uint32_t slot);
     bool replay_wants(uint64_t page) const;
     void mark_replay_pages(uint64_t first, uint64_t pages, std::vector<uint8_t>& marked);
     void start_fetch(uint64_t first_page, uint64_t pages, bool fault);

@@ -45,6 +45,7 @@ void VmPager::note_fault(uint64_t page) {
 // A replay span's read completed (or was read inline): `bytes` of it.
 void VmPager::note_replay_read(uint64_t bytes) {
     report_.ws_read_bytes += bytes;
+    report_.ws_reads++;
     ws_read_last_ = std::chrono::steady_clock::now();
 }
 

@@ -75,6 +75,45 @@ void Reactor::Impl::adopt(std::unique_ptr<VmSetup> setup) {
 
 void Reactor::Impl::start_prefetch(Vm& vm) { prefetcher.add(*vm.pager); }
 
+// Where a run of this VM's pages starting at `page` is stored: replay reads
+// follow the source's files in offset order (prefetch_order.hpp). The map
+// is the handshake's: a page keeps its file offset when the VM moves it.
+static ReplayFileKey replay_file_key(const Vm& vm) {
+    return [map = AddressMap(vm.setup.handshake.regions), source = vm.setup.source](uint64_t page) {
+        const auto place = map.place_of(page);
+        if (!place) return std::pair<uint64_t, uint64_t>{UINT64_MAX, page};
+        const SourceExtent e = source->lookup(place->file_offset, place->page_size);
+        if (e.kind == SourceExtent::Kind::zero) return std::pair<uint64_t, uint64_t>{UINT64_MAX, page};
+        return std::pair<uint64_t, uint64_t>{e.file_index, e.file_offset};
+    };
+}
+
+// The VM's pages whose source bytes are zero, as runs in ascending order:
+// installed right after a replayed set (no reads), before the rest. One
+// lookup per extent of the source over the VM's regions, and at most
+// kMaxZeroRuns runs (1 MiB, not charged to --memory-limit): zero extents
+// past them are installed by the ascending walk, as without a set.
+static std::vector<PageRun> zero_runs(const Vm& vm) {
+    constexpr size_t kMaxZeroRuns = 65536;
+    std::vector<PageRun> runs;
+    const Source& source = *vm.setup.source;
+    uint64_t page = 0;
+    for (const Region& r : vm.setup.handshake.regions) {
+        const uint64_t ps = r.page_size_bytes;
+        for (uint64_t at = 0; at < r.size_bytes && r.offset_bytes + at < source.size_bytes();) {
+            const SourceExtent e = source.lookup(r.offset_bytes + at, r.size_bytes - at);
+            if (e.length_bytes == 0) break;
+            // Whole pages only: an extent may start or end inside a huge page.
+            const uint64_t first = (at + ps - 1) / ps, end = (at + e.length_bytes) / ps;
+            if (e.kind == SourceExtent::Kind::zero && end > first) runs.push_back({page + first, end - first});
+            if (runs.size() == kMaxZeroRuns) return runs;
+            at += e.length_bytes;
+        }
+        page += r.page_count();
+    }
+    return runs;
+}
+
 // A working set to replay (the listener's prefetch_first) goes first in the
 // prefetcher's order, if the VM's pages have the size it was recorded with;
 // recording starts with the VM.
@@ -87,7 +126,8 @@ void Reactor::Impl::use_working_sets(Vm& vm) {
                     "without replay", vm.pager->name().c_str(), (unsigned long long)vm.setup.prefetch_first_page_size,
                     (unsigned long long)page_size);
         } else {
-            vm.pager->use_prefetch_order(make_recorded_order(*first, replay_shape_for(page_size)));
+            vm.pager->use_prefetch_order(make_recorded_order(*first, replay_shape_for(page_size), replay_file_key(vm),
+                                                             zero_runs(vm)));
             vm.pager->track_working_set(*first);
         }
     }
@@ -251,9 +291,9 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
                  " installed ahead of a fault (faults saved), " + std::to_string(report.ws_missed) +
                  " faults on set pages still missing";
     if (report.ws_read_bytes != 0) {
-        char read[96];
-        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms", report.ws_read_bytes / 1048576.0,
-                 report.ws_read_seconds * 1000);
+        char read[128];
+        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms (%llu reads)", report.ws_read_bytes / 1048576.0,
+                 report.ws_read_seconds * 1000, (unsigned long long)report.ws_reads);
         extra += read;
     }
     if (vm.pager->recording_working_set()) extra += ", " + std::to_string(report.ws_recorded) + " pages recorded";
@@ -271,7 +311,7 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
               {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()},
               {"ws_pages", report.ws_pages}, {"ws_saved", report.ws_saved}, {"ws_missed", report.ws_missed},
               {"ws_recorded", report.ws_recorded}, {"ws_read_bytes", report.ws_read_bytes},
-              {"ws_read_seconds", report.ws_read_seconds}},
+              {"ws_reads", report.ws_reads}, {"ws_read_seconds", report.ws_read_seconds}},
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
     // A VM that failed (its restore cut short) would replace a good set with
     // a partial one: only a VM served to its end is written.

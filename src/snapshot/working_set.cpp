@@ -119,6 +119,16 @@ std::vector<PageRun> runs_from_pages(const std::vector<uint64_t>& pages_in_order
     return runs;
 }
 
+std::vector<PageRun> packed_working_set_runs(const Source& source, uint64_t page_size_bytes) {
+    std::vector<PageRun> runs;
+    if (page_size_bytes == 0) return runs;
+    for (const GuestRange& r : source.packed_working_set()) {
+        if (r.offset % page_size_bytes != 0 || r.length_bytes % page_size_bytes != 0 || r.length_bytes == 0) return {};
+        runs.push_back({r.offset / page_size_bytes, r.length_bytes / page_size_bytes});
+    }
+    return runs;
+}
+
 std::vector<uint64_t> pages_from_runs(const std::vector<PageRun>& runs) {
     std::vector<uint64_t> pages;
     for (const PageRun& r : runs)

@@ -60,6 +60,13 @@ std::vector<PageRun> runs_from_pages(const std::vector<uint64_t>& pages_in_order
 // The pages of `runs`, in order.
 std::vector<uint64_t> pages_from_runs(const std::vector<PageRun>& runs);
 
+// The working set packed into `source` (Source::packed_working_set), as runs
+// of pages of `page_size_bytes` in stored (touch) order; empty when there is
+// none or its ranges are not whole pages. Like a recorded set, page p is
+// memory-file offset p * page_size: Firecracker writes its regions back to
+// back in handshake order.
+std::vector<PageRun> packed_working_set_runs(const Source& source, uint64_t page_size_bytes);
+
 std::string encode_working_set(const WorkingSet& set);
 // Parses and checks a file's bytes (magic, version, lengths, checksum, runs
 // that overlap or pass the source's size); `error` says which check failed.

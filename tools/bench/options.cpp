@@ -95,7 +95,7 @@ void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
                  "drop the snapshot image from the page cache (POSIX_FADV_DONTNEED) before every scenario");
     app.add_flag("--keep", o.keep_work_dir, "keep the temporary work directory (handler logs)");
     app.add_option("--snapshot-source", raw.snapshot_source,
-                   "what ringpager serves: local (the memory file), layered, layered-zstd (a snapshot built from it), "
+                   "what ringpager serves: local (the memory file), layered, layered-zstd (a snapshot built from it), layered-packed (replay: that snapshot packed with the recorded set), "
                    "s3-cold, s3-warm (that snapshot pushed to a throwaway Ceph RGW, served through an empty or a "
                    "filled chunk cache) (default local)");
     app.add_option("--rgw-script", o.rgw_script,
@@ -138,7 +138,7 @@ bool resolve(const CLI::App& app, RawOptions& raw, BenchOptions& o) {
     if (auto source = parse_snapshot_source(raw.snapshot_source)) {
         o.snapshot_source = *source;
     } else {
-        std::fprintf(stderr, "rp-bench: --snapshot-source is local, layered, layered-zstd, s3-cold or s3-warm\n");
+        std::fprintf(stderr, "rp-bench: --snapshot-source is local, layered, layered-zstd, layered-packed, s3-cold or s3-warm\n");
         return false;
     }
     if (o.rgw_script.empty()) {

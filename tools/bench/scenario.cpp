@@ -259,12 +259,16 @@ std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKin
                                          kind == HandlerKind::lazy ? "lazy" : "prefetch"};
         std::vector<std::string> from = context.source ? context.source->serve_args() : std::vector<std::string>{};
         if (from.empty()) from = {"--mem-file", context.mem_file};
+        // The packed snapshot replays its own layer: no --working-set.
+        const bool packed = kind == HandlerKind::replay && context.source &&
+                            context.source->source() == SnapshotSource::layered_packed;
+        if (packed) from = {"--snapshot", context.source->packed_manifest(working_set)};
         argv.insert(argv.end(), from.begin(), from.end());
         if (context.reactors > 0) {
             argv.push_back("--reactors");
             argv.push_back(std::to_string(context.reactors));
         }
-        if (kind == HandlerKind::replay) argv.insert(argv.end(), {"--working-set", working_set});
+        if (kind == HandlerKind::replay && !packed) argv.insert(argv.end(), {"--working-set", working_set});
         return argv;
     }
     std::vector<std::string> argv = {context.baseline_path, "--socket", socket, "--mem-file", context.mem_file};
@@ -300,6 +304,14 @@ ScenarioResult run_with(const ScenarioSpec& spec, const ScenarioContext& context
     if (context.cold_cache && !drop_from_page_cache(context.mem_file, error)) {
         result.failures.push_back(error);
         return result;
+    }
+    // A layered source's manifests and layers too (packed ones included).
+    for (const std::string& file : context.cold_cache && context.source ? context.source->local_files()
+                                                                          : std::vector<std::string>{}) {
+        if (!drop_from_page_cache(file, error)) {
+            result.failures.push_back(error);
+            return result;
+        }
     }
     const bool ringpager = argv.front() == context.ringpager_path;
     if (ringpager && context.source) {
@@ -356,6 +368,15 @@ ScenarioResult run_scenario(const ScenarioSpec& spec, const ScenarioContext& con
             ScenarioResult failed = recorded;
             failed.spec = spec;
             failed.failures.push_back("recording the working set " + working_set + " failed");
+            return failed;
+        }
+    }
+    if (spec.handler == HandlerKind::replay && context.source &&
+        context.source->source() == SnapshotSource::layered_packed) {
+        if (std::string error = context.source->pack(working_set); !error.empty()) {
+            ScenarioResult failed;
+            failed.spec = spec;
+            failed.failures.push_back("packing the working set: " + error);
             return failed;
         }
     }

@@ -24,7 +24,7 @@ struct ScenarioContext {
     std::chrono::microseconds sample_interval{1000};
     std::chrono::milliseconds stall{500};
     std::chrono::seconds timeout{300};  // per scenario; a stuck handler aborts the run
-    bool cold_cache = false;     // drop mem_file from the page cache before each scenario
+    bool cold_cache = false;     // drop mem_file (and a layered source's files) from the page cache before each scenario
     const PreparedSource* source = nullptr;   // what ringpager serves; null: mem_file
 };
 

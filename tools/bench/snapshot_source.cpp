@@ -50,6 +50,7 @@ const char* snapshot_source_name(SnapshotSource source) {
         case SnapshotSource::local: return "local";
         case SnapshotSource::layered: return "layered";
         case SnapshotSource::layered_zstd: return "layered-zstd";
+        case SnapshotSource::layered_packed: return "layered-packed";
         case SnapshotSource::s3_cold: return "s3-cold";
         case SnapshotSource::s3_warm: return "s3-warm";
     }
@@ -58,7 +59,7 @@ const char* snapshot_source_name(SnapshotSource source) {
 
 std::optional<SnapshotSource> parse_snapshot_source(std::string_view text) {
     for (SnapshotSource s : {SnapshotSource::local, SnapshotSource::layered, SnapshotSource::layered_zstd,
-                             SnapshotSource::s3_cold, SnapshotSource::s3_warm}) {
+                             SnapshotSource::layered_packed, SnapshotSource::s3_cold, SnapshotSource::s3_warm}) {
         if (text == snapshot_source_name(s)) return s;
     }
     return std::nullopt;
@@ -78,7 +79,9 @@ std::unique_ptr<PreparedSource> PreparedSource::prepare(SnapshotSource source, c
     SnapshotBuildReport report;
     if (!build_layered_snapshot(build, report, error)) return nullptr;
     p->manifest_ = build.manifest_path;
-    if (source == SnapshotSource::layered || source == SnapshotSource::layered_zstd) return p;
+    if (source == SnapshotSource::layered || source == SnapshotSource::layered_zstd ||
+        source == SnapshotSource::layered_packed)
+        return p;
 
     // The store: its settings come back as KEY=VALUE lines for the environment.
     if (rgw_script.empty()) {
@@ -140,11 +143,46 @@ std::vector<std::string> PreparedSource::serve_args() const {
     switch (source_) {
         case SnapshotSource::local: return {};
         case SnapshotSource::layered:
-        case SnapshotSource::layered_zstd: return {"--snapshot", manifest_};
+        case SnapshotSource::layered_zstd:
+        case SnapshotSource::layered_packed: return {"--snapshot", manifest_};
         case SnapshotSource::s3_cold:
         case SnapshotSource::s3_warm: return {"--snapshot", url_, "--cache-dir", cache_dir_};
     }
     return {};
+}
+
+std::string PreparedSource::packed_manifest(const std::string& working_set) const {
+    const size_t slash = working_set.find_last_of('/');
+    const std::string name = slash == std::string::npos ? working_set : working_set.substr(slash + 1);
+    return manifest_.substr(0, manifest_.find_last_of('/') + 1) + "packed-" + name + ".rpm";
+}
+
+std::string PreparedSource::pack(const std::string& working_set) const {
+    const std::string out = packed_manifest(working_set);
+    // Once per run: a packed manifest from an earlier run in the same work
+    // directory names that run's layers and would be refused.
+    if (!packed_.insert(out).second) return {};
+    PackWorkingSetReport report;
+    std::string error;
+    if (!pack_working_set({manifest_, working_set, out, false}, report, error)) return error;
+    std::printf("packed the working set %s into %s: %llu pages (%llu zero pages left as zero extents)\n",
+                working_set.c_str(), out.c_str(), static_cast<unsigned long long>(report.packed_pages),
+                static_cast<unsigned long long>(report.zero_pages));
+    return {};
+}
+
+std::vector<std::string> PreparedSource::local_files() const {
+    std::vector<std::string> files;
+    if (manifest_.empty()) return files;
+    std::vector<std::string> manifests = {manifest_};
+    manifests.insert(manifests.end(), packed_.begin(), packed_.end());
+    for (const std::string& path : manifests) {
+        layered::Manifest m;
+        if (!layered::load_manifest(path, m).empty()) continue;
+        files.push_back(path);
+        for (uint32_t i = 0; i < m.layers.size(); ++i) files.push_back(m.layer_path(i));
+    }
+    return files;
 }
 
 std::string PreparedSource::before_scenario() const {

@@ -1,6 +1,9 @@
 // rp-bench --snapshot-source: what `ringpager serve` serves the image from.
 // local: the memory file itself (--mem-file). layered, layered-zstd: a
-// layered snapshot built from it once per run (--snapshot). s3-cold, s3-warm:
+// layered snapshot built from it once per run (--snapshot). layered-packed:
+// the layered snapshot, and for the replay handler that snapshot packed with
+// the recorded working set (`snapshot pack-ws`), served with no
+// --working-set (the packed layer is replayed). s3-cold, s3-warm:
 // that snapshot pushed to a throwaway Ceph RGW (tests/remote/rgw.sh) and
 // served from s3:// through a chunk cache that is emptied before every
 // scenario (cold) or holds every layer before it (warm: the layer files are
@@ -10,13 +13,15 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace ringpager::bench {
 
-enum class SnapshotSource { local, layered, layered_zstd, s3_cold, s3_warm };
+// Ordered: the s3 sources last (from_store compares against s3_cold).
+enum class SnapshotSource { local, layered, layered_zstd, layered_packed, s3_cold, s3_warm };
 
 const char* snapshot_source_name(SnapshotSource source);
 std::optional<SnapshotSource> parse_snapshot_source(std::string_view text);
@@ -36,6 +41,14 @@ public:
     SnapshotSource source() const { return source_; }
     // `ringpager serve` arguments naming the snapshot (in place of --mem-file FILE).
     std::vector<std::string> serve_args() const;
+    // layered-packed: the snapshot packed with `working_set` (written once,
+    // beside the snapshot, named after the set). "" or one line.
+    std::string pack(const std::string& working_set) const;
+    // Its path (whether written yet or not).
+    std::string packed_manifest(const std::string& working_set) const;
+    // The local files ringpager reads for this source (manifests and layer
+    // files, packed ones included): what --cold-cache drops besides the image.
+    std::vector<std::string> local_files() const;
     // Before each scenario: s3-cold empties the cache directory, s3-warm
     // fills it. "" or one line.
     std::string before_scenario() const;
@@ -52,6 +65,7 @@ private:
     std::string cache_dir_;
     std::string rgw_script_, rgw_dir_;   // set while the store runs
     std::vector<std::pair<std::string, std::string>> warm_files_;   // layer file -> cache file name
+    mutable std::set<std::string> packed_;   // layered-packed: manifests written by this run
 };
 
 }  // namespace ringpager::bench

@@ -72,6 +72,8 @@ struct ManifestHeader {
     uint64_t frame_count = 0;
     uint32_t codec_level = 0;
     uint32_t reserved = 0;
+    uint64_t packed_runs = 0;     // version 1 with manifest_flag_packed_ws
+    bool reserved_v1_zero = true; // version 1: bytes 96..119 (104..119 when packed) are zero
     uint64_t header_checksum = 0;
 };
 
@@ -95,6 +97,12 @@ ManifestHeader decode_manifest_header(std::span<const std::byte> b) {
         h.frame_count = get<uint64_t>(b, 104);
         h.codec_level = get<uint32_t>(b, 112);
         h.reserved = get<uint32_t>(b, 116);
+    }
+    if (h.version == format_version) {
+        const bool packed = (h.flags & manifest_flag_packed_ws) != 0;
+        if (packed) h.packed_runs = get<uint64_t>(b, 96);
+        for (uint64_t at = packed ? 104 : 96; at < header_checksum_offset; ++at)
+            h.reserved_v1_zero &= b[at] == std::byte{0};
     }
     h.header_checksum = get<uint64_t>(b, header_checksum_offset);
     return h;
@@ -132,7 +140,16 @@ std::string check_header_fields(const ManifestHeader& h) {
                std::to_string(h.block_count) + " blocks of " + std::to_string(h.block_size_bytes) + " bytes";
     }
     if (h.layer_count > max_layer_count) return "layer count " + std::to_string(h.layer_count) + " exceeds 65534";
-    if (h.flags != 0) return "unknown flags " + hex64(h.flags);
+    if ((h.flags & ~known_manifest_flags) != 0) return "unknown flags " + hex64(h.flags & ~known_manifest_flags);
+    if ((h.flags & manifest_flag_packed_ws) != 0) {
+        // Packing keeps slots in place; frames would group them otherwise (docs/snapshot-format.md).
+        if (h.version != format_version) return "a packed working-set layer needs format version 1";
+        if (h.layer_count < 2) return "a packed working-set layer needs a layer before it";
+        if (h.packed_runs == 0 || h.packed_runs > h.block_count) {
+            return "packed order of " + std::to_string(h.packed_runs) + " runs is not between 1 and the block count";
+        }
+    }
+    if (!h.reserved_v1_zero) return "reserved field is not zero";
     if (h.extent_count == 0 || h.extent_count > h.block_count) {
         return "extent count " + std::to_string(h.extent_count) + " is not between 1 and the block count";
     }
@@ -143,7 +160,8 @@ std::string check_header_fields(const ManifestHeader& h) {
     // Every count is bounded above (blocks < 2^52, stored blocks < 2^48, frames
     // at most stored blocks), so the sum cannot wrap.
     uint64_t expected = h.layer_count * layer_record_bytes + h.extent_count * extent_record_bytes +
-                        h.stored_block_count * checksum_record_bytes + h.frame_count * frame_record_bytes;
+                        h.stored_block_count * checksum_record_bytes + h.frame_count * frame_record_bytes +
+                        h.packed_runs * packed_run_record_bytes;
     if (h.table_bytes != expected) {
         return "table size " + std::to_string(h.table_bytes) + " does not match its counts (" +
                std::to_string(expected) + ")";
@@ -251,6 +269,67 @@ std::string check_extents(const Manifest& m) {
     return {};
 }
 
+// A packed working-set layer (the last) holds blocks in touch order, so its
+// slot order is what a reader replays: every slot must be referenced by
+// exactly one guest block, or the order would have holes or repeats.
+std::string check_packed_layer(const Manifest& m) {
+    const uint32_t packed = m.packed_layer();
+    const uint64_t slots = m.layers[packed].block_count;
+    std::string where = "layer " + std::to_string(packed) + " (" + quote_path(m.layers[packed].path) +
+                        ") is marked a packed working set, but ";
+    if (slots == 0) return where + "it holds no blocks";
+    std::vector<uint8_t> seen(slots, 0);   // check_extents bounded every slot by the layer's count
+    for (size_t i = 0; i < m.extents.size(); ++i) {
+        const Extent& e = m.extents[i];
+        if (is_zero_location(e.location) || location_layer(e.location) != packed) continue;
+        const uint64_t first = location_slot(e.location), count = m.extent_end_block(i) - e.first_block;
+        for (uint64_t s = first; s < first + count; ++s) {
+            if (seen[s]++ != 0) return where + "its slot " + std::to_string(s) + " is referenced twice";
+        }
+    }
+    const auto unused = std::find(seen.begin(), seen.end(), 0);
+    if (unused != seen.end()) {
+        return where + "its slot " + std::to_string(unused - seen.begin()) + " is not referenced";
+    }
+    return {};
+}
+
+// The packed order table lists the set in touch order: runs inside the
+// guest, no block twice, each block zero or in the packed layer, and the
+// packed layer's blocks in slot order, every one of them: touch order is
+// file order (what the replay's gather reads rely on).
+std::string check_packed_order(const Manifest& m) {
+    const uint32_t packed = m.packed_layer();
+    std::vector<uint8_t> seen(m.block_count, 0);
+    uint64_t next_slot = 0;
+    for (size_t i = 0; i < m.packed_order.size(); ++i) {
+        const PackedRun& r = m.packed_order[i];
+        const std::string where = "packed order run " + std::to_string(i) + " ";
+        if (r.blocks == 0 || r.first_block >= m.block_count || r.blocks > m.block_count - r.first_block) {
+            return where + "is empty or runs past the guest size";
+        }
+        for (uint64_t b = r.first_block; b < r.first_block + r.blocks; ++b) {
+            if (seen[b]++ != 0) return where + "names guest block " + std::to_string(b) + " twice";
+            const Extent& e = m.extents[m.find_extent(b)];
+            if (is_zero_location(e.location)) continue;
+            if (location_layer(e.location) != packed) {
+                return where + "names guest block " + std::to_string(b) + ", which is not in the packed layer";
+            }
+            const uint64_t slot = location_slot(e.location) + (b - e.first_block);
+            if (slot != next_slot) {
+                return where + "names guest block " + std::to_string(b) + " at slot " + std::to_string(slot) +
+                       ", expected slot " + std::to_string(next_slot) + " (the packed layer is in touch order)";
+            }
+            ++next_slot;
+        }
+    }
+    if (next_slot != m.layers[packed].block_count) {
+        return "packed order names " + std::to_string(next_slot) + " of the packed layer's " +
+               std::to_string(m.layers[packed].block_count) + " blocks";
+    }
+    return {};
+}
+
 std::string truncated_header(uint64_t size_bytes) {
     return "truncated manifest (" + std::to_string(size_bytes) + " bytes; the header alone is 128)";
 }
@@ -295,6 +374,7 @@ std::string finish_manifest(const ManifestHeader& h, std::span<const std::byte> 
     m.path = path;
     m.directory = parent_directory(path);
     m.version = h.version;
+    m.flags = h.flags;
     m.block_size_bytes = h.block_size_bytes;
     m.guest_size_bytes = h.guest_size_bytes;
     m.block_count = h.block_count;
@@ -310,6 +390,10 @@ std::string finish_manifest(const ManifestHeader& h, std::span<const std::byte> 
     }
     if (auto e = check_extents(m); !e.empty()) return e;
     m.build_bucket_index();
+    if (m.packed_ws()) {
+        if (auto e = check_packed_layer(m); !e.empty()) return e;
+        if (auto e = check_packed_order(m); !e.empty()) return e;
+    }
     return {};
 }
 
@@ -349,7 +433,7 @@ std::string Manifest::layer_path(uint32_t index) const { return directory + "/" 
 std::vector<std::byte> encode_manifest(const Manifest& m) {
     uint64_t table_bytes = m.layers.size() * layer_record_bytes + m.extents.size() * extent_record_bytes +
                            m.checksums.size() * checksum_record_bytes;
-    table_bytes += m.frames.size() * frame_record_bytes;
+    table_bytes += m.frames.size() * frame_record_bytes + m.packed_order.size() * packed_run_record_bytes;
     std::vector<std::byte> out(header_bytes + table_bytes);
     std::span<std::byte> b(out);
     std::memcpy(b.data(), manifest_magic.data(), manifest_magic.size());
@@ -359,10 +443,12 @@ std::vector<std::byte> encode_manifest(const Manifest& m) {
     put<uint64_t>(b, 24, m.guest_size_bytes);
     put<uint64_t>(b, 32, m.block_count);
     put<uint32_t>(b, 40, static_cast<uint32_t>(m.layers.size()));
+    put<uint32_t>(b, 44, m.flags);
     put<uint64_t>(b, 48, m.extents.size());
     put<uint64_t>(b, 56, m.checksums.size());
     put<uint64_t>(b, 64, table_bytes);
     put_id(b, 80, m.snapshot_id);
+    if (m.packed_ws()) put<uint64_t>(b, 96, m.packed_order.size());
     if (m.framed()) {
         put<uint32_t>(b, 96, static_cast<uint32_t>(m.codec));
         put<uint32_t>(b, 100, static_cast<uint32_t>(m.frame_blocks));
@@ -391,6 +477,10 @@ std::vector<std::byte> encode_manifest(const Manifest& m) {
     }
     at += m.checksums.size() * checksum_record_bytes;
     if (!m.frames.empty()) std::memcpy(b.data() + at, m.frames.data(), m.frames.size() * frame_record_bytes);
+    at += m.frames.size() * frame_record_bytes;
+    if (!m.packed_order.empty()) {
+        std::memcpy(b.data() + at, m.packed_order.data(), m.packed_order.size() * packed_run_record_bytes);
+    }
     reseal_manifest(b);
     return out;
 }
@@ -420,6 +510,9 @@ std::string load_manifest(const std::string& path, Manifest& m) {
     m.extents.resize(h.extent_count);
     m.checksums.resize(h.stored_block_count);
     m.frames.resize(h.frame_count);
+    m.packed_order.resize(h.packed_runs);
+    std::span<std::byte> packed_bytes(reinterpret_cast<std::byte*>(m.packed_order.data()),
+                                      h.packed_runs * packed_run_record_bytes);
     std::span<std::byte> extent_bytes(reinterpret_cast<std::byte*>(m.extents.data()), h.extent_count * extent_record_bytes);
     std::span<std::byte> checksum_bytes(reinterpret_cast<std::byte*>(m.checksums.data()),
                                         h.stored_block_count * checksum_record_bytes);
@@ -428,7 +521,8 @@ std::string load_manifest(const std::string& path, Manifest& m) {
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(), &XXH3_freeState);
     if (!state) return fail("out of memory");
     XXH3_64bits_reset(state.get());
-    for (std::span<std::byte> part : {std::span<std::byte>(records), extent_bytes, checksum_bytes, frame_bytes}) {
+    for (std::span<std::byte> part :
+         {std::span<std::byte>(records), extent_bytes, checksum_bytes, frame_bytes, packed_bytes}) {
         if (auto e = pread_exact(file->get(), part, at, path); !e.empty()) return e;
         XXH3_64bits_update(state.get(), part.data(), part.size());
         at += part.size();
@@ -447,10 +541,15 @@ std::string decode_manifest(std::span<const std::byte> bytes, const std::string&
     auto extent_bytes = bytes.subspan(header_bytes + records.size(), h.extent_count * extent_record_bytes);
     auto checksum_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size(),
                                         h.stored_block_count * checksum_record_bytes);
-    auto frame_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size() + checksum_bytes.size());
+    auto frame_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size() + checksum_bytes.size(),
+                                     h.frame_count * frame_record_bytes);
+    auto packed_bytes = bytes.subspan(header_bytes + records.size() + extent_bytes.size() + checksum_bytes.size() +
+                                      frame_bytes.size());
     m.extents.resize(h.extent_count);
     m.checksums.resize(h.stored_block_count);
     m.frames.resize(h.frame_count);
+    m.packed_order.resize(h.packed_runs);
+    if (!packed_bytes.empty()) std::memcpy(m.packed_order.data(), packed_bytes.data(), packed_bytes.size());
     std::memcpy(m.extents.data(), extent_bytes.data(), extent_bytes.size());
     if (!checksum_bytes.empty()) std::memcpy(m.checksums.data(), checksum_bytes.data(), checksum_bytes.size());
     if (!frame_bytes.empty()) std::memcpy(m.frames.data(), frame_bytes.data(), frame_bytes.size());

@@ -32,11 +32,21 @@ inline constexpr uint64_t layer_path_bytes = 256;     // NUL-terminated inside t
 inline constexpr uint64_t extent_record_bytes = 16;
 inline constexpr uint64_t checksum_record_bytes = 8;
 inline constexpr uint64_t frame_record_bytes = 24;
+inline constexpr uint64_t packed_run_record_bytes = 16;
 inline constexpr uint64_t max_frame_bytes = 64 << 20;   // plain bytes of a frame, at most
 
 inline constexpr uint64_t min_block_size_bytes = 4096;
 inline constexpr uint64_t max_block_size_bytes = uint64_t{1} << 30;
 inline constexpr uint32_t max_layer_count = 0xfffe;   // 0xffff marks a zero extent
+
+// Manifest header flags (offset 44). A reader refuses any bit it does not know.
+// packed_ws: the last layer is a packed working set (`snapshot pack-ws`): its
+// slots hold the non-zero blocks of a recorded working set in the order the
+// guest first touched them, each slot referenced by exactly one guest block,
+// and the packed order table (after the checksum table) lists the whole set,
+// zero blocks included, in that order.
+inline constexpr uint32_t manifest_flag_packed_ws = 1u << 0;
+inline constexpr uint32_t known_manifest_flags = manifest_flag_packed_ws;
 
 // A block location packs the layer index into the top 16 bits and the block's
 // slot inside that layer into the low 48 bits. All ones in the layer field means
@@ -77,6 +87,14 @@ struct FrameRecord {
 };
 static_assert(sizeof(FrameRecord) == frame_record_bytes);
 
+// One run of the packed order table: guest blocks [first_block, first_block +
+// blocks), touched in that order. Same bytes on disk and in memory.
+struct PackedRun {
+    uint64_t first_block = 0;
+    uint64_t blocks = 0;
+};
+static_assert(sizeof(PackedRun) == packed_run_record_bytes);
+
 struct LayerRecord {
     LayerId id{};
     uint64_t file_size_bytes = 0;
@@ -107,6 +125,7 @@ struct Manifest {
     std::string path;            // as given to load_manifest
     std::string directory;       // layer paths are relative to it ("." when none)
     uint32_t version = format_version;
+    uint32_t flags = 0;                    // manifest_flag_*
     uint64_t block_size_bytes = 0;
     uint64_t guest_size_bytes = 0;
     uint64_t block_count = 0;
@@ -121,6 +140,8 @@ struct Manifest {
     uint64_t frame_blocks = 0;             // blocks per frame
     std::vector<FrameRecord> frames;       // layer 0's frames, then layer 1's, ...
     std::vector<uint64_t> frame_base;      // index of each layer's frame 0 in `frames`
+    // packed_ws: the working set's blocks in touch order (zero ones too).
+    std::vector<PackedRun> packed_order;
     // Lookup accelerator built by load_manifest: bucket k holds the index of
     // the extent containing guest block k << bucket_shift. There are at most as
     // many buckets as extents, so it costs at most 4 bytes an extent.
@@ -138,6 +159,9 @@ struct Manifest {
         return checksums[checksum_base[layer] + slot];
     }
     bool framed() const { return version == framed_format_version; }
+    // The last layer is a packed working set (manifest_flag_packed_ws).
+    bool packed_ws() const { return (flags & manifest_flag_packed_ws) != 0; }
+    uint32_t packed_layer() const { return static_cast<uint32_t>(layers.size() - 1); }
     // Blocks must be decompressed before they are served (version 2, zstd or lz4).
     bool compressed() const { return framed() && codec != FrameCodec::none; }
     // Index in `frames` of the frame holding slot `slot` of layer `layer` (version 2).

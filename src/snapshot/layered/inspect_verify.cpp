@@ -162,6 +162,10 @@ void describe_manifest(const Manifest& m, SnapshotInfo& info) {
         layer.frames = rec.frame_count;
         layer.stored_file_bytes = rec.file_size_bytes - rec.data_offset_bytes;
         info.stored_file_bytes += layer.stored_file_bytes;
+        layer.packed_ws = m.packed_ws() && i == m.packed_layer();
+        if (layer.packed_ws) info.packed_ws_blocks = rec.block_count;
+        if (layer.packed_ws)
+            for (const PackedRun& r : m.packed_order) info.packed_ws_pages += r.blocks;
         info.layers.push_back(std::move(layer));
     }
     for (size_t i = 0; i < m.extents.size(); ++i) {
