@@ -81,7 +81,7 @@ bool VmPager::has_carry() const {
     return !deferred_jobs_.empty() || !deferred_zero_.empty() || !completed_jobs_.empty() || !fault_pages_.empty();
 }
 
-bool VmPager::install_job(uint32_t slot) {
+VmPager::Installed VmPager::install_job(uint32_t slot) {
     ReadJob& job = ctx_.jobs[slot];
     if (!job.scatter.empty()) return install_gather_job(slot);
     test_hooks::at(test_hooks::Point::before_copy, id_.vm_id, job.first_page);
@@ -93,7 +93,7 @@ bool VmPager::install_job(uint32_t slot) {
         fault_service_.observe(seconds, job.pages);
         events_.on_faults_served(seconds, job.pages);
     }
-    return apply_install(r, job.prefetch);
+    return apply_install(r, job.prefetch) ? Installed::done : Installed::retry_after_events;
 }
 
 bool VmPager::install_zero_pages(DeferredZero run) {
@@ -201,8 +201,14 @@ void VmPager::install_completed() {
             later.push_back(slot);
             continue;
         }
-        if (!install_job(slot)) {
+        const Installed installed = install_job(slot);
+        if (installed == Installed::retry_after_events) {
             deferred_jobs_.push_back(slot);
+            continue;
+        }
+        if (installed == Installed::yielded) {  // faults first; the rest of the job next turn
+            later.push_back(slot);
+            yield = true;
             continue;
         }
         finish_job(slot);
@@ -218,7 +224,7 @@ void VmPager::retry_deferred() {
     std::vector<uint32_t> jobs_left;
     for (uint32_t slot : deferred_jobs_) {
         if (closing_) jobs_left.push_back(slot);
-        else if (install_job(slot)) finish_job(slot);
+        else if (install_job(slot) == Installed::done) finish_job(slot);
         else jobs_left.push_back(slot);
     }
     deferred_jobs_.swap(jobs_left);

@@ -289,7 +289,7 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch,
         // installed at once: this turn's events are applied, and the install
         // re-checks every page's state. A prefetch job goes to the next turn.
         if (!prefetch) {
-            if (!check_job(slot) || install_job(slot)) finish_job(slot);
+            if (!check_job(slot) || install_job(slot) == Installed::done) finish_job(slot);
             else deferred_jobs_.push_back(slot);
         } else {
             completed_jobs_.push_back(slot);

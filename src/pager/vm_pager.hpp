@@ -217,7 +217,11 @@ private:
     std::optional<Step> replay_gather(uint64_t first, uint64_t pages);
     bool gather_next(uint32_t file_index, uint64_t file_offset, uint64_t max_pages, ScatterRun& run);
     void issue_gather_job(uint32_t slot, const ReadPlan& read);
-    bool install_gather_job(uint32_t slot);
+    // How install_job ended: every page installed; EAGAIN (retry the job
+    // after the pending events are read); or a gather job stopped between
+    // two runs because fault work waits (the rest goes next turn).
+    enum class Installed : uint8_t { done, retry_after_events, yielded };
+    Installed install_gather_job(uint32_t slot);
     std::string verify_gather_job(uint32_t slot);
     bool replay_wants(uint64_t page) const;
     void mark_replay_pages(uint64_t first, uint64_t pages, std::vector<uint8_t>& marked);
@@ -228,7 +232,7 @@ private:
     bool read_from_page_cache(const ReadPlan& plan, uint8_t* into, bool readahead);
     void maybe_readahead(uint32_t file_index, uint64_t file_offset);
     bool check_job(uint32_t slot);
-    bool install_job(uint32_t slot);
+    Installed install_job(uint32_t slot);
     bool install_zero_pages(DeferredZero run);
     bool apply_install(const InstallResult& r, bool prefetch);
     void finish_job(uint32_t slot);
