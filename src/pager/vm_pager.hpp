@@ -250,11 +250,13 @@ private:
         uint64_t cookie;
         uint64_t first_page;
         uint64_t pages;
-        bool fault;  // a fault waits on it (else the prefetcher asked)
+        bool fault;   // a fault waits on it (else the prefetcher asked)
+        bool replay;  // the prefetcher asked for a replayed working set's span
     };
     std::vector<PendingFetch> fetches_;
     uint64_t next_fetch_cookie_ = 1;
     unsigned prefetch_fetches_ = 0;
+    unsigned replay_fetches_ = 0;   // of prefetch_fetches_: the rest of memory waits for them
 
     uint64_t ranges_unmapped_ = 0;          // installs that met ENOENT
 
