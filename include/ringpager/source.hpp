@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,6 +45,14 @@ struct GuestRange {
     uint64_t offset = 0;
     uint64_t length_bytes = 0;
     bool operator==(const GuestRange&) const = default;
+};
+
+// What a snapshot's own metadata says about one of its guest blocks, known
+// without reading the block (PageSource::block_digest).
+struct BlockDigest {
+    uint64_t block_size_bytes = 0;   // the snapshot's block size
+    bool zero = false;               // a zero block: nothing stored
+    uint64_t xxh3 = 0;               // XXH3-64 of the block's bytes; stored blocks only
 };
 
 // Who waits on a fetch: a fault (a vCPU is stopped on it) goes ahead of prefetch.
@@ -95,6 +104,15 @@ public:
     // whose blocks it stores, in the order they are stored, which is the
     // order the guest first touched them. Empty when there is none.
     virtual std::vector<GuestRange> packed_working_set() const { return {}; }
+
+    // The checksum the snapshot keeps for the guest block holding `offset`
+    // (< size_bytes()), from metadata already in memory: no read, no fetch.
+    // Layered snapshots answer from their manifest; sources without
+    // per-block checksums (raw memory files) answer nullopt.
+    virtual std::optional<BlockDigest> block_digest(uint64_t offset) const {
+        (void)offset;
+        return std::nullopt;
+    }
 
     // One line for logs: what is served ("raw file /x/mem (512 MiB)").
     virtual std::string describe() const = 0;

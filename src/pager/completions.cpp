@@ -41,6 +41,7 @@ void VmPager::on_fetched(uint64_t cookie, const std::string& error) {
     const PendingFetch fetch = *it;
     fetches_.erase(it);
     if (!fetch.fault) prefetch_fetches_--;
+    if (fetch.replay) replay_fetches_--;
     if (closing_) return;
     if (!error.empty()) {
         const std::string why = "cannot fetch the snapshot's pages " + std::to_string(fetch.first_page) + "-" +

@@ -326,9 +326,12 @@ void VmPager::start_fetch(uint64_t first_page, uint64_t pages, bool fault) {
     const auto place = map_.place_of(first_page);
     if (!place) return;
     for (uint64_t p = first_page; p < first_page + pages; p++) states_.set(p, PageState::in_flight);
+    test_hooks::at(test_hooks::Point::before_fetch, id_.vm_id, first_page);
     const uint64_t cookie = next_fetch_cookie_++;
-    fetches_.push_back({cookie, first_page, pages, fault});
+    const bool replay = !fault && replaying();
+    fetches_.push_back({cookie, first_page, pages, fault, replay});
     if (!fault) prefetch_fetches_++;
+    if (replay) replay_fetches_++;
     source_.fetch(place->file_offset, pages * place->page_size, ctx_.host.fetch_sink(*this), cookie,
                   fault ? FetchFor::fault : FetchFor::prefetch);
 }
@@ -356,6 +359,10 @@ VmPager::Step VmPager::prefetch_run(uint64_t batch_bytes) {
     // Pages being fetched are in flight, not missing: the VM is done only
     // once its fetches are back too.
     if (!prefetch_order_->next(states_, first)) return prefetch_fetches_ != 0 ? Step::waiting : Step::done;
+    // A replayed set's spans still being fetched (compressed or s3://
+    // snapshots) are installed before the rest of memory is started: the
+    // page next() offered from the rest is left for later.
+    if (replay_fetches_ != 0 && !replaying()) return Step::waiting;
     if (replaying() && !ws_member_.empty()) return replay_run(first);
     const auto place = map_.place_of(first);
     const uint64_t max_pages =

@@ -1,6 +1,8 @@
 #include "pager/prefetch_order.hpp"
 
 #include <algorithm>
+#include <deque>
+#include <iterator>
 
 namespace ringpager {
 namespace {
@@ -39,6 +41,7 @@ public:
     }
 
     bool next(const PageStates& states, uint64_t& first_page) override {
+        if (next_again(states, first_page)) return true;
         for (;;) {
             while (span_ < spans_.size()) {
                 const PageRange& s = spans_[span_];
@@ -52,19 +55,56 @@ public:
                 within_ = 0;
             }
             if (index_ >= ranges_.size()) return next_zero(states, first_page) || rest_.next(states, first_page);
+            passed_.insert(passed_.end(), spans_.begin(), spans_.end());
+            if (passed_.size() > 2 * kRevisitSpans)
+                passed_.erase(passed_.begin(), passed_.end() - static_cast<long>(kRevisitSpans));
             fill_window();
         }
     }
     void consumed(uint64_t first_page, uint64_t pages) override {
-        if (span_ < spans_.size()) within_ = first_page + pages;
-        else if (zero_ < zeros_.size()) zero_within_ = first_page + pages;
-        else rest_.consumed(first_page, pages);
+        if (in_again_) {
+            PageRange& r = again_.front();
+            const uint64_t end = r.first_page + r.pages, from = std::min(end, first_page + pages);
+            r = PageRange{from, end - from};
+        } else if (span_ < spans_.size()) {
+            within_ = first_page + pages;
+        } else if (zero_ < zeros_.size()) {
+            replay_over_ = true;
+            zero_within_ = first_page + pages;
+        } else {
+            replay_over_ = true;
+            rest_.consumed(first_page, pages);
+        }
     }
-    // The recorded ranges already passed are not walked again: the rest
-    // (ascending) picks the pages up.
-    void revisit(uint64_t first_page) override { rest_.revisit(first_page); }
-    bool replaying() const override { return span_ < spans_.size() || index_ < ranges_.size(); }
+    // A fetch of a span's pages came back (a compressed or s3:// snapshot):
+    // the rest of that span is walked again before the replay goes on, so
+    // the set's pages are installed as their bytes arrive, not when the
+    // ascending rest reaches them.
+    void revisit(uint64_t first_page) override {
+        rest_.revisit(first_page);
+        if (replay_over_) return;  // a fetch of the rest's
+        const auto holds = [&](const PageRange& r) {
+            return r.first_page <= first_page && first_page < r.first_page + r.pages;
+        };
+        auto it = std::find_if(spans_.begin(), spans_.end(), holds);
+        if (it == spans_.end()) {
+            // The few spans passed last: a fetch older than that is left to
+            // the ascending rest, and a revisit costs a bounded search.
+            const auto stop = passed_.rbegin() + static_cast<long>(std::min<size_t>(passed_.size(), kRevisitSpans));
+            const auto back = std::find_if(passed_.rbegin(), stop, holds);
+            if (back == stop) return;
+            it = std::prev(back.base());
+        }
+        again_.push_back(PageRange{first_page, it->first_page + it->pages - first_page});
+    }
+    bool replaying() const override {
+        return !again_.empty() || span_ < spans_.size() || index_ < ranges_.size();
+    }
     uint64_t run_limit(uint64_t first_page) const override {
+        if (in_again_) {
+            const PageRange& r = again_.front();
+            return r.first_page + r.pages > first_page ? r.first_page + r.pages - first_page : 1;
+        }
         if (span_ >= spans_.size() && zero_ < zeros_.size()) {
             const PageRange& z = zeros_[zero_];
             return z.first_page + z.pages > first_page ? z.first_page + z.pages - first_page : 1;
@@ -75,6 +115,23 @@ public:
     }
 
 private:
+    // The first page still missing of the spans to walk again, if any.
+    bool next_again(const PageStates& states, uint64_t& first_page) {
+        in_again_ = false;
+        while (!again_.empty()) {
+            const PageRange& r = again_.front();
+            const uint64_t end = std::min(r.first_page + r.pages, states.size());
+            const uint64_t page = r.first_page < end ? states.next_missing(r.first_page) : end;
+            if (page < end) {
+                first_page = page;
+                in_again_ = true;
+                return true;
+            }
+            again_.pop_front();
+        }
+        return false;
+    }
+
     // The zero runs after the set: the next one with a missing page.
     bool next_zero(const PageStates& states, uint64_t& first_page) {
         while (zero_ < zeros_.size()) {
@@ -144,6 +201,11 @@ private:
     std::vector<PageRange> spans_;  // this window's spans, ascending
     size_t span_ = 0;
     uint64_t within_ = 0;
+    static constexpr size_t kRevisitSpans = 1024;
+    std::vector<PageRange> passed_;  // the spans of windows passed, for revisit()
+    std::deque<PageRange> again_;    // parts of spans to walk again, first first
+    bool in_again_ = false;          // next() answered from again_
+    bool replay_over_ = false;       // the rest has begun (VmPager waits for the set's fetches first)
     AscendingOrder rest_;
 };
 

@@ -270,11 +270,13 @@ private:
         uint64_t cookie;
         uint64_t first_page;
         uint64_t pages;
-        bool fault;  // a fault waits on it (else the prefetcher asked)
+        bool fault;   // a fault waits on it (else the prefetcher asked)
+        bool replay;  // the prefetcher asked for a replayed working set's span
     };
     std::vector<PendingFetch> fetches_;
     uint64_t next_fetch_cookie_ = 1;
     unsigned prefetch_fetches_ = 0;
+    unsigned replay_fetches_ = 0;   // of prefetch_fetches_: the rest of memory waits for them
 
     unsigned worker_jobs_out_ = 0;          // prefetch jobs with a read at the io-wq worker, not finished
     uint64_t ranges_unmapped_ = 0;          // installs that met ENOENT

@@ -16,7 +16,8 @@ enum class Point : unsigned {
     before_copy = 0,        // a completed read is about to be installed (page = first page)
     after_event_drain = 1,  // a VM's events of this turn were applied
     before_take_mail = 2,   // a reactor is about to take its mailbox (vm_id = the reactor's index)
-    count = 3,
+    before_fetch = 3,       // a VM asks its source to fetch a range (page = its first page)
+    count = 4,
 };
 
 using Hook = std::function<void(uint64_t vm_id, uint64_t page)>;

@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
+#include <vector>
 
 #include "common/regular_file.hpp"
 #include "ringpager/file_desc.hpp"
@@ -62,11 +64,11 @@ bool fail(std::string& error, std::string why) {
 // (zero extents as zeros).
 bool read_guest(const Source& source, uint64_t offset, uint64_t len, uint8_t* into, std::string& error) {
     while (len > 0) {
-        // A compressed or s3:// snapshot has these bytes only once fetched or
-        // decompressed; lookup() would name a hole in its cache.
+        // Bytes fetched or decompressed on demand exist only once they are;
+        // lookup() would name a hole in a cache. The layered sources that
+        // have such bytes answer block_digest() and never come here.
         if (source.plan(offset, len).kind == ReadPlan::Kind::fetch)
-            return fail(error, "its bytes are fetched or decompressed on demand (working sets do not support "
-                               "compressed or s3:// snapshots yet)");
+            return fail(error, "its bytes are fetched or decompressed on demand and it keeps no block checksums");
         const SourceExtent e = source.lookup(offset, len);
         const uint64_t n = std::min(e.length_bytes, len);
         if (n == 0) return fail(error, "empty extent");
@@ -84,18 +86,62 @@ bool read_guest(const Source& source, uint64_t offset, uint64_t len, uint8_t* in
     return true;
 }
 
+// The sampled 4 KiB blocks: evenly spaced, first and last included.
+uint64_t identity_sample_offset(uint64_t size_bytes, unsigned i) {
+    const uint64_t blocks = size_bytes / kSampleBytes;
+    const uint64_t b = kIdentitySamples == 1 ? 0 : (blocks - 1) * i / (kIdentitySamples - 1);
+    return b * kSampleBytes;
+}
+
+// XXH3-64 of `block_size_bytes` zero bytes, what a stored zero block's
+// checksum would be: a zero extent and a zero block some builder stored
+// give the same identity.
+uint64_t zero_block_xxh3(uint64_t block_size_bytes) {
+    static const std::vector<uint8_t> zeros(64 * 1024, 0);
+    XXH3_state_t* state = XXH3_createState();
+    XXH3_64bits_reset(state);
+    for (uint64_t done = 0; done < block_size_bytes;) {
+        const uint64_t n = std::min<uint64_t>(zeros.size(), block_size_bytes - done);
+        XXH3_64bits_update(state, zeros.data(), n);
+        done += n;
+    }
+    const uint64_t h = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    return h;
+}
+
+// The identity from the snapshot's block checksums (layered snapshots): no
+// guest byte is read or fetched. False when `source` keeps no checksums.
+bool digest_identity(const Source& source, SnapshotIdentity& out) {
+    const uint64_t blocks = out.size_bytes / kSampleBytes;
+    std::vector<uint64_t> values;
+    uint64_t zero_value = 0, zero_block_bytes = 0;
+    for (unsigned i = 0; i < kIdentitySamples && blocks > 0; i++) {
+        const std::optional<BlockDigest> d = source.block_digest(identity_sample_offset(out.size_bytes, i));
+        if (!d) return false;
+        if (d->zero && zero_block_bytes != d->block_size_bytes) {
+            zero_block_bytes = d->block_size_bytes;
+            zero_value = zero_block_xxh3(zero_block_bytes);
+        }
+        values.push_back(d->zero ? zero_value : d->xxh3);
+    }
+    if (values.empty() && !source.block_digest(0)) return false;
+    out.fingerprint = XXH3_64bits(values.data(), values.size() * sizeof(uint64_t));
+    return true;
+}
+
 }  // namespace
 
 bool snapshot_identity(const Source& source, SnapshotIdentity& out, std::string& error) {
     out.size_bytes = source.size_bytes();
+    if (digest_identity(source, out)) return true;
     XXH3_state_t* state = XXH3_createState();
     XXH3_64bits_reset(state);
     uint8_t block[kSampleBytes];
     const uint64_t blocks = out.size_bytes / kSampleBytes;
     bool ok = true;
     for (unsigned i = 0; i < kIdentitySamples && blocks > 0 && ok; i++) {
-        const uint64_t b = kIdentitySamples == 1 ? 0 : (blocks - 1) * i / (kIdentitySamples - 1);
-        ok = read_guest(source, b * kSampleBytes, kSampleBytes, block, error);
+        ok = read_guest(source, identity_sample_offset(out.size_bytes, i), kSampleBytes, block, error);
         if (ok) XXH3_64bits_update(state, block, sizeof block);
     }
     out.fingerprint = XXH3_64bits_digest(state);

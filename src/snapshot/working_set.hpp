@@ -25,21 +25,40 @@
 
 namespace ringpager {
 
-// Which snapshot a set belongs to: the source's size plus an XXH3-64 over
-// kIdentitySamples sampled 4 KiB blocks of its guest bytes (evenly spaced,
-// first and last included; zero extents hash as zeros). Reading 16 blocks
-// costs a few preads at serve start, and unlike size+mtime+inode it follows
+// Which snapshot a set belongs to: the source's size plus a fingerprint of
+// kIdentitySamples sampled 4 KiB blocks of its guest (evenly spaced, first
+// and last included), taken two ways:
+//   - Layered snapshots (local, compressed, s3://): XXH3-64 over the
+//     manifest's XXH3-64 checksums of the blocks holding the samples, as 16
+//     little-endian u64 (a zero block counts as the checksum a stored block
+//     of zeros would have: XXH3-64 of block-size zero bytes). Nothing is read
+//     or fetched: the manifest is in memory already. The checksums are of
+//     the plain bytes, so an uncompressed, a zstd, an lz4 and an s3:// copy
+//     of one guest, and a re-layout that keeps block checksums (a packed
+//     working-set layer), share the identity; a build with another block
+//     size does not.
+//   - Raw memory files: XXH3-64 over the 16 sampled blocks' bytes (zero
+//     extents hash as zeros), read by pread at serve start.
+// Like size+mtime+inode it costs next to nothing, but unlike them it follows
 // the content: a copied snapshot keeps its identity, a rebuilt one with other
 // bytes loses it. It is a fingerprint, not a proof: two snapshots that differ
 // only outside the sampled blocks share it.
+//
+// A raw memory file and a layered build of it have different identities, and
+// so have files recorded against a layered snapshot before the identity came
+// from the manifest (it was the bytes' then): such a set is refused at load
+// as "recorded from another snapshot (content fingerprint differs)", one
+// line, and the VM is served without replay; record it again. The file
+// version stays 1: files of raw snapshots are still valid.
 struct SnapshotIdentity {
     uint64_t size_bytes = 0;
     uint64_t fingerprint = 0;
     bool operator==(const SnapshotIdentity&) const = default;
 };
 inline constexpr unsigned kIdentitySamples = 16;
-// Reads the samples from `source`'s files; on a read error returns false
-// with a one-line `error`.
+// From the manifest when `source` answers block_digest(), else by reading
+// the samples from its files; on a read error returns false with a one-line
+// `error`.
 bool snapshot_identity(const Source& source, SnapshotIdentity& out, std::string& error);
 
 struct WorkingSet {

@@ -89,6 +89,10 @@ public:
     std::string verify(uint64_t offset, std::span<const std::byte> bytes) const override {
         return check_read(m_, offset, bytes);
     }
+    std::optional<BlockDigest> block_digest(uint64_t offset) const override {
+        if (offset >= m_.guest_size_bytes) return std::nullopt;   // precondition broken
+        return manifest_block_digest(m_, offset);
+    }
 
     std::string describe() const override {
         return "layered snapshot " + m_.path + " (" + format_bytes(m_.guest_size_bytes) + " in " +

@@ -46,6 +46,10 @@ public:
     std::string verify(uint64_t offset, std::span<const std::byte> bytes) const override {
         return check_read(m_, offset, bytes);
     }
+    std::optional<BlockDigest> block_digest(uint64_t offset) const override {
+        if (offset >= m_.guest_size_bytes) return std::nullopt;   // precondition broken
+        return manifest_block_digest(m_, offset);
+    }
 
     // The packed order table: the set in touch order, zero blocks too (the
     // loader proved its data blocks are the packed layer's slots in order).

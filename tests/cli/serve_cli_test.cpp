@@ -373,9 +373,13 @@ namespace {
 class WorkingSetCliTest : public ServeCliTest {
 protected:
     // Serves one guestsim run (random 10%, fixed seed) and returns the log.
-    std::string serve_one(const std::string& mem, std::vector<std::string> extra) {
+    // `source` replaces "--mem-file MEM" (a snapshot of MEM's bytes).
+    std::string serve_one(const std::string& mem, std::vector<std::string> extra,
+                          std::vector<std::string> source = {}) {
         const std::string socket = dir.file("ws.sock");
-        std::vector<std::string> args = {"serve", "--socket", socket, "--mem-file", mem};
+        if (source.empty()) source = {"--mem-file", mem};
+        std::vector<std::string> args = {"serve", "--socket", socket};
+        args.insert(args.end(), source.begin(), source.end());
         args.insert(args.end(), extra.begin(), extra.end());
         Child server = spawn(ringpager, args);
         EXPECT_TRUE(wait_for_file(socket));
@@ -500,25 +504,38 @@ TEST_F(WorkingSetCliTest, BadFilesAreOneLineAndTheVmIsServedWithoutReplay) {
     EXPECT_NE(out.find("--working-set needs --mode prefetch"), std::string::npos) << out;
 }
 
-// A compressed snapshot has its bytes only once decompressed: its identity
-// cannot be read at start, so working sets are refused with one line
-// (exit 1) rather than fingerprinting holes of the frame cache.
-TEST_F(WorkingSetCliTest, CompressedSnapshotsRefuseWorkingSetsInOneLine) {
+// A compressed snapshot's identity comes from its manifest's block
+// checksums, so a set recorded on its zstd build replays on its lz4 build;
+// a set of another snapshot is one line and the VM is served without replay.
+TEST_F(WorkingSetCliTest, CompressedSnapshotsRecordAndReplayAndRefuseAForeignSet) {
     const std::string mem = make_image(dir, "mem", 4 * MiB);
-    const std::string manifest = dir.file("zstd.manifest");
+    const std::string other = make_image(dir, "other", 4 * MiB, 0.3, 99);
+    const std::string zstd = dir.file("zstd.manifest"), lz4 = dir.file("lz4.manifest");
+    const std::string other_lz4 = dir.file("other.manifest");
     std::string out;
-    ASSERT_EQ(WEXITSTATUS(run({"snapshot", "build", "--base", mem, "--compress", "zstd", "--out", manifest}, out)), 0)
+    ASSERT_EQ(WEXITSTATUS(run({"snapshot", "build", "--base", mem, "--compress", "zstd", "--out", zstd}, out)), 0)
         << out;
-    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", dir.file("z.sock"), "--snapshot", manifest, "--record-ws",
-                               dir.file("ws")},
-                              out)),
-              1);
-    EXPECT_NE(out.find("for its identity: its bytes are fetched or decompressed on demand (working sets do not "
-                       "support compressed or s3:// snapshots yet)\n"),
+    ASSERT_EQ(WEXITSTATUS(run({"snapshot", "build", "--base", mem, "--compress", "lz4", "--out", lz4}, out)), 0)
+        << out;
+    ASSERT_EQ(WEXITSTATUS(run({"snapshot", "build", "--base", other, "--compress", "lz4", "--out", other_lz4}, out)),
+              0)
+        << out;
+    const std::string ws = dir.file("vm.ws");
+    std::string log = serve_one(mem, {"--record-ws", ws}, {"--snapshot", zstd});
+    ASSERT_TRUE(std::filesystem::exists(ws)) << log;
+    log = serve_one(mem, {"--mode", "prefetch", "--working-set", ws}, {"--snapshot", lz4});
+    EXPECT_NE(log.find("replayed first to VMs of"), std::string::npos) << log;
+    EXPECT_NE(log.find("installed ahead of a fault (faults saved)"), std::string::npos) << log;
+
+    // The foreign set: guestsim verifies every page it touched against `other`.
+    const std::string tail = "; " + dir.file("ws.sock") + " is served without replay\n";
+    log = serve_one(other, {"--mode", "prefetch", "--working-set", ws}, {"--snapshot", other_lz4});
+    EXPECT_NE(log.find("working set " + ws + ": recorded from another snapshot (content fingerprint differs)" + tail),
               std::string::npos)
-        << out;
-    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
-    EXPECT_FALSE(std::filesystem::exists(dir.file("z.sock")));
+        << log;
+    EXPECT_EQ(log.find("replayed first"), std::string::npos) << log;
+    EXPECT_NE(log.find(": released ("), std::string::npos) << log;   // served (guestsim verified its pages)
+    EXPECT_EQ(log.find("working set of"), std::string::npos) << log;
 }
 
 }  // namespace

@@ -43,4 +43,14 @@ std::string check_read(const Manifest& m, uint64_t offset, std::span<const std::
     return {};
 }
 
+BlockDigest manifest_block_digest(const Manifest& m, uint64_t offset) {
+    const uint64_t block = offset / m.block_size_bytes;
+    const Extent& e = m.extents[m.find_extent(block)];
+    BlockDigest out;
+    out.block_size_bytes = m.block_size_bytes;
+    out.zero = is_zero_location(e.location);
+    if (!out.zero) out.xxh3 = m.block_checksum(location_layer(e.location), location_slot(e.location) + (block - e.first_block));
+    return out;
+}
+
 }  // namespace ringpager::layered

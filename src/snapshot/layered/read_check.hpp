@@ -8,6 +8,8 @@
 #include <span>
 #include <string>
 
+#include "ringpager/source.hpp"
+
 #include "snapshot/layered/format.hpp"
 
 namespace ringpager::layered {
@@ -16,5 +18,10 @@ namespace ringpager::layered {
 // block aligned. Returns "" when every block is intact, else one line naming
 // the snapshot or layer file and the first bad block.
 std::string check_read(const Manifest& m, uint64_t offset, std::span<const std::byte> bytes);
+
+// The manifest's word on the block holding guest offset `offset` (<
+// guest_size_bytes): zero, or its checksum. The layered sources'
+// block_digest() is this function.
+BlockDigest manifest_block_digest(const Manifest& m, uint64_t offset);
 
 }  // namespace ringpager::layered
