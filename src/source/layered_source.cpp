@@ -53,12 +53,7 @@ public:
 
     // The packed order table: the set in touch order, zero blocks too (the
     // loader proved its data blocks are the packed layer's slots in order).
-    std::vector<GuestRange> packed_working_set() const override {
-        std::vector<GuestRange> out;
-        for (const PackedRun& r : m_.packed_order)
-            out.push_back({r.first_block * m_.block_size_bytes, r.blocks * m_.block_size_bytes});
-        return out;
-    }
+    std::vector<GuestRange> packed_working_set() const override { return manifest_packed_working_set(m_); }
 
     std::string describe() const override {
         return "layered snapshot " + m_.path + " (" + format_bytes(m_.guest_size_bytes) + " in " +

@@ -57,6 +57,9 @@ public:
         if (offset >= m_.guest_size_bytes) return std::nullopt;   // precondition broken
         return manifest_block_digest(m_, offset);
     }
+    // A packed working set pushed with its snapshot: replayed first, its
+    // layer's chunks fetched front to back ahead of the rest's.
+    std::vector<GuestRange> packed_working_set() const override { return manifest_packed_working_set(m_); }
 
     std::string describe() const override {
         return "layered snapshot " + url_ + " (" + format_bytes(m_.guest_size_bytes) + " in " +

@@ -8,6 +8,9 @@
 
 #include <filesystem>
 #include <mutex>
+#include <set>
+
+#include "ringpager/snapshot.hpp"
 
 #include "reactor/test_hooks.hpp"
 #include "remote_serve_fixture.hpp"
@@ -16,6 +19,7 @@
 using namespace ringpager;
 using namespace ringpager::remote;
 using namespace ringpager::testing;
+using rgwtest::kChunkBytes;
 using rgwtest::MiB;
 using rgwtest::rgw;
 
@@ -142,6 +146,108 @@ TEST_P(RemoteWorkingSet, RecordedThenReplayedFromAnEmptyCacheTheSetsChunksFirstE
     EXPECT_EQ(r.ws_pages, plan.size());
     EXPECT_GT(r.ws_saved, 0u);
     EXPECT_EQ(r.ws_saved + r.ws_missed, plan.size());
+    EXPECT_EQ(e.engine->stats().vms_failed, 0u);
+}
+
+// A packed working set pushed with its snapshot (`snapshot pack-ws`, then
+// `snapshot push`): served from s3:// with no set named, the engine replays
+// the manifest's packed order, so the packed layer's chunks are fetched
+// first, front to back, every chunk of the packed snapshot once, and the VM
+// is byte exact.
+class RemotePackedWorkingSet : public rgwtest::RemoteServe {};
+
+TEST_F(RemotePackedWorkingSet, APushedPackedSetIsFetchedFirstFrontToBackAndReplayed) {
+    auto image = sim::ExpectedImage::open(chain_.flat);
+    ASSERT_TRUE(image.ok());
+    // The set: 10% of the guest in a fixed random order, recorded against
+    // the local snapshot (the identity is the manifest's either way).
+    const std::vector<uint64_t> plan = sim::plan_pages(sim::Pattern::random, kPages, 0.1, 46);
+    std::string error;
+    auto local = open_layered_source(chain_.manifest, true, error);
+    ASSERT_TRUE(local) << error;
+    WorkingSet set;
+    ASSERT_TRUE(snapshot_identity(*local, set.identity, error)) << error;
+    set.runs = runs_from_pages(plan);
+    const std::string set_path = dir_.file("set.ws");
+    ASSERT_TRUE(write_working_set_file(set_path, set, error)) << error;
+    PackWorkingSetOptions pack;
+    pack.manifest_path = chain_.manifest;
+    pack.working_set_path = set_path;
+    pack.out_path = std::filesystem::path(chain_.manifest).parent_path() / "packed";
+    pack.sync = false;
+    PackWorkingSetReport packed;
+    ASSERT_TRUE(pack_working_set(pack, packed, error)) << error;
+    ASSERT_GT(packed.packed_pages, 0u);
+    PushReport pushed;
+    ASSERT_EQ(push_snapshot(*client, pack.out_path, at("packed"), PushOptions{}, pushed), "");
+    EXPECT_EQ(pushed.layers_uploaded, 1u);   // the chain's three are in the bucket already
+    layered::Manifest m;
+    ASSERT_EQ(layered::load_manifest(pack.out_path, m), "");
+    auto local_packed = open_layered_source(pack.out_path, true, error);   // where each page's bytes are
+    ASSERT_TRUE(local_packed) << error;
+    const uint32_t packed_layer = static_cast<uint32_t>(m.layers.size() - 1);
+    std::set<std::pair<uint32_t, uint64_t>> chunks;   // what the packed snapshot's guest needs
+    const uint64_t slots_per_chunk = kChunkBytes / m.block_size_bytes;
+    for (size_t i = 0; i < m.extents.size(); ++i) {
+        const auto& e = m.extents[i];
+        if (layered::is_zero_location(e.location)) continue;
+        for (uint64_t s = layered::location_slot(e.location);
+             s < layered::location_slot(e.location) + (m.extent_end_block(i) - e.first_block); ++s)
+            chunks.insert({layered::location_layer(e.location), s / slots_per_chunk});
+    }
+
+    std::filesystem::remove_all(dir_.file("cache"));
+    auto cache = open_cache(rgw().config());
+    ASSERT_TRUE(cache);
+    std::shared_ptr<const Source> source = open_remote_source(*client, at("packed"), cache, {}, error);
+    ASSERT_TRUE(source) << error;
+    ASSERT_EQ(source->packed_working_set().size(), m.packed_order.size());
+    std::vector<bool> in_set(kPages, false);
+    for (uint64_t p : plan) in_set[p] = true;
+    std::mutex mu;
+    std::vector<uint64_t> fetches;   // first page of each fetch the VM asked for, in order
+    test_hooks::arm(test_hooks::Point::before_fetch, [&](uint64_t, uint64_t first_page) {
+        std::lock_guard lock(mu);
+        fetches.push_back(first_page);
+    });
+    struct Disarm {
+        ~Disarm() { test_hooks::disarm(test_hooks::Point::before_fetch); }
+    } disarm;
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
+    sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    guest.touch_pages(plan, 1);
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.pages_checked, guest.page_count());
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    guest.disconnect();
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+
+    EXPECT_EQ(cache->stats().fetches, chunks.size());
+    EXPECT_EQ(cache->stats().refetches, 0u);
+    EXPECT_EQ(cache->stats().chunk_failures, 0u);
+    {
+        std::lock_guard lock(mu);
+        // The set's fetches first; they are the packed layer's chunks, asked
+        // for in its file order.
+        ASSERT_FALSE(fetches.empty());
+        const auto rest = std::find_if(fetches.begin(), fetches.end(), [&](uint64_t p) { return !in_set[p]; });
+        EXPECT_NE(rest, fetches.begin());
+        EXPECT_EQ(std::count_if(rest, fetches.end(), [&](uint64_t p) { return in_set[p]; }), 0);
+        uint64_t last_chunk = 0;
+        for (auto it = fetches.begin(); it != rest; ++it) {
+            const ReadPlan where = local_packed->plan(*it * 4096, 4096);
+            ASSERT_EQ(where.kind, ReadPlan::Kind::ready);
+            EXPECT_EQ(where.file_index, packed_layer) << "page " << *it;
+            const uint64_t chunk = (where.file_offset - m.layers[packed_layer].data_offset_bytes) / kChunkBytes;
+            EXPECT_GE(chunk, last_chunk) << "page " << *it;
+            last_chunk = chunk;
+        }
+    }
+    const VmReport r = e.engine->reports().at(0);
+    EXPECT_EQ(r.ws_pages, plan.size());
+    EXPECT_GT(r.ws_saved, 0u);
     EXPECT_EQ(e.engine->stats().vms_failed, 0u);
 }
 

@@ -53,4 +53,11 @@ BlockDigest manifest_block_digest(const Manifest& m, uint64_t offset) {
     return out;
 }
 
+std::vector<GuestRange> manifest_packed_working_set(const Manifest& m) {
+    std::vector<GuestRange> out;
+    out.reserve(m.packed_order.size());
+    for (const PackedRun& r : m.packed_order) out.push_back({r.first_block * m.block_size_bytes, r.blocks * m.block_size_bytes});
+    return out;
+}
+
 }  // namespace ringpager::layered

@@ -24,4 +24,9 @@ std::string check_read(const Manifest& m, uint64_t offset, std::span<const std::
 // block_digest() is this function.
 BlockDigest manifest_block_digest(const Manifest& m, uint64_t offset);
 
+// The manifest's packed order table as guest ranges, in touch order (empty
+// without a packed working set). The layered sources' packed_working_set()
+// is this function, wherever their layers are read from.
+std::vector<GuestRange> manifest_packed_working_set(const Manifest& m);
+
 }  // namespace ringpager::layered
