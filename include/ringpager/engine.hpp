@@ -164,6 +164,11 @@ struct VmReport {
     uint64_t ws_read_bytes = 0;
     uint64_t ws_reads = 0;     // the reads that read them (each one contiguous range of one file)
     double ws_read_seconds = 0;
+    // Of the read phase, the time some replay read was in flight (a ring
+    // read issued and not completed, or an inline read running): what the
+    // reads themselves took. The rest of the phase the replay waited for
+    // read buffers, which its installs give back.
+    double ws_read_busy_seconds = 0;
 };
 
 class Engine {

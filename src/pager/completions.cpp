@@ -24,6 +24,7 @@ void VmPager::on_read_done(uint32_t slot, int32_t res, uint64_t expected) {
         events_.on_read(static_cast<uint64_t>(res), false);
         if (job.replay) note_replay_read(static_cast<uint64_t>(res));
     }
+    if (job.replay) replay_read_done();
     if (--job.pending_reads != 0) return;
     if (closing_) return finish_job(slot);
     completed_jobs_.push_back(slot);
@@ -205,11 +206,6 @@ void VmPager::install_completed() {
         const Installed installed = install_job(slot);
         if (installed == Installed::retry_after_events) {
             deferred_jobs_.push_back(slot);
-            continue;
-        }
-        if (installed == Installed::yielded) {  // faults first; the rest of the job next turn
-            later.push_back(slot);
-            yield = true;
             continue;
         }
         finish_job(slot);

@@ -259,9 +259,13 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch,
         }
         if (e.kind == ReadPlan::Kind::zero) {
             std::memset(buffer + done, 0, e.length_bytes);
-        } else if (inline_cached && read_from_page_cache(e, buffer + done, !prefetch)) {
+        } else if (const auto from = std::chrono::steady_clock::now();
+                   inline_cached && read_from_page_cache(e, buffer + done, !prefetch)) {
             // Served from the page cache without blocking: no ring round trip.
-            if (replay_span) note_replay_read(e.length_bytes);
+            if (replay_span) {
+                note_replay_read(e.length_bytes);
+                replay_read_inline(from);
+            }
         } else {
             // Prefetch reads go to io-wq workers: a page cache hit would
             // otherwise be copied inline inside io_uring_enter, holding up this
@@ -271,6 +275,7 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch,
                                static_cast<uint32_t>(e.length_bytes), e.file_offset, ctx_.jobs.buffer_index(slot),
                                prefetch);
             job.pending_reads++;
+            if (replay_span) replay_read_issued();
             if (prefetch && !job.with_worker) {
                 job.with_worker = true;
                 worker_jobs_out_++;

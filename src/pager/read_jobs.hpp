@@ -48,7 +48,7 @@ struct ReadJob {
     // `first_page`/`file_offset` are the first run's. Empty: the job is the
     // contiguous pages [first_page, first_page + pages).
     std::vector<ScatterRun> scatter;
-    size_t scatter_installed = 0;  // runs of `scatter` installed (a gather job that yielded resumes there)
+    size_t scatter_installed = 0;  // runs of `scatter` installed (a gather job retried after EAGAIN resumes there)
 };
 
 // The buffers are reserved (virtual memory only) at their bound and pinned

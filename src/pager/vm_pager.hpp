@@ -217,10 +217,9 @@ private:
     std::optional<Step> replay_gather(uint64_t first, uint64_t pages);
     bool gather_next(uint32_t file_index, uint64_t file_offset, uint64_t max_pages, ScatterRun& run);
     void issue_gather_job(uint32_t slot, const ReadPlan& read);
-    // How install_job ended: every page installed; EAGAIN (retry the job
-    // after the pending events are read); or a gather job stopped between
-    // two runs because fault work waits (the rest goes next turn).
-    enum class Installed : uint8_t { done, retry_after_events, yielded };
+    // How install_job ended: every page installed, or EAGAIN (retry the job
+    // after the pending events are read).
+    enum class Installed : uint8_t { done, retry_after_events };
     Installed install_gather_job(uint32_t slot);
     std::string verify_gather_job(uint32_t slot);
     bool replay_wants(uint64_t page) const;
@@ -287,6 +286,11 @@ private:
     std::vector<uint64_t> ws_recorded_;     // first on-demand faults, in order
     // The replay's read phase: its first read issued, its last read done.
     std::chrono::steady_clock::time_point ws_read_first_{}, ws_read_last_{};
+    unsigned replay_reads_out_ = 0;  // replay ring reads issued, not completed
+    std::chrono::steady_clock::time_point replay_busy_from_{};
+    void replay_read_issued();
+    void replay_read_done();
+    void replay_read_inline(std::chrono::steady_clock::time_point from);
     void note_replay_read(uint64_t bytes);
     bool ws_recording_ = false;
     // When this turn's fault messages were read: a fault job carries it to

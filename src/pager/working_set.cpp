@@ -42,6 +42,24 @@ void VmPager::note_fault(uint64_t page) {
         report_.ws_missed++;
 }
 
+// A replay read went to the ring: the reads are busy from now until the
+// last one out completes (VmReport::ws_read_busy_seconds).
+void VmPager::replay_read_issued() {
+    if (replay_reads_out_++ == 0) replay_busy_from_ = std::chrono::steady_clock::now();
+}
+
+void VmPager::replay_read_done() {
+    if (replay_reads_out_ == 0 || --replay_reads_out_ != 0) return;
+    report_.ws_read_busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - replay_busy_from_).count();
+}
+
+// A replay read ran inline from `from` to now: busy then, unless ring reads
+// were out meanwhile (their interval covers it).
+void VmPager::replay_read_inline(std::chrono::steady_clock::time_point from) {
+    if (replay_reads_out_ == 0)
+        report_.ws_read_busy_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - from).count();
+}
+
 // A replay span's read completed (or was read inline): `bytes` of it.
 void VmPager::note_replay_read(uint64_t bytes) {
     report_.ws_read_bytes += bytes;

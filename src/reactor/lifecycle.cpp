@@ -291,9 +291,10 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
                  " installed ahead of a fault (faults saved), " + std::to_string(report.ws_missed) +
                  " faults on set pages still missing";
     if (report.ws_read_bytes != 0) {
-        char read[128];
-        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms (%llu reads)", report.ws_read_bytes / 1048576.0,
-                 report.ws_read_seconds * 1000, (unsigned long long)report.ws_reads);
+        char read[160];
+        snprintf(read, sizeof read, "; replay read %.1f MiB in %.1f ms (%llu reads, in flight %.1f ms)",
+                 report.ws_read_bytes / 1048576.0, report.ws_read_seconds * 1000, (unsigned long long)report.ws_reads,
+                 report.ws_read_busy_seconds * 1000);
         extra += read;
     }
     if (vm.pager->recording_working_set()) extra += ", " + std::to_string(report.ws_recorded) + " pages recorded";
@@ -311,7 +312,8 @@ void Reactor::Impl::destroy_vm(Vm& vm) {
               {"bytes_read", report.bytes_read}, {"ranges_unmapped", vm.pager->ranges_unmapped()},
               {"ws_pages", report.ws_pages}, {"ws_saved", report.ws_saved}, {"ws_missed", report.ws_missed},
               {"ws_recorded", report.ws_recorded}, {"ws_read_bytes", report.ws_read_bytes},
-              {"ws_reads", report.ws_reads}, {"ws_read_seconds", report.ws_read_seconds}},
+              {"ws_reads", report.ws_reads}, {"ws_read_seconds", report.ws_read_seconds},
+              {"ws_read_busy_seconds", report.ws_read_busy_seconds}},
              vm.name() + ": released (" + vm.end_reason + "): " + text + extra);
     // A VM that failed (its restore cut short) would replace a good set with
     // a partial one: only a VM served to its end is written.
