@@ -19,12 +19,12 @@ void VmPager::on_read_done(uint32_t slot, int32_t res, uint64_t expected) {
         job.error = EIO;
         job.error_what = "short read (snapshot file truncated after start?)";
     }
+    if (job.replay) replay_read_done();  // first: the read phase's end (note_replay_read) is not before it
     if (res > 0) {
         report_.bytes_read += static_cast<uint64_t>(res);
         events_.on_read(static_cast<uint64_t>(res), false);
         if (job.replay) note_replay_read(static_cast<uint64_t>(res));
     }
-    if (job.replay) replay_read_done();
     if (--job.pending_reads != 0) return;
     if (closing_) return finish_job(slot);
     completed_jobs_.push_back(slot);

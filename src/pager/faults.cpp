@@ -263,8 +263,8 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch,
                    inline_cached && read_from_page_cache(e, buffer + done, !prefetch)) {
             // Served from the page cache without blocking: no ring round trip.
             if (replay_span) {
+                replay_read_inline(from);  // first: see on_read_done
                 note_replay_read(e.length_bytes);
-                replay_read_inline(from);
             }
         } else {
             // Prefetch reads go to io-wq workers: a page cache hit would

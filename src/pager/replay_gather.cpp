@@ -83,8 +83,8 @@ void VmPager::issue_gather_job(uint32_t slot, const ReadPlan& read) {
     ops_outstanding_++;
     const auto from = std::chrono::steady_clock::now();
     if (read.length_bytes <= kInlinePrefetchBytes && worker_jobs_out_ == 0 && read_from_page_cache(read, buffer, false)) {
+        replay_read_inline(from);  // first: see on_read_done
         note_replay_read(read.length_bytes);
-        replay_read_inline(from);
         completed_jobs_.push_back(slot);
         ctx_.host.more_work();
         ctx_.host.schedule(*this);
