@@ -133,7 +133,12 @@ TEST_F(EngineTest, AFaultArrivingDuringPrefetchInstallsGoesBeforeTheNextRun) {
     } disarm;
     RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
                                    [](EngineConfig& c) { c.prefetch_batch_bytes = 64 * 1024; });
-    guest.emplace(make_guest(e.socket, {128 * MiB}));
+    {
+        // Under the lock: the hook's thread reads `guest` (the socket that
+        // orders the two is invisible to ThreadSanitizer).
+        std::lock_guard lock(mu);
+        guest.emplace(make_guest(e.socket, {128 * MiB}));
+    }
     ASSERT_TRUE(guest->connect_and_send().ok());
     // One fault at a time, the next only once the turn that served the last
     // has ended: vCPU 1 never faults while the trigger waits for vCPU 2's.
