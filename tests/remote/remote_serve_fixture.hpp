@@ -68,15 +68,15 @@ protected:
 
     // Chunks (of a compressed snapshot: frames) holding at least one block a
     // guest block maps to: what a VM made resident needs, each exactly once.
-    uint64_t referenced_chunks() const {
+    uint64_t referenced_chunks() const { return chunks_referenced_by(m_); }
+    static uint64_t chunks_referenced_by(const layered::Manifest& m) {
         std::set<std::pair<uint32_t, uint64_t>> chunks;
-        const uint64_t slots =
-            m_.compressed() ? m_.frame_blocks : std::max<uint64_t>(1, kChunkBytes / m_.block_size_bytes);
-        for (size_t i = 0; i < m_.extents.size(); ++i) {
-            const auto& e = m_.extents[i];
+        const uint64_t slots = m.compressed() ? m.frame_blocks : std::max<uint64_t>(1, kChunkBytes / m.block_size_bytes);
+        for (size_t i = 0; i < m.extents.size(); ++i) {
+            const auto& e = m.extents[i];
             if (layered::is_zero_location(e.location)) continue;
             const uint64_t first = layered::location_slot(e.location);
-            const uint64_t count = m_.extent_end_block(i) - e.first_block;
+            const uint64_t count = m.extent_end_block(i) - e.first_block;
             for (uint64_t s = first; s < first + count; ++s) chunks.insert({layered::location_layer(e.location), s / slots});
         }
         return chunks.size();

@@ -186,15 +186,6 @@ TEST_F(RemotePackedWorkingSet, APushedPackedSetIsFetchedFirstFrontToBackAndRepla
     auto local_packed = open_layered_source(pack.out_path, true, error);   // where each page's bytes are
     ASSERT_TRUE(local_packed) << error;
     const uint32_t packed_layer = static_cast<uint32_t>(m.layers.size() - 1);
-    std::set<std::pair<uint32_t, uint64_t>> chunks;   // what the packed snapshot's guest needs
-    const uint64_t slots_per_chunk = kChunkBytes / m.block_size_bytes;
-    for (size_t i = 0; i < m.extents.size(); ++i) {
-        const auto& e = m.extents[i];
-        if (layered::is_zero_location(e.location)) continue;
-        for (uint64_t s = layered::location_slot(e.location);
-             s < layered::location_slot(e.location) + (m.extent_end_block(i) - e.first_block); ++s)
-            chunks.insert({layered::location_layer(e.location), s / slots_per_chunk});
-    }
 
     std::filesystem::remove_all(dir_.file("cache"));
     auto cache = open_cache(rgw().config());
@@ -224,7 +215,7 @@ TEST_F(RemotePackedWorkingSet, APushedPackedSetIsFetchedFirstFrontToBackAndRepla
     guest.disconnect();
     ASSERT_TRUE(e.engine->wait_released(1, kWait));
 
-    EXPECT_EQ(cache->stats().fetches, chunks.size());
+    EXPECT_EQ(cache->stats().fetches, chunks_referenced_by(m));   // what the packed snapshot's guest needs
     EXPECT_EQ(cache->stats().refetches, 0u);
     EXPECT_EQ(cache->stats().chunk_failures, 0u);
     {
