@@ -259,7 +259,8 @@ bool VmPager::issue_read_job(uint64_t first_page, uint32_t pages, bool prefetch,
         }
         if (e.kind == ReadPlan::Kind::zero) {
             std::memset(buffer + done, 0, e.length_bytes);
-        } else if (const auto from = std::chrono::steady_clock::now();
+        } else if (const auto from = replay_span ? std::chrono::steady_clock::now()
+                                                 : std::chrono::steady_clock::time_point{};  // no clock read for faults
                    inline_cached && read_from_page_cache(e, buffer + done, !prefetch)) {
             // Served from the page cache without blocking: no ring round trip.
             if (replay_span) {
