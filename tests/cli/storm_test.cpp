@@ -93,6 +93,9 @@ TEST(StormTest, TwoHundredVmsAtOnceThenBackToIdle) {
                                      "--reactors", "2", "--max-pending", "256"});
     OutputCollector log(server.stderr_fd);
     ASSERT_TRUE(wait_for_file(socket)) << log.text();
+    // Idle means set up: the socket file appears before the engine's last
+    // start-up fds are closed (seen once in CI under load: 12 then 11).
+    ASSERT_TRUE(log.wait_for("serving: ", 1)) << log.text();
     const size_t fds_idle = fd_count(server.pid);
     const uint64_t rss_idle = rss_kib(server.pid);
 
