@@ -27,6 +27,20 @@ namespace {
 
 constexpr uint64_t kPages = 16 * MiB / 4096;
 
+// One VM on `e` (prefetch) made resident, then its vCPU touches `plan`;
+// every page must be the snapshot's, and the VM is released.
+void replay_touch_and_verify(RunningEngine& e, const std::vector<uint64_t>& plan, const sim::ExpectedImage& image) {
+    sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    guest.touch_pages(plan, 1);
+    const sim::VerifyReport report = guest.verify(image);
+    EXPECT_EQ(report.pages_checked, guest.page_count());
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    guest.disconnect();
+    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+}
+
 class RemoteWorkingSet : public rgwtest::RemoteServe,
                          public ::testing::WithParamInterface<std::optional<FrameCodec>> {
 protected:
@@ -117,15 +131,7 @@ TEST_P(RemoteWorkingSet, RecordedThenReplayedFromAnEmptyCacheTheSetsChunksFirstE
                                        c.listeners[0].prefetch_first = runs;
                                        c.listeners[0].prefetch_first_page_size = set.page_size_bytes;
                                    });
-    sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
-    ASSERT_TRUE(guest.connect_and_send().ok());
-    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
-    guest.touch_pages(plan, 1);
-    const sim::VerifyReport report = guest.verify(*image);
-    EXPECT_EQ(report.pages_checked, guest.page_count());
-    EXPECT_EQ(report.mismatches, 0u) << report.describe();
-    guest.disconnect();
-    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    ASSERT_NO_FATAL_FAILURE(replay_touch_and_verify(e, plan, *image));
 
     // Each chunk (frame) the guest needs, fetched once.
     EXPECT_EQ(cache->stats().fetches, referenced_chunks());
@@ -205,15 +211,7 @@ TEST_F(RemotePackedWorkingSet, APushedPackedSetIsFetchedFirstFrontToBackAndRepla
         ~Disarm() { test_hooks::disarm(test_hooks::Point::before_fetch); }
     } disarm;
     RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
-    sim::Guest guest = make_guest(e.socket, {8 * MiB, 8 * MiB});
-    ASSERT_TRUE(guest.connect_and_send().ok());
-    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
-    guest.touch_pages(plan, 1);
-    const sim::VerifyReport report = guest.verify(*image);
-    EXPECT_EQ(report.pages_checked, guest.page_count());
-    EXPECT_EQ(report.mismatches, 0u) << report.describe();
-    guest.disconnect();
-    ASSERT_TRUE(e.engine->wait_released(1, kWait));
+    ASSERT_NO_FATAL_FAILURE(replay_touch_and_verify(e, plan, *image));
 
     EXPECT_EQ(cache->stats().fetches, chunks_referenced_by(m));   // what the packed snapshot's guest needs
     EXPECT_EQ(cache->stats().refetches, 0u);
