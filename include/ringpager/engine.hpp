@@ -17,6 +17,11 @@
 namespace ringpager {
 
 enum class ServeMode { lazy, prefetch };
+// What the prefetcher does while a reactor's faults are flowing (one came
+// within EngineConfig::fault_quiet_period): small steps between them
+// (`steps`), or nothing until they have been quiet that long (`pause`; a
+// replayed working set still goes, its pages being the ones faulted).
+enum class PrefetchDuringFaults { steps, pause };
 
 // A run of guest pages (global page index across the VM's regions, in
 // handshake order), e.g. one entry of a recorded working set.
@@ -63,6 +68,10 @@ struct EngineConfig {
     bool kill_on_failure = false;                 // SIGKILL a VM that cannot be served
     uint64_t prefetch_batch_bytes = 512 * 1024;   // pages per prefetch copy (4 KiB pages)
     unsigned prefetch_inflight_batches = 8;       // per reactor, while no fault is arriving
+    PrefetchDuringFaults prefetch_during_faults = PrefetchDuringFaults::steps;
+    // Faults are flowing while one came within this (the prefetcher's pace,
+    // above; a graceful stop prefetches in steps whatever is set).
+    std::chrono::microseconds fault_quiet_period{2000};
     uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around sequential faults
     bool page_cache_fast_path = true;             // fault reads try RWF_NOWAIT first, the ring on a miss
     // While faults are flowing, a reactor polls for completions up to this

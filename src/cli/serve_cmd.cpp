@@ -50,6 +50,7 @@ struct ServeOptions {
     int reactor_nice = -10;
     bool no_fast_path = false;
     uint64_t prefetch_batch_kib = 512;
+    std::string prefetch_during_faults = "steps";
     std::string cache_dir;      // s3:// snapshots: the chunk cache
     std::string cache_size;     // its bound ("" or "0": none)
     double fetch_deadline_s = 30;
@@ -293,6 +294,11 @@ int serve_main(int argc, char** argv) {
         ->check(CLI::Range(-20, 19));
     app.add_option("--prefetch-batch-kib", o.prefetch_batch_kib, "bytes the prefetcher reads and copies per batch, KiB")
         ->check(CLI::Range(4, 2048));
+    app.add_option("--prefetch-during-faults", o.prefetch_during_faults,
+                   "while faults are flowing (one in the last 2 ms), the prefetcher takes small steps between them "
+                   "(steps, the default), or installs nothing until they stop (pause: faults never share the CPU "
+                   "with it; the VM is resident later)")
+        ->check(CLI::IsMember({"steps", "pause"}));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
         ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));
     app.add_option("--log-format", o.log_format,
@@ -368,6 +374,8 @@ int serve_main(int argc, char** argv) {
     config.busy_poll_max = std::chrono::microseconds(o.busy_poll_us);
     config.reactor_nice = o.reactor_nice;
     config.prefetch_batch_bytes = o.prefetch_batch_kib * 1024;
+    config.prefetch_during_faults =
+        o.prefetch_during_faults == "pause" ? PrefetchDuringFaults::pause : PrefetchDuringFaults::steps;
     config.max_pending = o.max_pending;
     config.max_vms = o.max_vms;
     config.metrics_listen = o.metrics_listen;

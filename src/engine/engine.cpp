@@ -236,7 +236,9 @@ private:
         r.nice = config_.reactor_nice;
         r.kill_on_failure = config_.kill_on_failure;
         r.pager = PagerConfig{config_.readahead_bytes, config_.page_cache_fast_path, config_.kill_on_failure};
-        r.prefetch = Prefetcher::Config{config_.prefetch_batch_bytes, config_.prefetch_inflight_batches};
+        r.prefetch = Prefetcher::Config{config_.prefetch_batch_bytes, config_.prefetch_inflight_batches,
+                                        config_.prefetch_during_faults == PrefetchDuringFaults::pause};
+        r.fault_quiet_period = config_.fault_quiet_period;
         return r;
     }
 

@@ -18,13 +18,16 @@ void Prefetcher::remove(VmPager& vm) {
 }
 
 // Zero runs are installed at once (no read); data runs become big reads.
-void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent, const Config& config) {
+bool Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent, const Config& config) {
     // A replayed working set keeps its full budget while faults arrive: its
     // reads are a recorded run each (a few pages), so a fault waits behind
     // little, and the faults arriving are for the pages it is installing.
     const bool replaying = std::any_of(round_.begin(), round_.end(), [](const VmPager* vm) { return vm->replaying(); });
     const unsigned budget = faults_recent && !replaying ? kBusyBatchesInFlight : config.batches_in_flight;
     const uint64_t batch_bytes = faults_recent ? std::min(config.batch_bytes, kBusyBatchBytes) : config.batch_bytes;
+    // Paused: only a replayed set goes (its pages are the ones faulted).
+    const bool pause = faults_recent && config.pause_during_faults;
+    bool held_back = false;
     size_t idle_rounds = 0;
     unsigned zero_runs = 0;
     while (!round_.empty() && jobs.prefetch_in_flight() < budget && idle_rounds < round_.size()) {
@@ -35,6 +38,12 @@ void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent,
         if (faults_recent && host.fault_work_pending()) break;
         if (pos_ >= round_.size()) pos_ = 0;
         VmPager& vm = *round_[pos_];
+        if (pause && !vm.replaying()) {
+            held_back = true;
+            pos_++;
+            idle_rounds++;
+            continue;
+        }
         const VmPager::Step step = vm.prefetch_run(batch_bytes);
         if (step == VmPager::Step::done) {
             round_.erase(round_.begin() + static_cast<long>(pos_));
@@ -54,6 +63,7 @@ void Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent,
             if (++zero_runs >= (faults_recent ? 4u : 32u)) break;  // keep the turn short: faults come first
         }
     }
+    return held_back;
 }
 
 }  // namespace ringpager

@@ -18,6 +18,7 @@ public:
     struct Config {
         uint64_t batch_bytes = 512 * 1024;  // a run, when the reactor is quiet
         unsigned batches_in_flight = 8;     // prefetch reads in flight, when quiet
+        bool pause_during_faults = false;   // PrefetchDuringFaults::pause: no run while faults flow
     };
     static constexpr uint64_t kBusyBatchBytes = 64 * 1024;
     static constexpr unsigned kBusyBatchesInFlight = 2;
@@ -29,8 +30,10 @@ public:
     size_t size() const { return round_.size(); }
 
     // Issues runs until the budget is used or nothing is left to do; a VM
-    // with nothing left leaves the round (and may be resident now).
-    void step(const ReadJobs& jobs, PagerHost& host, bool faults_recent, const Config& config);
+    // with nothing left leaves the round (and may be resident now). Returns
+    // true when it held runs back because faults are flowing and the config
+    // pauses then: call again once they have been quiet.
+    bool step(const ReadJobs& jobs, PagerHost& host, bool faults_recent, const Config& config);
 
 private:
     std::vector<VmPager*> round_;

@@ -286,6 +286,9 @@ void Reactor::Impl::dispatch(const io::Completion& c) {
             counters.buffers_pinned_bytes.store(jobs.pinned_bytes(), std::memory_order_relaxed);
             sink.changed();  // whoever waits on the figures (tests, ctl)
             break;
+        case OpKind::prefetch_timer:  // the turn that follows asks the prefetcher again
+            prefetch_timer_armed = false;
+            break;
         case OpKind::drain_timer:
             drain_timer_op = 0;
             if (!stopping) end_drain();
@@ -394,8 +397,14 @@ void Reactor::Impl::process_turn() {
             else if (pager.has_completed()) more_work_next = true;
         }
     }
-    const bool faults_recent = std::chrono::steady_clock::now() - last_fault_seen < kFaultQuietPeriod;
-    prefetcher.step(jobs, *this, faults_recent, config.prefetch);
+    const auto now = std::chrono::steady_clock::now();
+    const bool faults_recent = now - last_fault_seen < config.fault_quiet_period;
+    Prefetcher::Config pace = config.prefetch;
+    if (draining) pace.pause_during_faults = false;  // a graceful stop finishes restores
+    if (prefetcher.step(jobs, *this, faults_recent, pace) && !prefetch_timer_armed) {
+        prefetch_timer_armed = true;
+        arm_timeout(OpKind::prefetch_timer, prefetch_ts, last_fault_seen + config.fault_quiet_period - now);
+    }
     counters.buffers_busy.store(jobs.busy(), std::memory_order_relaxed);
     counters.buffers_pinned_bytes.store(jobs.pinned_bytes(), std::memory_order_relaxed);
     if (jobs.above_minimum() && !buffers_timer_armed) {

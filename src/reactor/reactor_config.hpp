@@ -24,6 +24,7 @@ struct ReactorConfig {
     unsigned max_vms = 2000;                 // fixed-file slots for uffds (sized to RLIMIT_NOFILE)
     size_t mailbox_vms = 1024;               // VMs handed over but not yet adopted
     std::chrono::microseconds busy_poll_max{50};
+    std::chrono::microseconds fault_quiet_period{2000};  // EngineConfig::fault_quiet_period
     int nice = -10;
     bool kill_on_failure = false;
     PagerConfig pager;

@@ -19,7 +19,9 @@ namespace ringpager {
 
 // What each of the reactor's io operations is for (io::OpData::kind).
 // Kinds from 0x100 on are the pagers' (PagerOp).
-enum class OpKind : uint16_t { free, exit_read, wake_read, timer, drain_timer, buffers_timer, uffd_read, pid_poll, conn_poll, service };
+enum class OpKind : uint16_t {
+    free, exit_read, wake_read, timer, drain_timer, buffers_timer, prefetch_timer, uffd_read, pid_poll, conn_poll, service
+};
 
 // The io payload of an operation of `kind` for VM (slot, gen).
 inline io::OpData op_data(OpKind kind, uint32_t slot = 0, uint32_t gen = 0, uint64_t arg = 0) {
@@ -56,7 +58,6 @@ struct Reactor::Impl final : PagerHost {
 
     static constexpr size_t kOps = 8192;
     static constexpr unsigned kFirstVmFileSlot = 2;      // the exit and wake eventfds come first
-    static constexpr std::chrono::milliseconds kFaultQuietPeriod{2};
     // Busy polling is considered only this soon after the last fault.
     static constexpr std::chrono::milliseconds kBusyPollAfterFault{1};
     static constexpr std::chrono::seconds kBufferShrinkInterval{1};
@@ -96,6 +97,10 @@ struct Reactor::Impl final : PagerHost {
     // timer asks ReadJobs every kBufferShrinkInterval to give some back.
     bool buffers_timer_armed = false;
     __kernel_timespec buffers_ts{};
+    // A prefetcher paused while faults flow (PrefetchDuringFaults::pause)
+    // is woken by this once they may have gone quiet.
+    bool prefetch_timer_armed = false;
+    __kernel_timespec prefetch_ts{};
     bool more_work_next = false;  // something to do next turn without waiting
     __kernel_timespec timer_ts{};
 

@@ -168,6 +168,58 @@ TEST_F(EngineTest, AFaultArrivingDuringPrefetchInstallsGoesBeforeTheNextRun) {
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
 }
 
+// Paced to pause during faults, the prefetcher installs nothing while they
+// flow. Here the quiet period is longer than the test, so every page
+// installed is a faulted one; a graceful stop still prefetches the VM to
+// resident.
+TEST_F(EngineTest, PrefetchPausedDuringFaultsInstallsNothingWhileTheyFlow) {
+    const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 13);  // no zero page: every install is a copy
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   [](EngineConfig& c) {
+                                       c.prefetch_during_faults = PrefetchDuringFaults::pause;
+                                       c.fault_quiet_period = std::chrono::minutes(10);
+                                   });
+    sim::Guest guest = make_guest(e.socket, {32 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    constexpr uint64_t kPages = 32 * MiB / 4096, kTouched = 64;
+    for (uint64_t i = 0; i < kTouched; i++) guest.touch_pages({(i * 127) % kPages}, 1);  // scattered, one at a time
+    EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.pages_prefetched, 0u);
+    EXPECT_EQ(s.pages_copied, kTouched);
+    EXPECT_EQ(s.vms_resident, 0u);
+    e.engine->request_drain(std::chrono::seconds(60));
+    ASSERT_TRUE(e.engine->wait());
+    s = e.engine->stats();
+    EXPECT_EQ(s.vms_resident, 1u);
+    EXPECT_EQ(s.pages_prefetched, kPages - kTouched);
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.pages_checked, kPages);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+}
+
+// Paused during faults, the prefetcher goes on once they have been quiet for
+// the quiet period (a timer wakes the reactor then): the VM becomes
+// resident, byte-exact.
+TEST_F(EngineTest, PrefetchPausedDuringFaultsResumesOnceTheyStop) {
+    const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 14);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   [](EngineConfig& c) { c.prefetch_during_faults = PrefetchDuringFaults::pause; });
+    sim::Guest guest = make_guest(e.socket, {32 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    constexpr uint64_t kPages = 32 * MiB / 4096;
+    for (uint64_t i = 0; i < 16; i++) guest.touch_pages({(i * 509) % kPages}, 1);
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    const EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.pages_copied, kPages);  // each page once, by a fault or the prefetcher
+    EXPECT_GT(s.pages_prefetched, 0u);
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+}
+
 TEST_F(EngineTest, RingReadPathAloneIsByteExact) {
     const std::string mem = make_image(dir, "mem", 16 * MiB);
     auto image = sim::ExpectedImage::open(mem);
