@@ -29,10 +29,7 @@ namespace {
 constexpr uint64_t kMiB = 1 << 20;
 
 bool needs_ringpager(const BenchOptions& o) {
-    return std::any_of(o.handlers.begin(), o.handlers.end(),
-                       [](HandlerKind k) {
-                           return k == HandlerKind::lazy || k == HandlerKind::prefetch || k == HandlerKind::replay;
-                       });
+    return std::any_of(o.handlers.begin(), o.handlers.end(), is_ringpager);
 }
 
 bool needs_baseline(const BenchOptions& o) {
@@ -247,7 +244,7 @@ int run(BenchOptions& o) {
     std::printf("ringpager served the image from: %s\n", snapshot_source_name(o.snapshot_source));
     if (o.snapshot_source == SnapshotSource::s3_cold || o.snapshot_source == SnapshotSource::s3_warm) {
         for (const ScenarioResult& r : results) {
-            if (r.spec.handler == HandlerKind::baseline || r.spec.handler == HandlerKind::baseline_eager) continue;
+            if (!is_ringpager(r.spec.handler)) continue;
             std::printf("  %s: %.1f MiB fetched from the store while measured (median of rounds)\n", r.spec.name().c_str(),
                         static_cast<double>(r.store_bytes_fetched) / (1 << 20));
         }

@@ -25,13 +25,14 @@ const char* handler_name(HandlerKind kind) {
         case HandlerKind::baseline: return "baseline";
         case HandlerKind::baseline_eager: return "baseline-eager";
         case HandlerKind::replay: return "replay";
+        case HandlerKind::prefetch_pause: return "prefetch-pause";
     }
     return "?";
 }
 
 std::optional<HandlerKind> parse_handler(std::string_view text) {
     for (HandlerKind k : {HandlerKind::lazy, HandlerKind::prefetch, HandlerKind::baseline, HandlerKind::baseline_eager,
-                          HandlerKind::replay}) {
+                          HandlerKind::replay, HandlerKind::prefetch_pause}) {
         if (text == handler_name(k)) return k;
     }
     return std::nullopt;

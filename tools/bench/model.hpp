@@ -19,6 +19,7 @@ enum class HandlerKind {
     baseline,        // rp-baseline: one UFFDIO_COPY per fault
     baseline_eager,  // rp-baseline --copy-all-on-first-fault
     replay,          // ringpager serve --mode prefetch --working-set (recorded first by a lazy --record-ws run)
+    prefetch_pause,  // ringpager serve --mode prefetch --prefetch-during-faults pause
 };
 
 enum class Workload {
@@ -30,6 +31,8 @@ enum class Workload {
 };
 
 const char* handler_name(HandlerKind kind);
+// ringpager serve (every handler but the baselines).
+inline bool is_ringpager(HandlerKind kind) { return kind != HandlerKind::baseline && kind != HandlerKind::baseline_eager; }
 std::optional<HandlerKind> parse_handler(std::string_view text);
 const char* workload_name(Workload workload);
 std::optional<Workload> parse_workload(std::string_view text);

@@ -254,7 +254,7 @@ std::string working_set_path(const ScenarioContext& context, const ScenarioSpec&
 
 std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKind kind, const std::string& socket,
                                       const std::string& working_set) {
-    if (kind == HandlerKind::lazy || kind == HandlerKind::prefetch || kind == HandlerKind::replay) {
+    if (is_ringpager(kind)) {
         std::vector<std::string> argv = {context.ringpager_path, "serve", "--socket", socket, "--mode",
                                          kind == HandlerKind::lazy ? "lazy" : "prefetch"};
         std::vector<std::string> from = context.source ? context.source->serve_args() : std::vector<std::string>{};
@@ -269,6 +269,7 @@ std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKin
             argv.push_back(std::to_string(context.reactors));
         }
         if (kind == HandlerKind::replay && !packed) argv.insert(argv.end(), {"--working-set", working_set});
+        if (kind == HandlerKind::prefetch_pause) argv.insert(argv.end(), {"--prefetch-during-faults", "pause"});
         return argv;
     }
     std::vector<std::string> argv = {context.baseline_path, "--socket", socket, "--mem-file", context.mem_file};

@@ -12,7 +12,7 @@ namespace ringpager::bench {
 namespace {
 
 constexpr HandlerKind kHandlerOrder[] = {HandlerKind::lazy, HandlerKind::prefetch, HandlerKind::baseline,
-                                         HandlerKind::baseline_eager, HandlerKind::replay};
+                                         HandlerKind::baseline_eager, HandlerKind::replay, HandlerKind::prefetch_pause};
 constexpr double kBarWidth = 14, kGroupGap = 26, kLeft = 70, kRight = 20, kPanelHeight = 260;
 constexpr double kPanelTop = 40, kLabelSpace = 44, kLegendHeight = 70;
 constexpr double kValuePad = 44;  // room inside a panel, past the axis ends, for bar value labels
@@ -25,6 +25,7 @@ const char* color(HandlerKind kind) {
         case HandlerKind::baseline: return "#9c9c9c";
         case HandlerKind::baseline_eager: return "#e15759";
         case HandlerKind::replay: return "#f28e2b";
+        case HandlerKind::prefetch_pause: return "#76b7b2";
     }
     return "#000";
 }
