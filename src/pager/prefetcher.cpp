@@ -25,8 +25,10 @@ bool Prefetcher::step(const ReadJobs& jobs, PagerHost& host, bool faults_recent,
     const bool replaying = std::any_of(round_.begin(), round_.end(), [](const VmPager* vm) { return vm->replaying(); });
     const unsigned budget = faults_recent && !replaying ? kBusyBatchesInFlight : config.batches_in_flight;
     const uint64_t batch_bytes = faults_recent ? std::min(config.batch_bytes, kBusyBatchBytes) : config.batch_bytes;
-    // Paused: only a replayed set goes (its pages are the ones faulted).
+    // Paused: only a replayed set goes (its pages are the ones faulted);
+    // with none in the round, not even fault work is asked for.
     const bool pause = faults_recent && config.pause_during_faults;
+    if (pause && !replaying) return !round_.empty();
     bool held_back = false;
     size_t idle_rounds = 0;
     unsigned zero_runs = 0;
