@@ -1,8 +1,8 @@
 // Prefetcher: one per reactor. A round robin over the reactor's prefetching
 // VMs, one run each per round, within a budget of prefetch reads in flight
 // (DESIGN.md "Prefetch"). Faults come first: while faults keep arriving it
-// takes small steps, so a fault waits behind little; once the VMs go quiet it
-// takes full batches.
+// takes small steps, so a fault waits behind little, or none at all
+// (Config::pause_during_faults); once the VMs go quiet it takes full batches.
 #pragma once
 
 #include <chrono>
