@@ -296,8 +296,9 @@ int serve_main(int argc, char** argv) {
         ->check(CLI::Range(4, 2048));
     app.add_option("--prefetch-during-faults", o.prefetch_during_faults,
                    "while faults are flowing (one in the last 2 ms), the prefetcher takes small steps between them "
-                   "(steps, the default), or installs nothing until they stop (pause: faults never share the CPU "
-                   "with it; the VM is resident later)")
+                   "(steps, the default), or installs nothing until they stop (pause: for hosts with more vCPUs "
+                   "than cores, where steps lengthen the fault tail; the guest gets less done early and is resident "
+                   "later)")
         ->check(CLI::IsMember({"steps", "pause"}));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
         ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));

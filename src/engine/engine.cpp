@@ -216,7 +216,9 @@ public:
         for (size_t i = 0; i < config_.listeners.size(); i++) {
             const ListenerConfig& l = config_.listeners[i];
             s += "; " + l.socket_path + (inherited_[i] ? " (from systemd)" : "") + " <- " + l.source->describe() +
-                 (l.mode == ServeMode::lazy ? " (lazy)" : " (prefetch)");
+                 (l.mode == ServeMode::lazy                                          ? " (lazy)"
+                  : config_.prefetch_during_faults == PrefetchDuringFaults::pause ? " (prefetch, paused while faults flow)"
+                                                                                   : " (prefetch)");
         }
         if (metrics_) s += "; metrics on port " + std::to_string(metrics_->port());
         return s;

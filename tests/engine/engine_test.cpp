@@ -208,6 +208,8 @@ TEST_F(EngineTest, PrefetchPausedDuringFaultsResumesOnceTheyStop) {
     ASSERT_TRUE(image.ok());
     RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
                                    [](EngineConfig& c) { c.prefetch_during_faults = PrefetchDuringFaults::pause; });
+    EXPECT_NE(e.engine->setup_summary().find(" (prefetch, paused while faults flow)"), std::string::npos)
+        << e.engine->setup_summary();
     sim::Guest guest = make_guest(e.socket, {32 * MiB});
     ASSERT_TRUE(guest.connect_and_send().ok());
     constexpr uint64_t kPages = 32 * MiB / 4096;
