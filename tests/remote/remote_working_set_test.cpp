@@ -41,6 +41,24 @@ void replay_touch_and_verify(RunningEngine& e, const std::vector<uint64_t>& plan
     ASSERT_TRUE(e.engine->wait_released(1, kWait));
 }
 
+// Every chunk the guest needs was fetched exactly once, none failed.
+void expect_each_chunk_fetched_once(const ChunkCache& cache, uint64_t chunks) {
+    EXPECT_EQ(cache.stats().fetches, chunks);
+    EXPECT_EQ(cache.stats().refetches, 0u);
+    EXPECT_EQ(cache.stats().chunk_failures, 0u);
+}
+
+// The VM's fetches (first page of each, in order) begin with the set's, and
+// none of the set's comes after the first of the rest. `rest`: where the
+// rest begins (end: the set was all there was).
+void expect_set_fetched_first(const std::vector<uint64_t>& fetches, const std::vector<bool>& in_set,
+                              std::vector<uint64_t>::const_iterator& rest) {
+    ASSERT_FALSE(fetches.empty());
+    rest = std::find_if(fetches.begin(), fetches.end(), [&](uint64_t p) { return !in_set[p]; });
+    EXPECT_NE(rest, fetches.begin());
+    EXPECT_EQ(std::count_if(rest, fetches.end(), [&](uint64_t p) { return in_set[p]; }), 0);
+}
+
 class RemoteWorkingSet : public rgwtest::RemoteServe,
                          public ::testing::WithParamInterface<std::optional<FrameCodec>> {
 protected:
@@ -134,18 +152,14 @@ TEST_P(RemoteWorkingSet, RecordedThenReplayedFromAnEmptyCacheTheSetsChunksFirstE
     ASSERT_NO_FATAL_FAILURE(replay_touch_and_verify(e, plan, *image));
 
     // Each chunk (frame) the guest needs, fetched once.
-    EXPECT_EQ(cache->stats().fetches, referenced_chunks());
-    EXPECT_EQ(cache->stats().refetches, 0u);
-    EXPECT_EQ(cache->stats().chunk_failures, 0u);
+    expect_each_chunk_fetched_once(*cache, referenced_chunks());
     {
         std::lock_guard lock(mu);
         // The set's fetches first, then the rest's; by the rest's first, the
         // set's bytes were all in.
-        ASSERT_FALSE(fetches.empty());
-        const auto rest = std::find_if(fetches.begin(), fetches.end(), [&](uint64_t p) { return !in_set[p]; });
-        EXPECT_NE(rest, fetches.begin());
-        ASSERT_NE(rest, fetches.end());
-        EXPECT_EQ(std::count_if(rest, fetches.end(), [&](uint64_t p) { return in_set[p]; }), 0);
+        std::vector<uint64_t>::const_iterator rest;
+        ASSERT_NO_FATAL_FAILURE(expect_set_fetched_first(fetches, in_set, rest));
+        ASSERT_NE(rest, fetches.cend());
         EXPECT_EQ(set_pages_not_ready, 0u);
     }
     const VmReport r = e.engine->reports().at(0);
@@ -213,17 +227,13 @@ TEST_F(RemotePackedWorkingSet, APushedPackedSetIsFetchedFirstFrontToBackAndRepla
     RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source);
     ASSERT_NO_FATAL_FAILURE(replay_touch_and_verify(e, plan, *image));
 
-    EXPECT_EQ(cache->stats().fetches, chunks_referenced_by(m));   // what the packed snapshot's guest needs
-    EXPECT_EQ(cache->stats().refetches, 0u);
-    EXPECT_EQ(cache->stats().chunk_failures, 0u);
+    expect_each_chunk_fetched_once(*cache, chunks_referenced_by(m));  // what the packed snapshot's guest needs
     {
         std::lock_guard lock(mu);
         // The set's fetches first; they are the packed layer's chunks, asked
         // for in its file order.
-        ASSERT_FALSE(fetches.empty());
-        const auto rest = std::find_if(fetches.begin(), fetches.end(), [&](uint64_t p) { return !in_set[p]; });
-        EXPECT_NE(rest, fetches.begin());
-        EXPECT_EQ(std::count_if(rest, fetches.end(), [&](uint64_t p) { return in_set[p]; }), 0);
+        std::vector<uint64_t>::const_iterator rest;
+        ASSERT_NO_FATAL_FAILURE(expect_set_fetched_first(fetches, in_set, rest));
         uint64_t last_chunk = 0;
         for (auto it = fetches.begin(); it != rest; ++it) {
             const ReadPlan where = local_packed->plan(*it * 4096, 4096);
