@@ -17,6 +17,8 @@
 #include "guestsim/hugepages.hpp"
 #include "guestsim/image.hpp"
 #include "ringpager/engine.hpp"
+#include "ringpager/snapshot.hpp"
+#include "snapshot/working_set.hpp"
 
 namespace ringpager::testing {
 
@@ -83,6 +85,27 @@ inline RunningEngine start_engine(const TempDir& dir, const std::string& mem_fil
     running.engine = Engine::start(std::move(config), error);
     EXPECT_TRUE(running.engine) << error;
     return running;
+}
+
+// A tweak for start_engine: its listener replays `set` first (prefetch mode).
+inline std::function<void(EngineConfig&)> replaying(const WorkingSet& set) {
+    auto runs = std::make_shared<const std::vector<PageRun>>(set.runs);
+    const uint64_t page_size = set.page_size_bytes;
+    return [runs, page_size](EngineConfig& c) {
+        c.listeners[0].prefetch_first = runs;
+        c.listeners[0].prefetch_first_page_size = page_size;
+    };
+}
+
+// The layered snapshot `manifest` as a source; compressed frames are kept
+// decompressed in `dir`.
+inline std::shared_ptr<const Source> open_layered(const TempDir& dir, const std::string& manifest) {
+    LayeredSourceOptions options;
+    options.decompress_dir = dir.file("");
+    std::string error;
+    std::shared_ptr<const Source> source = open_layered_source(manifest, options, error);
+    EXPECT_TRUE(source) << error;
+    return source;
 }
 
 inline sim::Guest make_guest(const std::string& socket, std::vector<uint64_t> regions, uint64_t page_size = 4096,

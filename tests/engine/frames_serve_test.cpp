@@ -27,14 +27,6 @@ FrameOptions frames(FrameCodec codec) {
     return f;
 }
 
-std::shared_ptr<const Source> open_source(const TempDir& dir, const std::string& manifest) {
-    LayeredSourceOptions options;
-    options.decompress_dir = dir.file("");
-    std::string error;
-    std::shared_ptr<const Source> source = open_layered_source(manifest, options, error);
-    EXPECT_TRUE(source) << error;
-    return source;
-}
 
 // One VM touches all of its memory (lazy) or is prefetched to resident; every
 // page must match the flattened image.
@@ -65,7 +57,7 @@ TEST_P(FramesServe, ChainRestoresByteExactAndTheSecondRestoreDecompressesNothing
     const Chain chain = build_chain(dir, 16 * MiB, 4096, frames(codec));
     auto image = sim::ExpectedImage::open(chain.flat);
     ASSERT_TRUE(image.ok());
-    std::shared_ptr<const Source> source = open_source(dir, chain.manifest);
+    std::shared_ptr<const Source> source = open_layered(dir, chain.manifest);
     ASSERT_TRUE(source);
     RunningEngine e = start_engine(dir, "", mode, 2, std::chrono::seconds(30), source);
     restore_once(e, *image, mode, 4096, {8 * MiB, 8 * MiB}, 0);
@@ -105,7 +97,7 @@ TEST(FramesServeHuge, HugePageChainRestoresByteExact) {
     const Chain chain = build_chain(dir, 32 * MiB, 2 * MiB, f);
     auto image = sim::ExpectedImage::open(chain.flat);
     ASSERT_TRUE(image.ok());
-    std::shared_ptr<const Source> source = open_source(dir, chain.manifest);
+    std::shared_ptr<const Source> source = open_layered(dir, chain.manifest);
     ASSERT_TRUE(source);
     for (ServeMode mode : {ServeMode::lazy, ServeMode::prefetch}) {
         RunningEngine e = start_engine(dir, "", mode, 2, std::chrono::seconds(30), source);
@@ -119,7 +111,7 @@ TEST(FramesServeCorrupt, AFrameCorruptedAfterOpenFailsTheFetchAndKillsTheVm) {
     const std::string guestsim = tool_path("RP_GUESTSIM");
     ASSERT_FALSE(guestsim.empty());
     const Chain chain = build_chain(dir, 8 * MiB, 4096, frames(FrameCodec::zstd));
-    std::shared_ptr<const Source> source = open_source(dir, chain.manifest);
+    std::shared_ptr<const Source> source = open_layered(dir, chain.manifest);
     ASSERT_TRUE(source);
     // Flip one byte in the middle of layer 0's first frame, after the source checked the files.
     layered::Manifest m;

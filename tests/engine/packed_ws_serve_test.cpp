@@ -83,9 +83,7 @@ Served serve(const TempDir& dir, const std::string& manifest, const std::vector<
                                        EXPECT_TRUE(snapshot_identity(*source, id, why)) << why;
                                        WorkingSet ws;
                                        EXPECT_TRUE(load_working_set_for(set, id, ws, why)) << why;
-                                       c.listeners[0].prefetch_first =
-                                           std::make_shared<const std::vector<PageRun>>(ws.runs);
-                                       c.listeners[0].prefetch_first_page_size = ws.page_size_bytes;
+                                       replaying(ws)(c);
                                    });
     {
         sim::Guest guest = make_guest(e.socket, {kGuest});

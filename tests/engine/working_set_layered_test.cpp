@@ -40,14 +40,6 @@ std::string build(const TempDir& dir, const std::string& mem, const std::string&
     return options.manifest_path;
 }
 
-std::shared_ptr<const Source> open_snapshot(const TempDir& dir, const std::string& manifest) {
-    LayeredSourceOptions options;
-    options.decompress_dir = dir.file("");
-    std::string error;
-    std::shared_ptr<const Source> source = open_layered_source(manifest, options, error);
-    EXPECT_TRUE(source) << error;
-    return source;
-}
 
 // "p*" for set pages, in order: what a failed ordering check prints.
 std::string describe(const std::vector<uint64_t>& starts, const std::vector<bool>& in_set) {
@@ -72,7 +64,7 @@ TEST(WorkingSetLayered, IdentityIsTheManifestsAndSharedByEveryBuildOfOneGuest) {
                                {"zstd.rpm", FrameCodec::zstd},
                                {"lz4.rpm", FrameCodec::lz4}}) {
         const std::string manifest = build(dir, mem, name, codec);
-        builds.push_back(open_snapshot(dir, manifest));
+        builds.push_back(open_layered(dir, manifest));
         ASSERT_TRUE(builds.back());
         // The layer files are emptied under the open source: an identity
         // that read (or decompressed) a byte of them would fail or differ.
@@ -89,7 +81,7 @@ TEST(WorkingSetLayered, IdentityIsTheManifestsAndSharedByEveryBuildOfOneGuest) {
         EXPECT_EQ(stats->frames_queued, 0u);
     }
     // Other bytes: another identity, in every build.
-    auto other_zstd = open_snapshot(dir, build(dir, other, "other.rpm", FrameCodec::zstd));
+    auto other_zstd = open_layered(dir, build(dir, other, "other.rpm", FrameCodec::zstd));
     ASSERT_TRUE(other_zstd);
     EXPECT_NE(identity_of(*other_zstd).fingerprint, plain.fingerprint);
     // The raw memory file keeps its identity of sampled bytes: another one.
@@ -108,7 +100,7 @@ TEST(WorkingSetLayered, RecordedOnZstdReplaysOnLz4ByteExact) {
     const std::string path = dir.file("set.ws");
 
     // Record: lazy on the zstd build, the guest touches the plan in order.
-    auto zstd = open_snapshot(dir, build(dir, mem, "zstd.rpm", FrameCodec::zstd));
+    auto zstd = open_layered(dir, build(dir, mem, "zstd.rpm", FrameCodec::zstd));
     ASSERT_TRUE(zstd);
     const SnapshotIdentity id = identity_of(*zstd);
     {
@@ -128,7 +120,7 @@ TEST(WorkingSetLayered, RecordedOnZstdReplaysOnLz4ByteExact) {
     }
 
     // Replay on the lz4 build: the same identity, so the set loads.
-    auto lz4 = open_snapshot(dir, build(dir, mem, "lz4.rpm", FrameCodec::lz4));
+    auto lz4 = open_layered(dir, build(dir, mem, "lz4.rpm", FrameCodec::lz4));
     ASSERT_TRUE(lz4);
     WorkingSet set;
     std::string error;
@@ -151,12 +143,7 @@ TEST(WorkingSetLayered, RecordedOnZstdReplaysOnLz4ByteExact) {
             test_hooks::disarm(test_hooks::Point::before_fetch);
         }
     } disarm;
-    auto runs = std::make_shared<const std::vector<PageRun>>(set.runs);
-    RunningEngine e = start_engine(dir, "", ServeMode::prefetch, 1, std::chrono::seconds(30), lz4,
-                                   [&](EngineConfig& c) {
-                                       c.listeners[0].prefetch_first = runs;
-                                       c.listeners[0].prefetch_first_page_size = set.page_size_bytes;
-                                   });
+    RunningEngine e = start_engine(dir, "", ServeMode::prefetch, 1, std::chrono::seconds(30), lz4, replaying(set));
     sim::Guest guest = make_guest(e.socket, {4 * MiB});
     ASSERT_TRUE(guest.connect_and_send().ok());
     ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));

@@ -120,12 +120,7 @@ TEST(WorkingSetTest, RecordThenReplayIsByteExactAndSavesFaults) {
     struct Disarm {
         ~Disarm() { test_hooks::disarm(test_hooks::Point::before_copy); }
     } disarm;
-    auto runs = std::make_shared<const std::vector<PageRun>>(set.runs);
-    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), source,
-                                   [&](EngineConfig& c) {
-                                       c.listeners[0].prefetch_first = runs;
-                                       c.listeners[0].prefetch_first_page_size = set.page_size_bytes;
-                                   });
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), source, replaying(set));
     sim::Guest guest = make_guest(e.socket, {4 * MiB});
     ASSERT_TRUE(guest.connect_and_send().ok());
     ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));

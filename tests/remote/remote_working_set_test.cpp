@@ -143,12 +143,7 @@ TEST_P(RemoteWorkingSet, RecordedThenReplayedFromAnEmptyCacheTheSetsChunksFirstE
     struct Disarm {
         ~Disarm() { test_hooks::disarm(test_hooks::Point::before_fetch); }
     } disarm;
-    auto runs = std::make_shared<const std::vector<PageRun>>(set.runs);
-    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source,
-                                   [&](EngineConfig& c) {
-                                       c.listeners[0].prefetch_first = runs;
-                                       c.listeners[0].prefetch_first_page_size = set.page_size_bytes;
-                                   });
+    RunningEngine e = start_engine(dir_, "", ServeMode::prefetch, 1, std::chrono::seconds(30), source, replaying(set));
     ASSERT_NO_FATAL_FAILURE(replay_touch_and_verify(e, plan, *image));
 
     // Each chunk (frame) the guest needs, fetched once.
