@@ -20,8 +20,10 @@ enum class ServeMode { lazy, prefetch };
 // What the prefetcher does while a reactor's faults are flowing (one came
 // within EngineConfig::fault_quiet_period): small steps between them
 // (`steps`), or nothing until they have been quiet that long (`pause`; a
-// replayed working set still goes, its pages being the ones faulted).
-enum class PrefetchDuringFaults { steps, pause };
+// replayed working set still goes, its pages being the ones faulted), or
+// either, by the host's CPU pressure (`automatic`: pause while runnable
+// tasks wait for a CPU; src/reactor/prefetch_pace.hpp).
+enum class PrefetchDuringFaults { steps, pause, automatic };
 
 // A run of guest pages (global page index across the VM's regions, in
 // handshake order), e.g. one entry of a recorded working set.
@@ -72,6 +74,14 @@ struct EngineConfig {
     // Faults are flowing while one came within this (the prefetcher's pace,
     // above; a graceful stop prefetches in steps whatever is set).
     std::chrono::microseconds fault_quiet_period{2000};
+    // PrefetchDuringFaults::automatic: the PSI file read, and how: over
+    // windows this long while faults flow, the pause begins when more than
+    // `pause_above` of a window was stalled in steps, and steps begin when
+    // less than `resume_below` was stalled while paused.
+    std::string cpu_pressure_path = "/proc/pressure/cpu";
+    std::chrono::milliseconds cpu_pressure_window{50};
+    double cpu_pressure_pause_above = 0.10;
+    double cpu_pressure_resume_below = 0.05;
     uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around sequential faults
     bool page_cache_fast_path = true;             // fault reads try RWF_NOWAIT first, the ring on a miss
     // While faults are flowing, a reactor polls for completions up to this
@@ -145,6 +155,11 @@ struct EngineStats {
     uint64_t accept_pauses = 0;         // times accepting paused at the fd limit (backoff)
     uint64_t ranges_unmapped = 0;       // address ranges dropped because the VM unmapped them (ENOENT)
     uint64_t pages_poisoned = 0;        // pages that could not be served correctly, poisoned instead
+    // --prefetch-during-faults auto: reactors whose prefetcher holds back now
+    // (faults flowing, CPUs contended), and how often the reactors' paces
+    // switched between steps and pause.
+    uint64_t reactors_prefetch_paused = 0;
+    uint64_t prefetch_pace_switches = 0;
 };
 
 // A finished VM's record, kept for reports and tests.

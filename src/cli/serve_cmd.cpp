@@ -298,8 +298,9 @@ int serve_main(int argc, char** argv) {
                    "while faults are flowing (one in the last 2 ms), the prefetcher takes small steps between them "
                    "(steps, the default), or installs nothing until they stop (pause: for hosts with more vCPUs "
                    "than cores, where steps lengthen the fault tail; the guest gets less done early and is resident "
-                   "later)")
-        ->check(CLI::IsMember({"steps", "pause"}));
+                   "later), or chooses by the host's CPU pressure (auto: steps while no runnable task waits for a "
+                   "CPU, from /proc/pressure/cpu, else a pause)")
+        ->check(CLI::IsMember({"steps", "pause", "auto"}));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
         ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));
     app.add_option("--log-format", o.log_format,
@@ -375,8 +376,9 @@ int serve_main(int argc, char** argv) {
     config.busy_poll_max = std::chrono::microseconds(o.busy_poll_us);
     config.reactor_nice = o.reactor_nice;
     config.prefetch_batch_bytes = o.prefetch_batch_kib * 1024;
-    config.prefetch_during_faults =
-        o.prefetch_during_faults == "pause" ? PrefetchDuringFaults::pause : PrefetchDuringFaults::steps;
+    config.prefetch_during_faults = o.prefetch_during_faults == "pause"  ? PrefetchDuringFaults::pause
+                                    : o.prefetch_during_faults == "auto" ? PrefetchDuringFaults::automatic
+                                                                         : PrefetchDuringFaults::steps;
     config.max_pending = o.max_pending;
     config.max_vms = o.max_vms;
     config.metrics_listen = o.metrics_listen;

@@ -47,7 +47,9 @@ json stats_json(const EngineStats& s) {
                 {"pages_poisoned", s.pages_poisoned}, {"bytes_read", s.bytes_read},
                 {"removed_pages", s.removed_pages},   {"eagain_retries", s.eagain_retries},
                 {"handshakes_pending", s.handshakes_pending}, {"vm_state_bytes", s.vm_state_bytes},
-                {"accept_pauses", s.accept_pauses},   {"read_buffer_bytes", s.read_buffer_bytes}};
+                {"accept_pauses", s.accept_pauses},   {"read_buffer_bytes", s.read_buffer_bytes},
+                {"reactors_prefetch_paused", s.reactors_prefetch_paused},
+                {"prefetch_pace_switches", s.prefetch_pace_switches}};
 }
 
 std::string error_line(const std::string& why) { return json{{"ok", false}, {"error", why}}.dump(); }

@@ -113,6 +113,12 @@ public:
                   double(e.busy_poll_hits));
         f.counter("ringpager_busy_polls_total", "waits that polled before sleeping, by outcome", {{"result", "miss"}},
                   double(e.busy_poll_misses));
+        f.gauge("ringpager_prefetch_paused_reactors",
+                "reactors whose prefetcher holds back while faults flow on contended CPUs (--prefetch-during-faults auto)",
+                {}, double(e.reactors_prefetch_paused));
+        f.counter("ringpager_prefetch_pace_switches_total",
+                  "times a reactor's prefetch pace switched between steps and pause (--prefetch-during-faults auto)", {},
+                  double(e.prefetch_pace_switches));
         return f.take();
     }
 

@@ -218,7 +218,9 @@ public:
             s += "; " + l.socket_path + (inherited_[i] ? " (from systemd)" : "") + " <- " + l.source->describe() +
                  (l.mode == ServeMode::lazy                                          ? " (lazy)"
                   : config_.prefetch_during_faults == PrefetchDuringFaults::pause ? " (prefetch, paused while faults flow)"
-                                                                                   : " (prefetch)");
+                  : config_.prefetch_during_faults == PrefetchDuringFaults::automatic
+                      ? " (prefetch, paused while faults flow and CPUs are contended)"
+                      : " (prefetch)");
         }
         if (metrics_) s += "; metrics on port " + std::to_string(metrics_->port());
         return s;
@@ -241,6 +243,11 @@ private:
         r.prefetch = Prefetcher::Config{config_.prefetch_batch_bytes, config_.prefetch_inflight_batches,
                                         config_.prefetch_during_faults == PrefetchDuringFaults::pause};
         r.fault_quiet_period = config_.fault_quiet_period;
+        if (config_.prefetch_during_faults == PrefetchDuringFaults::automatic) {
+            r.cpu_pressure_path = config_.cpu_pressure_path;
+            r.pace = PrefetchPace::Config{config_.cpu_pressure_window, config_.cpu_pressure_pause_above,
+                                          config_.cpu_pressure_resume_below};
+        }
         return r;
     }
 

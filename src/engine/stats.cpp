@@ -49,6 +49,8 @@ EngineStats StatsTable::snapshot(const Budgets& budgets) const {
         s.read_buffer_bytes += c.buffers_pinned_bytes.load();
         s.busy_poll_hits += c.busy_poll_hits.load();
         s.busy_poll_misses += c.busy_poll_misses.load();
+        s.reactors_prefetch_paused += c.prefetch_paused.load();
+        s.prefetch_pace_switches += c.prefetch_pace_switches.load();
     }
     for (size_t i = 0; i < size_t{reactor_count_} * listener_count_; i++) {
         const VmCounters& c = vms_[i];

@@ -24,6 +24,9 @@ struct VmCounters {
 struct ReactorCounters {
     std::atomic<uint64_t> vms_active{0}, buffers_busy{0}, buffers_pinned_bytes{0}, busy_poll_hits{0},
         busy_poll_misses{0};
+    // PrefetchDuringFaults::automatic: 1 while the pace holds prefetch back
+    // (faults flowing, CPUs contended), and how often it changed its mind.
+    std::atomic<uint64_t> prefetch_paused{0}, prefetch_pace_switches{0};
     void add(std::atomic<uint64_t>& c, uint64_t n) { bump(c, n); }
 };
 

@@ -163,6 +163,16 @@ bool Reactor::Impl::setup(std::string& error) {
         }
     }
 
+    if (!config.cpu_pressure_path.empty()) {
+        std::string why;
+        cpu_pressure = std::make_unique<CpuPressure>(config.cpu_pressure_path, why);
+        if (why.empty())
+            prefetch_pace = std::make_unique<PrefetchPace>(config.pace, [p = cpu_pressure.get()] { return p->read(); });
+        else
+            RP_WARN("reactor %u: prefetch pace by CPU pressure unavailable (%s): steps while faults flow",
+                    config.index, why.c_str());
+    }
+
     if (auto r = jobs.map(*io); !r) {
         error = "cannot set up read buffers: " + r.error().message();
         if (r.error().code == ENOMEM) error += memlock_hint();
@@ -400,10 +410,19 @@ void Reactor::Impl::process_turn() {
     const auto now = std::chrono::steady_clock::now();
     const bool faults_recent = now - last_fault_seen < config.fault_quiet_period;
     Prefetcher::Config pace = config.prefetch;
+    if (prefetch_pace) {
+        if (!prefetcher.empty()) pace.pause_during_faults = prefetch_pace->pause(now, faults_recent);
+        counters.prefetch_paused.store(pace.pause_during_faults ? 1 : 0, std::memory_order_relaxed);
+        counters.prefetch_pace_switches.store(prefetch_pace->switches(), std::memory_order_relaxed);
+    }
     if (draining) pace.pause_during_faults = false;  // a graceful stop finishes restores
     if (prefetcher.step(jobs, *this, faults_recent, pace) && !prefetch_timer_armed) {
+        // Held back: wake when faults may have gone quiet, or the pace's
+        // window ends (it may resume steps).
+        auto wake = last_fault_seen + config.fault_quiet_period;
+        if (prefetch_pace) wake = std::min(wake, prefetch_pace->window_end());
         prefetch_timer_armed = true;
-        arm_timeout(OpKind::prefetch_timer, prefetch_ts, last_fault_seen + config.fault_quiet_period - now);
+        arm_timeout(OpKind::prefetch_timer, prefetch_ts, std::max(wake - now, std::chrono::steady_clock::duration(0)));
     }
     counters.buffers_busy.store(jobs.busy(), std::memory_order_relaxed);
     counters.buffers_pinned_bytes.store(jobs.pinned_bytes(), std::memory_order_relaxed);

@@ -12,6 +12,7 @@
 
 #include "pager/prefetcher.hpp"
 #include "pager/vm_pager.hpp"
+#include "reactor/prefetch_pace.hpp"
 #include "reactor/counters.hpp"
 #include "ringpager/engine.hpp"
 #include "ringpager/source.hpp"
@@ -25,6 +26,10 @@ struct ReactorConfig {
     size_t mailbox_vms = 1024;               // VMs handed over but not yet adopted
     std::chrono::microseconds busy_poll_max{50};
     std::chrono::microseconds fault_quiet_period{2000};  // EngineConfig::fault_quiet_period
+    // PrefetchDuringFaults::automatic: the pause follows the CPU pressure in
+    // this file (empty: Prefetcher::Config::pause_during_faults decides).
+    std::string cpu_pressure_path;
+    PrefetchPace::Config pace;
     int nice = -10;
     bool kill_on_failure = false;
     PagerConfig pager;

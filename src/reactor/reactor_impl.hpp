@@ -13,6 +13,7 @@
 #include "pager/read_jobs.hpp"
 #include "pager/vm_pager.hpp"
 #include "reactor/busy_poll.hpp"
+#include "reactor/prefetch_pace.hpp"
 #include "reactor/reactor.hpp"
 
 namespace ringpager {
@@ -73,6 +74,8 @@ struct Reactor::Impl final : PagerHost {
     ReadJobs jobs;
     std::unique_ptr<PagerContext> pager_context;
     Prefetcher prefetcher;
+    std::unique_ptr<CpuPressure> cpu_pressure;  // PrefetchDuringFaults::automatic
+    std::unique_ptr<PrefetchPace> prefetch_pace;
     std::unique_ptr<RingService> service;
 
     std::vector<std::unique_ptr<Vm>> vms;

@@ -222,6 +222,103 @@ TEST_F(EngineTest, PrefetchPausedDuringFaultsResumesOnceTheyStop) {
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
 }
 
+// PrefetchDuringFaults::automatic follows the CPU pressure file: here one
+// the test writes, whose stall total never moves (0 % of every window).
+// With `resume_below` 0 no window is calm enough, so it stays paused like
+// `pause` through windows of 1 ms, until a graceful stop.
+TEST_F(EngineTest, PrefetchAutoStaysPausedWhileNoWindowIsCalmEnough) {
+    const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 15);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    const std::string psi = dir.file("psi");
+    std::ofstream(psi) << "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n";
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   [&](EngineConfig& c) {
+                                       c.prefetch_during_faults = PrefetchDuringFaults::automatic;
+                                       c.fault_quiet_period = std::chrono::minutes(10);
+                                       c.cpu_pressure_path = psi;
+                                       c.cpu_pressure_window = std::chrono::milliseconds(1);
+                                       c.cpu_pressure_resume_below = 0;
+                                   });
+    EXPECT_NE(e.engine->setup_summary().find(" (prefetch, paused while faults flow and CPUs are contended)"),
+              std::string::npos)
+        << e.engine->setup_summary();
+    sim::Guest guest = make_guest(e.socket, {32 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    constexpr uint64_t kPages = 32 * MiB / 4096, kTouched = 64;
+    for (uint64_t i = 0; i < kTouched; i++) guest.touch_pages({(i * 127) % kPages}, 1);
+    EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.pages_prefetched, 0u);
+    EXPECT_EQ(s.pages_copied, kTouched);
+    EXPECT_EQ(s.reactors_prefetch_paused, 1u);
+    EXPECT_EQ(s.prefetch_pace_switches, 0u);
+    e.engine->request_drain(std::chrono::seconds(60));
+    ASSERT_TRUE(e.engine->wait());
+    s = e.engine->stats();
+    EXPECT_EQ(s.pages_prefetched, kPages - kTouched);
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+}
+
+// The same file with the default bounds: the first window (paused) shows no
+// stall, so steps begin while faults still "flow" (a quiet period of ten
+// minutes), and the VM becomes resident without a stop. Under `pause` it
+// would not (the test above).
+TEST_F(EngineTest, PrefetchAutoStepsOnceAWindowIsCalm) {
+    const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 16);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    const std::string psi = dir.file("psi");
+    std::ofstream(psi) << "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n";
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   [&](EngineConfig& c) {
+                                       c.prefetch_during_faults = PrefetchDuringFaults::automatic;
+                                       c.fault_quiet_period = std::chrono::minutes(10);
+                                       c.cpu_pressure_path = psi;
+                                       c.cpu_pressure_window = std::chrono::milliseconds(1);
+                                   });
+    sim::Guest guest = make_guest(e.socket, {32 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    constexpr uint64_t kPages = 32 * MiB / 4096;
+    guest.touch_pages({kPages / 2}, 1);
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    const EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.pages_copied, kPages);
+    EXPECT_EQ(s.pages_prefetched, kPages - 1);
+    EXPECT_EQ(s.prefetch_pace_switches, 1u);  // paused for the first window, then steps
+    EXPECT_EQ(s.reactors_prefetch_paused, 0u);
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+}
+
+// Without a pressure file (a kernel without PSI) the reactor says so once
+// and takes steps.
+TEST_F(EngineTest, PrefetchAutoWithoutPressureTakesSteps) {
+    const std::string mem = make_image(dir, "mem", 8 * MiB, 0.0, 17);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    ::testing::internal::CaptureStderr();
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   [&](EngineConfig& c) {
+                                       c.prefetch_during_faults = PrefetchDuringFaults::automatic;
+                                       c.fault_quiet_period = std::chrono::minutes(10);
+                                       c.cpu_pressure_path = dir.file("no-psi");
+                                   });
+    sim::Guest guest = make_guest(e.socket, {8 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    guest.touch_pages({0}, 1);
+    const bool resident = e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(resident) << log;
+    const std::string line = "reactor 0: prefetch pace by CPU pressure unavailable (" + dir.file("no-psi") +
+                             ": open: No such file or directory): steps while faults flow\n";
+    const size_t at = log.find(line);
+    EXPECT_NE(at, std::string::npos) << log;
+    EXPECT_EQ(log.find(line, at + 1), std::string::npos) << log;
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+}
+
 TEST_F(EngineTest, RingReadPathAloneIsByteExact) {
     const std::string mem = make_image(dir, "mem", 16 * MiB);
     auto image = sim::ExpectedImage::open(mem);

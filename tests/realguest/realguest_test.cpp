@@ -123,8 +123,9 @@ TEST_F(RealGuest, BenchmarksRestoreTheRealGuestMemoryFile) {
                                              "--ringpager", suite().bin.ringpager, "--baseline", suite().bin.baseline,
                                              "--mem-file", suite().snap.mem_path});
     EXPECT_TRUE(bench.ok()) << tail_of(bench.output, 3000);
-    // Six handlers (replay included: it records the set on its first run; prefetch-pause) x two workloads.
-    EXPECT_NE(bench.output.find("All 12 scenarios: every VM's memory verified byte for byte"), std::string::npos)
+    // Seven handlers (replay included: it records the set on its first run; prefetch-pause,
+    // prefetch-auto) x two workloads.
+    EXPECT_NE(bench.output.find("All 14 scenarios: every VM's memory verified byte for byte"), std::string::npos)
         << tail_of(bench.output, 3000);
     const CommandResult restore =
         run_command({restore_bench, "--smoke", "--benchmark_min_time=0.01", "--mem-file", suite().snap.mem_path});

@@ -20,6 +20,7 @@ enum class HandlerKind {
     baseline_eager,  // rp-baseline --copy-all-on-first-fault
     replay,          // ringpager serve --mode prefetch --working-set (recorded first by a lazy --record-ws run)
     prefetch_pause,  // ringpager serve --mode prefetch --prefetch-during-faults pause
+    prefetch_auto,   // ringpager serve --mode prefetch --prefetch-during-faults auto
 };
 
 enum class Workload {

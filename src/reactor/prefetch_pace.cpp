@@ -1,0 +1,88 @@
+#include "reactor/prefetch_pace.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <string_view>
+
+namespace ringpager {
+
+CpuPressure::CpuPressure(const std::string& path, std::string& error) {
+    auto fd = FileDesc::open(path.c_str(), O_RDONLY);
+    if (!fd) {
+        error = path + ": " + fd.error().message();
+        return;
+    }
+    fd_ = std::move(*fd);
+    if (!read()) {
+        error = path + ": no \"some ... total=\" line";
+        fd_.reset();
+    }
+}
+
+std::optional<uint64_t> CpuPressure::read() const {
+    if (!fd_.valid()) return std::nullopt;
+    char buf[256];
+    const ssize_t n = pread(fd_.get(), buf, sizeof buf, 0);
+    if (n <= 0) return std::nullopt;
+    return parse_some_total(std::string_view(buf, static_cast<size_t>(n)));
+}
+
+std::optional<uint64_t> CpuPressure::parse_some_total(std::string_view text) {
+    const std::string_view line = text.substr(0, text.find('\n'));
+    if (line.substr(0, 5) != "some ") return std::nullopt;
+    const size_t at = line.find(" total=");
+    if (at == std::string_view::npos) return std::nullopt;
+    const std::string_view digits = line.substr(at + 7);
+    uint64_t total = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), total);
+    if (ec != std::errc() || end == digits.data() || end != digits.data() + digits.size()) return std::nullopt;
+    return total;
+}
+
+PrefetchPace::PrefetchPace(Config config, std::function<std::optional<uint64_t>()> stall_total_us)
+    : config_(config), stall_total_us_(std::move(stall_total_us)) {}
+
+void PrefetchPace::start_window(Clock::time_point now) {
+    const std::optional<uint64_t> total = stall_total_us_();
+    if (!total) {
+        paused_ = false;  // no signal: steps
+        in_window_ = false;
+        return;
+    }
+    in_window_ = true;
+    window_start_ = now;
+    window_stall_start_ = *total;
+}
+
+bool PrefetchPace::pause(Clock::time_point now, bool faults_recent) {
+    if (!faults_recent) {  // quiet: full batches; the next burst starts a window
+        in_window_ = false;
+        return false;
+    }
+    if (!in_window_) {
+        start_window(now);
+        return in_window_ && paused_;
+    }
+    if (now < window_end()) return paused_;
+    const std::optional<uint64_t> total = stall_total_us_();
+    if (!total) {
+        paused_ = false;
+        in_window_ = false;
+        return false;
+    }
+    const double elapsed_us = std::chrono::duration<double, std::micro>(now - window_start_).count();
+    last_share_ = elapsed_us > 0 && *total >= window_stall_start_
+                      ? static_cast<double>(*total - window_stall_start_) / elapsed_us
+                      : 0;
+    const bool was = paused_;
+    if (paused_ && last_share_ < config_.resume_below) paused_ = false;
+    else if (!paused_ && last_share_ > config_.pause_above) paused_ = true;
+    if (paused_ != was) switches_++;
+    window_start_ = now;
+    window_stall_start_ = *total;
+    return paused_;
+}
+
+}  // namespace ringpager
