@@ -70,7 +70,7 @@ struct EngineConfig {
     bool kill_on_failure = false;                 // SIGKILL a VM that cannot be served
     uint64_t prefetch_batch_bytes = 512 * 1024;   // pages per prefetch copy (4 KiB pages)
     unsigned prefetch_inflight_batches = 8;       // per reactor, while no fault is arriving
-    PrefetchDuringFaults prefetch_during_faults = PrefetchDuringFaults::steps;
+    PrefetchDuringFaults prefetch_during_faults = PrefetchDuringFaults::automatic;
     // Faults are flowing while one came within this (the prefetcher's pace,
     // above; a graceful stop prefetches in steps whatever is set).
     std::chrono::microseconds fault_quiet_period{2000};

@@ -50,7 +50,7 @@ struct ServeOptions {
     int reactor_nice = -10;
     bool no_fast_path = false;
     uint64_t prefetch_batch_kib = 512;
-    std::string prefetch_during_faults = "steps";
+    std::string prefetch_during_faults = "auto";
     std::string cache_dir;      // s3:// snapshots: the chunk cache
     std::string cache_size;     // its bound ("" or "0": none)
     double fetch_deadline_s = 30;
@@ -296,10 +296,9 @@ int serve_main(int argc, char** argv) {
         ->check(CLI::Range(4, 2048));
     app.add_option("--prefetch-during-faults", o.prefetch_during_faults,
                    "while faults are flowing (one in the last 2 ms), the prefetcher takes small steps between them "
-                   "(steps, the default), or installs nothing until they stop (pause: for hosts with more vCPUs "
-                   "than cores, where steps lengthen the fault tail; the guest gets less done early and is resident "
-                   "later), or chooses by the host's CPU pressure (auto: steps while no runnable task waits for a "
-                   "CPU, from /proc/pressure/cpu, else a pause)")
+                   "(steps), or installs nothing until they stop (pause), or chooses by the host's CPU pressure "
+                   "(auto, the default: steps while no runnable task waits for a CPU, from /proc/pressure/cpu; a "
+                   "pause while vCPUs outnumber the cores, where steps lengthen the fault tail)")
         ->check(CLI::IsMember({"steps", "pause", "auto"}));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
         ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));

@@ -219,8 +219,8 @@ public:
                  (l.mode == ServeMode::lazy                                          ? " (lazy)"
                   : config_.prefetch_during_faults == PrefetchDuringFaults::pause ? " (prefetch, paused while faults flow)"
                   : config_.prefetch_during_faults == PrefetchDuringFaults::automatic
-                      ? " (prefetch, paused while faults flow and CPUs are contended)"
-                      : " (prefetch)");
+                      ? " (prefetch, paused while faults flow on contended CPUs)"
+                      : " (prefetch, in steps while faults flow)");
         }
         if (metrics_) s += "; metrics on port " + std::to_string(metrics_->port());
         return s;

@@ -240,7 +240,7 @@ TEST_F(EngineTest, PrefetchAutoStaysPausedWhileNoWindowIsCalmEnough) {
                                        c.cpu_pressure_window = std::chrono::milliseconds(1);
                                        c.cpu_pressure_resume_below = 0;
                                    });
-    EXPECT_NE(e.engine->setup_summary().find(" (prefetch, paused while faults flow and CPUs are contended)"),
+    EXPECT_NE(e.engine->setup_summary().find(" (prefetch, paused while faults flow on contended CPUs)"),
               std::string::npos)
         << e.engine->setup_summary();
     sim::Guest guest = make_guest(e.socket, {32 * MiB});

@@ -123,8 +123,8 @@ TEST_F(RealGuest, BenchmarksRestoreTheRealGuestMemoryFile) {
                                              "--ringpager", suite().bin.ringpager, "--baseline", suite().bin.baseline,
                                              "--mem-file", suite().snap.mem_path});
     EXPECT_TRUE(bench.ok()) << tail_of(bench.output, 3000);
-    // Seven handlers (replay included: it records the set on its first run; prefetch-pause,
-    // prefetch-auto) x two workloads.
+    // Seven handlers (replay included: it records the set on its first run; prefetch-pause and
+    // prefetch-steps beside prefetch's default pace) x two workloads.
     EXPECT_NE(bench.output.find("All 14 scenarios: every VM's memory verified byte for byte"), std::string::npos)
         << tail_of(bench.output, 3000);
     const CommandResult restore =

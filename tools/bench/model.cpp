@@ -26,14 +26,14 @@ const char* handler_name(HandlerKind kind) {
         case HandlerKind::baseline_eager: return "baseline-eager";
         case HandlerKind::replay: return "replay";
         case HandlerKind::prefetch_pause: return "prefetch-pause";
-        case HandlerKind::prefetch_auto: return "prefetch-auto";
+        case HandlerKind::prefetch_steps: return "prefetch-steps";
     }
     return "?";
 }
 
 std::optional<HandlerKind> parse_handler(std::string_view text) {
     for (HandlerKind k : {HandlerKind::lazy, HandlerKind::prefetch, HandlerKind::baseline, HandlerKind::baseline_eager,
-                          HandlerKind::replay, HandlerKind::prefetch_pause, HandlerKind::prefetch_auto}) {
+                          HandlerKind::replay, HandlerKind::prefetch_pause, HandlerKind::prefetch_steps}) {
         if (text == handler_name(k)) return k;
     }
     return std::nullopt;

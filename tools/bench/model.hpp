@@ -15,12 +15,12 @@ namespace ringpager::bench {
 // Each handler runs as its own process (see HandlerProcess).
 enum class HandlerKind {
     lazy,            // ringpager serve --mode lazy
-    prefetch,        // ringpager serve --mode prefetch
+    prefetch,        // ringpager serve --mode prefetch (its pace while faults flow: auto, the default)
     baseline,        // rp-baseline: one UFFDIO_COPY per fault
     baseline_eager,  // rp-baseline --copy-all-on-first-fault
     replay,          // ringpager serve --mode prefetch --working-set (recorded first by a lazy --record-ws run)
     prefetch_pause,  // ringpager serve --mode prefetch --prefetch-during-faults pause
-    prefetch_auto,   // ringpager serve --mode prefetch --prefetch-during-faults auto
+    prefetch_steps,  // ringpager serve --mode prefetch --prefetch-during-faults steps
 };
 
 enum class Workload {

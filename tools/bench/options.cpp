@@ -26,7 +26,7 @@ Preset preset_named(const std::string& name) {
     const std::vector<std::string> all_handlers = {"lazy", "prefetch", "baseline", "baseline-eager"};
     if (name == "full") return {all_handlers, {"none", "sequential", "random25", "hotset"}, {1, 10, 100}, {1, 2, 8}, "512M", 500, 1};
     if (name == "smoke")
-        return {{"lazy", "prefetch", "baseline", "baseline-eager", "replay", "prefetch-pause", "prefetch-auto"},
+        return {{"lazy", "prefetch", "baseline", "baseline-eager", "replay", "prefetch-pause", "prefetch-steps"},
                 {"none", "sequential", "random25", "hotset", "hotset-fixed"}, {1}, {2}, "8M", 200, 1};
     return {all_handlers, {"none", "sequential", "random25"}, {1, 10}, {2}, "128M", 500, 3};
 }
@@ -56,7 +56,7 @@ struct RawOptions {
 void add_options(CLI::App& app, RawOptions& raw, BenchOptions& o) {
     app.add_flag("--full", raw.full, "the full matrix: 512 MiB image, all workloads, --vms 1,10,100, --vcpus 1,2,8");
     app.add_flag("--smoke", raw.smoke, "a tiny run (8 MiB, 1 VM, every handler and workload) for meson test");
-    app.add_option("--handlers", raw.handlers, "lazy,prefetch,baseline,baseline-eager,replay,prefetch-pause,prefetch-auto (default: all but the last three)")->delimiter(',');
+    app.add_option("--handlers", raw.handlers, "lazy,prefetch,baseline,baseline-eager,replay,prefetch-pause,prefetch-steps (default: all but the last three)")->delimiter(',');
     app.add_option("--workloads", raw.workloads, "none,sequential,random25,hotset,hotset-fixed (default: none,sequential,random25)")
         ->delimiter(',');
     app.add_option("--vms", raw.vms, "concurrent VMs per scenario, e.g. 1,10,100 (default 1,10)")

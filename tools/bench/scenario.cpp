@@ -270,7 +270,7 @@ std::vector<std::string> handler_argv(const ScenarioContext& context, HandlerKin
         }
         if (kind == HandlerKind::replay && !packed) argv.insert(argv.end(), {"--working-set", working_set});
         if (kind == HandlerKind::prefetch_pause) argv.insert(argv.end(), {"--prefetch-during-faults", "pause"});
-        if (kind == HandlerKind::prefetch_auto) argv.insert(argv.end(), {"--prefetch-during-faults", "auto"});
+        if (kind == HandlerKind::prefetch_steps) argv.insert(argv.end(), {"--prefetch-during-faults", "steps"});
         return argv;
     }
     std::vector<std::string> argv = {context.baseline_path, "--socket", socket, "--mem-file", context.mem_file};

@@ -13,7 +13,7 @@ namespace {
 
 constexpr HandlerKind kHandlerOrder[] = {HandlerKind::lazy, HandlerKind::prefetch, HandlerKind::baseline,
                                          HandlerKind::baseline_eager, HandlerKind::replay, HandlerKind::prefetch_pause,
-                                         HandlerKind::prefetch_auto};
+                                         HandlerKind::prefetch_steps};
 constexpr double kBarWidth = 14, kGroupGap = 26, kLeft = 70, kRight = 20, kPanelHeight = 260;
 constexpr double kPanelTop = 40, kLabelSpace = 44, kLegendHeight = 70;
 constexpr double kValuePad = 44;  // room inside a panel, past the axis ends, for bar value labels
@@ -27,7 +27,7 @@ const char* color(HandlerKind kind) {
         case HandlerKind::baseline_eager: return "#e15759";
         case HandlerKind::replay: return "#f28e2b";
         case HandlerKind::prefetch_pause: return "#76b7b2";
-        case HandlerKind::prefetch_auto: return "#b07aa1";
+        case HandlerKind::prefetch_steps: return "#b07aa1";
     }
     return "#000";
 }
