@@ -162,6 +162,11 @@ restore "second VM"
 in_ns journalctl --no-pager -u ringpager.service | grep -q '/run/ringpager/vm.sock (from systemd)' ||
     fail "the engine did not say it took the socket from systemd"
 ok "the second VM activated the service again and was served byte-exact"
+# The sandbox leaves /proc/pressure/cpu readable: the default prefetch pace (auto) has its signal.
+journal=$(in_ns journalctl --no-pager -u ringpager.service)
+! grep -q 'prefetch pace by CPU pressure unavailable' <<<"$journal" ||
+    fail "the sandboxed service cannot read its CPU pressure: $(grep 'unavailable' <<<"$journal")"
+ok "the sandboxed service reads /proc/pressure/cpu (the auto prefetch pace's signal)"
 
 in_ns systemctl stop ringpager.service ringpager.socket
 # In a container, poweroff ends PID 1 once every unit has stopped.
