@@ -26,7 +26,10 @@ std::optional<uint64_t> CpuPressure::read() const {
     char buf[256];
     const ssize_t n = pread(fd_.get(), buf, sizeof buf, 0);
     if (n <= 0) return std::nullopt;
-    return parse_some_total(std::string_view(buf, static_cast<size_t>(n)));
+    const std::string_view text(buf, static_cast<size_t>(n));
+    // A first line longer than the buffer is not PSI's (and its number may be cut).
+    if (text.find('\n') == std::string_view::npos && text.size() == sizeof buf) return std::nullopt;
+    return parse_some_total(text);
 }
 
 std::optional<uint64_t> CpuPressure::parse_some_total(std::string_view text) {

@@ -410,12 +410,12 @@ void Reactor::Impl::process_turn() {
     const auto now = std::chrono::steady_clock::now();
     const bool faults_recent = now - last_fault_seen < config.fault_quiet_period;
     Prefetcher::Config pace = config.prefetch;
+    if (prefetch_pace && !prefetcher.empty()) pace.pause_during_faults = prefetch_pace->pause(now, faults_recent);
+    if (draining) pace.pause_during_faults = false;  // a graceful stop finishes restores
     if (prefetch_pace) {
-        if (!prefetcher.empty()) pace.pause_during_faults = prefetch_pace->pause(now, faults_recent);
         counters.prefetch_paused.store(pace.pause_during_faults ? 1 : 0, std::memory_order_relaxed);
         counters.prefetch_pace_switches.store(prefetch_pace->switches(), std::memory_order_relaxed);
     }
-    if (draining) pace.pause_during_faults = false;  // a graceful stop finishes restores
     if (prefetcher.step(jobs, *this, faults_recent, pace) && !prefetch_timer_armed) {
         // Held back: wake when faults may have gone quiet, or the pace's
         // window ends (it may resume steps).

@@ -185,6 +185,8 @@ TEST_F(EngineTest, PrefetchPausedDuringFaultsInstallsNothingWhileTheyFlow) {
     ASSERT_TRUE(guest.connect_and_send().ok());
     constexpr uint64_t kPages = 32 * MiB / 4096, kTouched = 64;
     for (uint64_t i = 0; i < kTouched; i++) guest.touch_pages({(i * 127) % kPages}, 1);  // scattered, one at a time
+    // The last touch returns on the copy's wake, before the reactor counts it.
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& st) { return st.pages_copied >= kTouched; }, kWait));
     EngineStats s = e.engine->stats();
     EXPECT_EQ(s.pages_prefetched, 0u);
     EXPECT_EQ(s.pages_copied, kTouched);
@@ -247,6 +249,7 @@ TEST_F(EngineTest, PrefetchAutoStaysPausedWhileNoWindowIsCalmEnough) {
     ASSERT_TRUE(guest.connect_and_send().ok());
     constexpr uint64_t kPages = 32 * MiB / 4096, kTouched = 64;
     for (uint64_t i = 0; i < kTouched; i++) guest.touch_pages({(i * 127) % kPages}, 1);
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& st) { return st.pages_copied >= kTouched; }, kWait));
     EngineStats s = e.engine->stats();
     EXPECT_EQ(s.pages_prefetched, 0u);
     EXPECT_EQ(s.pages_copied, kTouched);

@@ -116,6 +116,11 @@ TEST(CpuPressure, ReadsTheKernelsFileAndRefusesOthers) {
     EXPECT_EQ(error, "");
     EXPECT_EQ(written.read(), 4242u);
 
+    std::ofstream(dir.file("long")) << "some total=1" << std::string(300, '0') << "\n";
+    error.clear();
+    CpuPressure long_line(dir.file("long"), error);
+    EXPECT_EQ(error, dir.file("long") + ": no \"some ... total=\" line");
+
     std::ofstream(dir.file("not-psi")) << "cpu  1 2 3\n";
     error.clear();
     CpuPressure other(dir.file("not-psi"), error);
