@@ -51,6 +51,7 @@ struct ServeOptions {
     bool no_fast_path = false;
     uint64_t prefetch_batch_kib = 512;
     std::string prefetch_during_faults = "auto";
+    std::vector<double> prefetch_pressure = {5, 10};  // auto: resume steps below, pause above (% stalled)
     std::string cache_dir;      // s3:// snapshots: the chunk cache
     std::string cache_size;     // its bound ("" or "0": none)
     double fetch_deadline_s = 30;
@@ -300,6 +301,13 @@ int serve_main(int argc, char** argv) {
                    "(auto, the default: steps while no runnable task waits for a CPU, from /proc/pressure/cpu; a "
                    "pause while vCPUs outnumber the cores, where steps lengthen the fault tail)")
         ->check(CLI::IsMember({"steps", "pause", "auto"}));
+    app.add_option("--prefetch-pressure", o.prefetch_pressure,
+                   "auto's bounds, RESUME,PAUSE in % of a 50 ms window in which runnable tasks waited for a CPU: "
+                   "steps begin after a paused window below RESUME, a pause after a window of steps above PAUSE "
+                   "(default 5,10)")
+        ->expected(2)
+        ->delimiter(',')
+        ->check(CLI::Range(0.0, 100.0));
     app.add_option("--log-level", o.log_level, "debug, info, warn, error or quiet")
         ->check(CLI::IsMember({"debug", "info", "warn", "error", "quiet"}));
     app.add_option("--log-format", o.log_format,
@@ -311,6 +319,11 @@ int serve_main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
         if (e.get_exit_code() == 0) return app.exit(e);  // --help
         fprintf(stderr, "ringpager serve: %s (see --help)\n", e.what());
+        return 2;
+    }
+    if (o.prefetch_pressure[0] > o.prefetch_pressure[1]) {
+        fprintf(stderr, "ringpager serve: --prefetch-pressure: RESUME (%g %%) is above PAUSE (%g %%) (see --help)\n",
+                o.prefetch_pressure[0], o.prefetch_pressure[1]);
         return 2;
     }
     set_log_level(parse_level(o.log_level));
@@ -378,6 +391,8 @@ int serve_main(int argc, char** argv) {
     config.prefetch_during_faults = o.prefetch_during_faults == "pause"  ? PrefetchDuringFaults::pause
                                     : o.prefetch_during_faults == "auto" ? PrefetchDuringFaults::automatic
                                                                          : PrefetchDuringFaults::steps;
+    config.cpu_pressure_resume_below = o.prefetch_pressure[0] / 100;
+    config.cpu_pressure_pause_above = o.prefetch_pressure[1] / 100;
     config.max_pending = o.max_pending;
     config.max_vms = o.max_vms;
     config.metrics_listen = o.metrics_listen;

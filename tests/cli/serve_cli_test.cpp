@@ -57,6 +57,14 @@ TEST_F(ServeCliTest, UsageErrorsExitTwoWithOneLine) {
     EXPECT_NE(out.find("--busy-poll-us"), std::string::npos) << out;
     EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--reactor-nice", "30"}, out)), 2);
     EXPECT_NE(out.find("--reactor-nice"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--prefetch-pressure", "5,101"}, out)),
+              2);
+    EXPECT_NE(out.find("--prefetch-pressure"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--prefetch-pressure", "5"}, out)), 2);
+    EXPECT_NE(out.find("--prefetch-pressure"), std::string::npos) << out;
+    EXPECT_EQ(WEXITSTATUS(run({"serve", "--socket", "/tmp/x", "--mem-file", "a", "--prefetch-pressure", "20,10"}, out)),
+              2);
+    EXPECT_EQ(out, "ringpager serve: --prefetch-pressure: RESUME (20 %) is above PAUSE (10 %) (see --help)\n");
     EXPECT_EQ(WEXITSTATUS(run({"frobnicate"}, out)), 2);
     EXPECT_NE(out.find("unknown command 'frobnicate'"), std::string::npos);
 }
