@@ -81,6 +81,10 @@ inline RunningEngine start_engine(const TempDir& dir, const std::string& mem_fil
     config.listeners.push_back({running.socket, source, mode});
     config.reactors = reactors;
     config.handshake_timeout = handshake_timeout;
+    // Tests pin prefetch's pace while faults flow: the default (automatic)
+    // follows the host's CPU pressure, which is not the test's to decide.
+    // The tests of the pace set it themselves.
+    config.prefetch_during_faults = PrefetchDuringFaults::steps;
     if (tweak) tweak(config);
     running.engine = Engine::start(std::move(config), error);
     EXPECT_TRUE(running.engine) << error;
