@@ -58,7 +58,6 @@ public:
     bool pause(Clock::time_point now, bool faults_recent);
     // When the current window ends (the reactor wakes for it while paused).
     Clock::time_point window_end() const { return window_start_ + config_.window; }
-    bool paused() const { return paused_; }
     uint64_t switches() const { return switches_; }
     double last_share() const { return last_share_; }
 

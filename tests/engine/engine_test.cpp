@@ -224,6 +224,31 @@ TEST_F(EngineTest, PrefetchPausedDuringFaultsResumesOnceTheyStop) {
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
 }
 
+namespace {
+
+// A PSI file whose stall total never moves (0 % of every window), in `dir`.
+std::string still_pressure_file(const TempDir& dir) {
+    const std::string psi = dir.file("psi");
+    std::ofstream(psi) << "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n";
+    return psi;
+}
+
+// A tweak for start_engine: prefetch paced by the pressure in `psi`
+// (PrefetchDuringFaults::automatic) over windows of 1 ms, with faults that
+// "flow" for ten minutes after each one.
+std::function<void(EngineConfig&)> paced_by(const std::string& psi,
+                                            double resume_below = EngineConfig{}.cpu_pressure_resume_below) {
+    return [psi, resume_below](EngineConfig& c) {
+        c.prefetch_during_faults = PrefetchDuringFaults::automatic;
+        c.fault_quiet_period = std::chrono::minutes(10);
+        c.cpu_pressure_path = psi;
+        c.cpu_pressure_window = std::chrono::milliseconds(1);
+        c.cpu_pressure_resume_below = resume_below;
+    };
+}
+
+}  // namespace
+
 // PrefetchDuringFaults::automatic follows the CPU pressure file: here one
 // the test writes, whose stall total never moves (0 % of every window).
 // With `resume_below` 0 no window is calm enough, so it stays paused like
@@ -232,16 +257,8 @@ TEST_F(EngineTest, PrefetchAutoStaysPausedWhileNoWindowIsCalmEnough) {
     const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 15);
     auto image = sim::ExpectedImage::open(mem);
     ASSERT_TRUE(image.ok());
-    const std::string psi = dir.file("psi");
-    std::ofstream(psi) << "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n";
     RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
-                                   [&](EngineConfig& c) {
-                                       c.prefetch_during_faults = PrefetchDuringFaults::automatic;
-                                       c.fault_quiet_period = std::chrono::minutes(10);
-                                       c.cpu_pressure_path = psi;
-                                       c.cpu_pressure_window = std::chrono::milliseconds(1);
-                                       c.cpu_pressure_resume_below = 0;
-                                   });
+                                   paced_by(still_pressure_file(dir), 0));
     EXPECT_NE(e.engine->setup_summary().find(" (prefetch, paused while faults flow on contended CPUs)"),
               std::string::npos)
         << e.engine->setup_summary();
@@ -271,15 +288,8 @@ TEST_F(EngineTest, PrefetchAutoStepsOnceAWindowIsCalm) {
     const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 16);
     auto image = sim::ExpectedImage::open(mem);
     ASSERT_TRUE(image.ok());
-    const std::string psi = dir.file("psi");
-    std::ofstream(psi) << "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n";
     RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
-                                   [&](EngineConfig& c) {
-                                       c.prefetch_during_faults = PrefetchDuringFaults::automatic;
-                                       c.fault_quiet_period = std::chrono::minutes(10);
-                                       c.cpu_pressure_path = psi;
-                                       c.cpu_pressure_window = std::chrono::milliseconds(1);
-                                   });
+                                   paced_by(still_pressure_file(dir)));
     sim::Guest guest = make_guest(e.socket, {32 * MiB});
     ASSERT_TRUE(guest.connect_and_send().ok());
     constexpr uint64_t kPages = 32 * MiB / 4096;
@@ -302,11 +312,7 @@ TEST_F(EngineTest, PrefetchAutoWithoutPressureTakesSteps) {
     ASSERT_TRUE(image.ok());
     ::testing::internal::CaptureStderr();
     RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
-                                   [&](EngineConfig& c) {
-                                       c.prefetch_during_faults = PrefetchDuringFaults::automatic;
-                                       c.fault_quiet_period = std::chrono::minutes(10);
-                                       c.cpu_pressure_path = dir.file("no-psi");
-                                   });
+                                   paced_by(dir.file("no-psi")));
     sim::Guest guest = make_guest(e.socket, {8 * MiB});
     ASSERT_TRUE(guest.connect_and_send().ok());
     guest.touch_pages({0}, 1);
