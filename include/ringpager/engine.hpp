@@ -74,12 +74,20 @@ struct EngineConfig {
     // Faults are flowing while one came within this (the prefetcher's pace,
     // above; a graceful stop prefetches in steps whatever is set).
     std::chrono::microseconds fault_quiet_period{2000};
-    // PrefetchDuringFaults::automatic: the PSI file read, and how: over
-    // windows this long while faults flow, the pause begins when more than
-    // `pause_above` of a window was stalled in steps, and steps begin when
-    // less than `resume_below` was stalled while paused.
-    std::string cpu_pressure_path = "/proc/pressure/cpu";
+    // PrefetchDuringFaults::automatic: over windows this long while faults
+    // flow, the pause begins when more than `pause_above` of a window was
+    // stalled in steps, and steps begin when less than `resume_below` was
+    // stalled while paused. Stalled is first the time the VM processes'
+    // threads waited for a CPU, read under `proc_root` (empty: not read),
+    // per unit of time; where they cannot be read, the host's CPU pressure
+    // in the PSI file `cpu_pressure_path` (empty: not read).
     std::chrono::milliseconds cpu_pressure_window{50};
+    // A burst's first window, and the one after a switch (0: the window).
+    std::chrono::milliseconds cpu_pressure_first_window{5};
+    std::string proc_root = "/proc";
+    double vm_run_delay_pause_above = 0.15;
+    double vm_run_delay_resume_below = 0.10;
+    std::string cpu_pressure_path = "/proc/pressure/cpu";
     double cpu_pressure_pause_above = 0.10;
     double cpu_pressure_resume_below = 0.05;
     uint64_t readahead_bytes = 256 * 1024;        // page cache readahead around sequential faults

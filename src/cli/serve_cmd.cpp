@@ -297,12 +297,14 @@ int serve_main(int argc, char** argv) {
         ->check(CLI::Range(4, 2048));
     app.add_option("--prefetch-during-faults", o.prefetch_during_faults,
                    "while faults are flowing (one in the last 2 ms), the prefetcher takes small steps between them "
-                   "(steps), or installs nothing until they stop (pause), or chooses by the host's CPU pressure "
-                   "(auto, the default: steps while no runnable task waits for a CPU, from /proc/pressure/cpu; a "
-                   "pause while vCPUs outnumber the cores, where steps lengthen the fault tail)")
+                   "(steps), or installs nothing until they stop (pause), or chooses by how long the VMs' threads "
+                   "wait for a CPU (auto, the default: steps while they hardly wait, from /proc/PID/task/*/schedstat, "
+                   "or where those cannot be read /proc/pressure/cpu; a pause while vCPUs outnumber the cores, where "
+                   "steps lengthen the fault tail)")
         ->check(CLI::IsMember({"steps", "pause", "auto"}));
     app.add_option("--prefetch-pressure", o.prefetch_pressure,
-                   "auto's bounds, RESUME,PAUSE in % of a 50 ms window in which runnable tasks waited for a CPU: "
+                   "auto's bounds on the host's CPU pressure (used where the VMs' threads cannot be read), "
+                   "RESUME,PAUSE in % of a 50 ms window in which runnable tasks waited for a CPU: "
                    "steps begin after a paused window below RESUME, a pause after a window of steps above PAUSE "
                    "(default 5,10)")
         ->expected(2)

@@ -244,9 +244,14 @@ private:
                                         config_.prefetch_during_faults == PrefetchDuringFaults::pause};
         r.fault_quiet_period = config_.fault_quiet_period;
         if (config_.prefetch_during_faults == PrefetchDuringFaults::automatic) {
+            r.pace_prefetch = true;
             r.cpu_pressure_path = config_.cpu_pressure_path;
-            r.pace = PrefetchPace::Config{config_.cpu_pressure_window, config_.cpu_pressure_pause_above,
-                                          config_.cpu_pressure_resume_below};
+            r.proc_root = config_.proc_root;
+            r.pace = PrefetchPace::Config{
+                .window = config_.cpu_pressure_window,
+                .first_window = config_.cpu_pressure_first_window,
+                .host_pressure = {config_.cpu_pressure_pause_above, config_.cpu_pressure_resume_below},
+                .vm_run_delay = {config_.vm_run_delay_pause_above, config_.vm_run_delay_resume_below}};
         }
         return r;
     }

@@ -44,11 +44,11 @@ std::optional<uint64_t> CpuPressure::parse_some_total(std::string_view text) {
     return total;
 }
 
-PrefetchPace::PrefetchPace(Config config, std::function<std::optional<uint64_t>()> stall_total_us)
-    : config_(config), stall_total_us_(std::move(stall_total_us)) {}
+PrefetchPace::PrefetchPace(Config config, std::function<std::optional<Stall>()> stall)
+    : config_(config), stall_(std::move(stall)) {}
 
 void PrefetchPace::start_window(Clock::time_point now) {
-    const std::optional<uint64_t> total = stall_total_us_();
+    const std::optional<Stall> total = stall_();
     if (!total) {
         paused_ = false;  // no signal: steps
         in_window_ = false;
@@ -56,6 +56,7 @@ void PrefetchPace::start_window(Clock::time_point now) {
     }
     in_window_ = true;
     window_start_ = now;
+    window_ = short_window();
     window_stall_start_ = *total;
 }
 
@@ -69,20 +70,30 @@ bool PrefetchPace::pause(Clock::time_point now, bool faults_recent) {
         return in_window_ && paused_;
     }
     if (now < window_end()) return paused_;
-    const std::optional<uint64_t> total = stall_total_us_();
+    const std::optional<Stall> total = stall_();
     if (!total) {
         paused_ = false;
         in_window_ = false;
         return false;
     }
+    window_ = config_.window;
+    if (total->signal != window_stall_start_.signal) {  // not comparable: measure afresh
+        window_start_ = now;
+        window_stall_start_ = *total;
+        return paused_;
+    }
     const double elapsed_us = std::chrono::duration<double, std::micro>(now - window_start_).count();
-    last_share_ = elapsed_us > 0 && *total >= window_stall_start_
-                      ? static_cast<double>(*total - window_stall_start_) / elapsed_us
+    last_share_ = elapsed_us > 0 && total->total_us >= window_stall_start_.total_us
+                      ? static_cast<double>(total->total_us - window_stall_start_.total_us) / elapsed_us
                       : 0;
+    const Bounds& bounds = total->signal == Signal::vm_run_delay ? config_.vm_run_delay : config_.host_pressure;
     const bool was = paused_;
-    if (paused_ && last_share_ < config_.resume_below) paused_ = false;
-    else if (!paused_ && last_share_ > config_.pause_above) paused_ = true;
-    if (paused_ != was) switches_++;
+    if (paused_ && last_share_ < bounds.resume_below) paused_ = false;
+    else if (!paused_ && last_share_ > bounds.pause_above) paused_ = true;
+    if (paused_ != was) {
+        switches_++;
+        window_ = short_window();  // a wrong turn is put right soon
+    }
     window_start_ = now;
     window_stall_start_ = *total;
     return paused_;

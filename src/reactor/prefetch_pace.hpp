@@ -1,15 +1,23 @@
 // PrefetchPace: whether a reactor's prefetcher pauses while faults flow,
 // for PrefetchDuringFaults::automatic. Prefetch in steps between faults
-// costs the faults' tail only when the host's CPUs are contended: a touch
-// it answers does not block, so it keeps vCPUs runnable, and a faulting
-// vCPU, once woken, waits for a core behind them (docs/benchmarks.md). The
-// signal is the kernel's CPU pressure (/proc/pressure/cpu, "some": the
-// share of time at least one runnable task waited for a CPU), taken over
-// windows while faults flow, with hysteresis:
-// - paused, the reactor serves faults only, so the window shows the host
+// costs the faults' tail only when the VMs' threads wait for a CPU: a
+// touch it answers does not block, so it keeps vCPUs runnable, and a
+// faulting vCPU, once woken, waits for a core behind them (docs/
+// benchmarks.md). Two signals say so, taken over windows while faults
+// flow, each with its own bounds:
+// - the VM threads' run delay (ThreadRunDelay): the time the reactor's VM
+//   processes' threads spent waiting on a run queue, per unit of time (so
+//   0.2 is one thread waiting a fifth of the time, or two a tenth);
+// - where those cannot be read, the host's CPU pressure (CpuPressure,
+//   /proc/pressure/cpu "some": the share of time at least one runnable
+//   task waited), which also counts other processes and the restore's own
+//   start-up.
+// With hysteresis:
+// - paused, the reactor serves faults only, so the window shows the VMs
 //   without prefetch: below `resume_below`, steps begin;
-// - in steps, the window shows the host with them: above `pause_above`,
-//   the pause begins.
+// - in steps, the window shows them with it: above `pause_above`, the
+//   pause begins.
+// A window whose signal changed between its start and end decides nothing.
 // A reactor starts paused, so its first window is a measurement without
 // prefetch. Windows run only while faults flow; quiet, the prefetcher
 // takes full batches whatever the state.
@@ -44,32 +52,50 @@ private:
 class PrefetchPace {
 public:
     using Clock = std::chrono::steady_clock;
+    struct Bounds {
+        double pause_above;   // stalled per unit of time, measured in steps
+        double resume_below;  // stalled per unit of time, measured paused
+    };
+    enum class Signal { vm_run_delay, host_pressure };
     struct Config {
         std::chrono::milliseconds window{50};
-        double pause_above = 0.10;   // share of the window stalled, measured in steps
-        double resume_below = 0.05;  // share of the window stalled, measured paused
+        // The first window of a burst and the one after a switch: short, so
+        // that a restore over in a few windows is not spent measuring, and a
+        // wrong turn is soon put right (0: `window`).
+        std::chrono::milliseconds first_window{0};
+        Bounds host_pressure{0.10, 0.05};
+        Bounds vm_run_delay{0.15, 0.10};
     };
-    // `stall_total_us` reads the cumulative stall time (CpuPressure::read);
-    // when it gives nothing, the pace is steps.
-    PrefetchPace(Config config, std::function<std::optional<uint64_t>()> stall_total_us);
+    struct Stall {
+        uint64_t total_us = 0;  // cumulative
+        Signal signal = Signal::host_pressure;
+    };
+    // `stall` reads the cumulative stall time of whichever signal is
+    // available; when it gives nothing, the pace is steps.
+    PrefetchPace(Config config, std::function<std::optional<Stall>()> stall);
 
     // Whether the prefetcher pauses this turn; `faults_recent` as the
     // reactor sees it (a fault within its quiet period).
     bool pause(Clock::time_point now, bool faults_recent);
     // When the current window ends (the reactor wakes for it while paused).
-    Clock::time_point window_end() const { return window_start_ + config_.window; }
+    Clock::time_point window_end() const { return window_start_ + window_; }
     uint64_t switches() const { return switches_; }
     double last_share() const { return last_share_; }
+    Signal last_signal() const { return window_stall_start_.signal; }
 
 private:
     void start_window(Clock::time_point now);
+    Clock::duration short_window() const {
+        return config_.first_window.count() > 0 ? config_.first_window : config_.window;
+    }
 
     Config config_;
-    std::function<std::optional<uint64_t>()> stall_total_us_;
+    std::function<std::optional<Stall>()> stall_;
     bool paused_ = true;
     bool in_window_ = false;
     Clock::time_point window_start_{};
-    uint64_t window_stall_start_ = 0;
+    Clock::duration window_{};
+    Stall window_stall_start_{};
     uint64_t switches_ = 0;
     double last_share_ = 0;
 };

@@ -5,8 +5,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <algorithm>
+#include <array>
+#include <csignal>
+#include <cstring>
 #include <future>
 #include <string>
 
@@ -163,15 +165,7 @@ bool Reactor::Impl::setup(std::string& error) {
         }
     }
 
-    if (!config.cpu_pressure_path.empty()) {
-        std::string why;
-        cpu_pressure = std::make_unique<CpuPressure>(config.cpu_pressure_path, why);
-        if (why.empty())
-            prefetch_pace = std::make_unique<PrefetchPace>(config.pace, [p = cpu_pressure.get()] { return p->read(); });
-        else
-            RP_WARN("reactor %u: prefetch pace by CPU pressure unavailable (%s): steps while faults flow",
-                    config.index, why.c_str());
-    }
+    if (config.pace_prefetch) setup_pace();
 
     if (auto r = jobs.map(*io); !r) {
         error = "cannot set up read buffers: " + r.error().message();
@@ -410,7 +404,16 @@ void Reactor::Impl::process_turn() {
     const auto now = std::chrono::steady_clock::now();
     const bool faults_recent = now - last_fault_seen < config.fault_quiet_period;
     Prefetcher::Config pace = config.prefetch;
-    if (prefetch_pace && !prefetcher.empty()) pace.pause_during_faults = prefetch_pace->pause(now, faults_recent);
+    if (prefetch_pace && !prefetcher.empty()) {
+        const uint64_t switches = prefetch_pace->switches();
+        pace.pause_during_faults = prefetch_pace->pause(now, faults_recent);
+        if (prefetch_pace->switches() != switches)
+            RP_DEBUG("reactor %u: prefetch %s while faults flow (%s %.3f over the last window)", config.index,
+                     pace.pause_during_faults ? "paused" : "in steps",
+                     prefetch_pace->last_signal() == PrefetchPace::Signal::vm_run_delay ? "VMs' run delay"
+                                                                                        : "host CPU pressure",
+                     prefetch_pace->last_share());
+    }
     if (draining) pace.pause_during_faults = false;  // a graceful stop finishes restores
     if (prefetch_pace) {
         counters.prefetch_paused.store(pace.pause_during_faults ? 1 : 0, std::memory_order_relaxed);
@@ -431,6 +434,57 @@ void Reactor::Impl::process_turn() {
         arm_timeout(OpKind::buffers_timer, buffers_ts, kBufferShrinkInterval);
     }
     if (draining && !stopping) drain_step();
+}
+
+// PrefetchDuringFaults::automatic. Without either signal the pace is steps.
+void Reactor::Impl::setup_pace() {
+    if (!config.proc_root.empty()) run_delay = std::make_unique<ThreadRunDelay>(config.proc_root);
+    if (!config.cpu_pressure_path.empty()) {
+        std::string why;
+        cpu_pressure = std::make_unique<CpuPressure>(config.cpu_pressure_path, why);
+        if (!why.empty()) {
+            cpu_pressure.reset();
+            if (run_delay)
+                RP_WARN("reactor %u: host CPU pressure unavailable (%s): prefetch paced by its VMs' run delay alone",
+                        config.index, why.c_str());
+            else
+                RP_WARN("reactor %u: prefetch pace by CPU pressure unavailable (%s): steps while faults flow",
+                        config.index, why.c_str());
+        }
+    }
+    if (run_delay || cpu_pressure) prefetch_pace = std::make_unique<PrefetchPace>(config.pace, [this] { return pace_stall(); });
+}
+
+// The run delay of the threads of up to ThreadRunDelay::kMaxProcesses of this
+// reactor's VM processes still restoring; where none can be read, the host's
+// CPU pressure.
+std::optional<PrefetchPace::Stall> Reactor::Impl::pace_stall() {
+    if (run_delay) {
+        std::array<pid_t, ThreadRunDelay::kMaxProcesses> pids{};
+        size_t n = 0;
+        for (const std::unique_ptr<Vm>& vm : vms) {
+            if (n == pids.size()) break;
+            if (!vm || vm->closing || !vm->pager || vm->resident()) continue;
+            if (std::find(pids.begin(), pids.begin() + n, vm->setup.pid) == pids.begin() + n) pids[n++] = vm->setup.pid;
+        }
+        std::string why;
+        if (n > 0) {
+            if (auto total = run_delay->total_us(std::span<const pid_t>(pids.data(), n), why))
+                return PrefetchPace::Stall{*total, PrefetchPace::Signal::vm_run_delay};
+            // Said once, and not for a VM process that just ended (its reactor has yet to see it).
+            const bool alive = std::any_of(pids.begin(), pids.begin() + n,
+                                           [](pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; });
+            if (!run_delay_warned && alive) {
+                run_delay_warned = true;
+                RP_WARN("reactor %u: its VMs' run delay unreadable (%s): %s", config.index, why.c_str(),
+                        cpu_pressure ? "prefetch paced by host CPU pressure" : "steps while faults flow");
+            }
+        }
+    }
+    if (cpu_pressure) {
+        if (auto total = cpu_pressure->read()) return PrefetchPace::Stall{*total, PrefetchPace::Signal::host_pressure};
+    }
+    return std::nullopt;
 }
 
 }  // namespace ringpager

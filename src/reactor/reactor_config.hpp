@@ -26,9 +26,13 @@ struct ReactorConfig {
     size_t mailbox_vms = 1024;               // VMs handed over but not yet adopted
     std::chrono::microseconds busy_poll_max{50};
     std::chrono::microseconds fault_quiet_period{2000};  // EngineConfig::fault_quiet_period
-    // PrefetchDuringFaults::automatic: the pause follows the CPU pressure in
-    // this file (empty: Prefetcher::Config::pause_during_faults decides).
+    // PrefetchDuringFaults::automatic: the pause follows the VM processes'
+    // threads' run delay under `proc_root`, or where those cannot be read
+    // the CPU pressure in `cpu_pressure_path` (either empty: not read).
+    // Otherwise Prefetcher::Config::pause_during_faults decides.
+    bool pace_prefetch = false;
     std::string cpu_pressure_path;
+    std::string proc_root;
     PrefetchPace::Config pace;
     int nice = -10;
     bool kill_on_failure = false;

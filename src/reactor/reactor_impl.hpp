@@ -15,6 +15,7 @@
 #include "reactor/busy_poll.hpp"
 #include "reactor/prefetch_pace.hpp"
 #include "reactor/reactor.hpp"
+#include "reactor/run_delay.hpp"
 
 namespace ringpager {
 
@@ -74,8 +75,11 @@ struct Reactor::Impl final : PagerHost {
     ReadJobs jobs;
     std::unique_ptr<PagerContext> pager_context;
     Prefetcher prefetcher;
-    std::unique_ptr<CpuPressure> cpu_pressure;  // PrefetchDuringFaults::automatic
+    // PrefetchDuringFaults::automatic: the pace and its two signals (null: not read).
+    std::unique_ptr<ThreadRunDelay> run_delay;
+    std::unique_ptr<CpuPressure> cpu_pressure;
     std::unique_ptr<PrefetchPace> prefetch_pace;
+    bool run_delay_warned = false;  // a VM process's threads could not be read (said once)
     std::unique_ptr<RingService> service;
 
     std::vector<std::unique_ptr<Vm>> vms;
@@ -117,6 +121,8 @@ struct Reactor::Impl final : PagerHost {
     void arm_fixed_read(OpKind kind, unsigned file_slot, uint64_t* value);
     io::Tag arm_timeout(OpKind kind, __kernel_timespec& ts, std::chrono::nanoseconds after);
     void arm_timer();
+    void setup_pace();
+    std::optional<PrefetchPace::Stall> pace_stall();
     void mark_turn(Vm& vm);
     Vm* vm_at(uint32_t slot, uint32_t gen);
     Vm& vm_of(const VmPager& pager);

@@ -233,17 +233,30 @@ std::string still_pressure_file(const TempDir& dir) {
     return psi;
 }
 
+// A /proc tree in `dir` where this process (every test guest's) has one
+// thread whose run delay never moves.
+std::string still_proc_root(const TempDir& dir) {
+    const std::string root = dir.file("proc");
+    const std::string task = root + "/" + std::to_string(getpid()) + "/task/1";
+    std::filesystem::create_directories(task);
+    std::ofstream(task + "/schedstat") << "1000 2000 3\n";
+    return root;
+}
+
 // A tweak for start_engine: prefetch paced by the pressure in `psi`
 // (PrefetchDuringFaults::automatic) over windows of 1 ms, with faults that
-// "flow" for ten minutes after each one.
+// "flow" for ten minutes after each one; the VMs' run delay is read under
+// `proc_root` (empty: not read).
 std::function<void(EngineConfig&)> paced_by(const std::string& psi,
-                                            double resume_below = EngineConfig{}.cpu_pressure_resume_below) {
-    return [psi, resume_below](EngineConfig& c) {
+                                            double resume_below = EngineConfig{}.cpu_pressure_resume_below,
+                                            const std::string& proc_root = "") {
+    return [psi, resume_below, proc_root](EngineConfig& c) {
         c.prefetch_during_faults = PrefetchDuringFaults::automatic;
         c.fault_quiet_period = std::chrono::minutes(10);
         c.cpu_pressure_path = psi;
         c.cpu_pressure_window = std::chrono::milliseconds(1);
         c.cpu_pressure_resume_below = resume_below;
+        c.proc_root = proc_root;
     };
 }
 
@@ -324,6 +337,59 @@ TEST_F(EngineTest, PrefetchAutoWithoutPressureTakesSteps) {
     const size_t at = log.find(line);
     EXPECT_NE(at, std::string::npos) << log;
     EXPECT_EQ(log.find(line, at + 1), std::string::npos) << log;
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+}
+
+// The VMs' own threads come first: here the host's pressure would keep the
+// prefetcher paused (no window calm enough), but the guest process's
+// threads never wait, so steps begin and the VM becomes resident while
+// faults still "flow".
+TEST_F(EngineTest, PrefetchAutoPacesByTheVmThreadsRunDelayFirst) {
+    const std::string mem = make_image(dir, "mem", 16 * MiB, 0.0, 18);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   paced_by(still_pressure_file(dir), 0, still_proc_root(dir)));
+    sim::Guest guest = make_guest(e.socket, {16 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    constexpr uint64_t kPages = 16 * MiB / 4096;
+    guest.touch_pages({kPages / 2}, 1);
+    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
+    const EngineStats s = e.engine->stats();
+    EXPECT_EQ(s.pages_prefetched, kPages - 1);
+    EXPECT_EQ(s.prefetch_pace_switches, 1u);
+    EXPECT_EQ(s.reactors_prefetch_paused, 0u);
+    const sim::VerifyReport report = guest.verify(*image);
+    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+}
+
+// Where the VM process cannot be read (another user's, hidden by the
+// service's ProtectProc=invisible), the reactor says so once and follows
+// the host's pressure: here still, so steps begin after the first window.
+TEST_F(EngineTest, PrefetchAutoFallsBackToTheHostsPressure) {
+    const std::string mem = make_image(dir, "mem", 16 * MiB, 0.0, 19);
+    auto image = sim::ExpectedImage::open(mem);
+    ASSERT_TRUE(image.ok());
+    const std::string empty_proc = dir.file("empty-proc");
+    std::filesystem::create_directories(empty_proc);
+    ::testing::internal::CaptureStderr();
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
+                                   paced_by(still_pressure_file(dir), EngineConfig{}.cpu_pressure_resume_below,
+                                            empty_proc));
+    sim::Guest guest = make_guest(e.socket, {16 * MiB});
+    ASSERT_TRUE(guest.connect_and_send().ok());
+    guest.touch_pages({0}, 1);
+    const bool resident = e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(resident) << log;
+    const std::string line = "reactor 0: its VMs' run delay unreadable (" + empty_proc + "/" +
+                             std::to_string(getpid()) +
+                             "/task: open: No such file or directory): prefetch paced by host CPU pressure\n";
+    const size_t at = log.find(line);
+    EXPECT_NE(at, std::string::npos) << log;
+    EXPECT_EQ(log.find(line, at + 1), std::string::npos) << log;
+    EXPECT_EQ(e.engine->stats().prefetch_pace_switches, 1u);
     const sim::VerifyReport report = guest.verify(*image);
     EXPECT_EQ(report.mismatches, 0u) << report.describe();
 }

@@ -17,7 +17,12 @@ namespace {
 // A pace over a stall total the test moves (microseconds), 10 ms windows.
 struct PaceHarness {
     std::optional<uint64_t> stall = 0;
-    PrefetchPace pace{PrefetchPace::Config{10ms, 0.10, 0.05}, [this] { return stall; }};
+    PrefetchPace::Signal signal = PrefetchPace::Signal::host_pressure;
+    PrefetchPace pace{PrefetchPace::Config{.window = 10ms, .host_pressure = {0.10, 0.05}, .vm_run_delay = {0.15, 0.10}},
+                      [this]() -> std::optional<PrefetchPace::Stall> {
+                          if (!stall) return std::nullopt;
+                          return PrefetchPace::Stall{*stall, signal};
+                      }};
     PrefetchPace::Clock::time_point t0 = PrefetchPace::Clock::now();
     bool at(std::chrono::milliseconds ms, bool faults_recent = true) { return pace.pause(t0 + ms, faults_recent); }
 };
@@ -88,6 +93,62 @@ TEST(PrefetchPace, SignalLostMidBurstMeansSteps) {
     EXPECT_TRUE(h.at(0ms));
     h.stall = std::nullopt;
     EXPECT_FALSE(h.at(10ms));
+}
+
+// The VM threads' run delay has bounds of its own (0.10 and 0.15 here): it
+// sums over threads, so two threads waiting a tenth of the time are 0.2.
+TEST(PrefetchPace, TheVmRunDelayHasItsOwnBounds) {
+    PaceHarness h;
+    h.signal = PrefetchPace::Signal::vm_run_delay;
+    EXPECT_TRUE(h.at(0ms));
+    h.stall = 1200;  // 0.12: calm for the host's pressure, not for the VMs' threads
+    EXPECT_TRUE(h.at(10ms));
+    h.stall = 1200 + 900;
+    EXPECT_FALSE(h.at(20ms));
+    h.stall = 2100 + 1400;  // 0.14 in steps: within the band
+    EXPECT_FALSE(h.at(30ms));
+    h.stall = 3500 + 1600;
+    EXPECT_TRUE(h.at(40ms));
+    EXPECT_EQ(h.pace.switches(), 2u);
+}
+
+// A window that began on one signal and ends on the other decides nothing:
+// the next one measures on the signal now in use.
+TEST(PrefetchPace, AWindowWhoseSignalChangedDecidesNothing) {
+    PaceHarness h;
+    h.signal = PrefetchPace::Signal::vm_run_delay;
+    h.stall = 5000;
+    EXPECT_TRUE(h.at(0ms));
+    h.signal = PrefetchPace::Signal::host_pressure;
+    h.stall = 1000000;  // another clock altogether
+    EXPECT_TRUE(h.at(10ms));
+    EXPECT_EQ(h.pace.window_end(), h.t0 + 20ms);
+    EXPECT_FALSE(h.at(20ms));  // no stall over the host-pressure window
+    EXPECT_EQ(h.pace.switches(), 1u);
+}
+
+// A burst's first window, and the one after a switch, may be shorter than
+// the rest: a short restore is not spent measuring, and a wrong turn is
+// soon put right. The windows after them are full length.
+TEST(PrefetchPace, ABurstsFirstWindowAndTheOneAfterASwitchMayBeShort) {
+    std::optional<uint64_t> stall = 0;
+    PrefetchPace pace{PrefetchPace::Config{.window = 50ms, .first_window = 10ms},
+                      [&]() -> std::optional<PrefetchPace::Stall> {
+                          return PrefetchPace::Stall{*stall, PrefetchPace::Signal::vm_run_delay};
+                      }};
+    const auto t0 = PrefetchPace::Clock::now();
+    EXPECT_TRUE(pace.pause(t0, true));
+    EXPECT_EQ(pace.window_end(), t0 + 10ms);
+    EXPECT_FALSE(pace.pause(t0 + 10ms, true));  // calm: steps, checked again in 10 ms
+    EXPECT_EQ(pace.window_end(), t0 + 20ms);
+    EXPECT_FALSE(pace.pause(t0 + 20ms, true));  // still calm: a full window
+    EXPECT_EQ(pace.window_end(), t0 + 70ms);
+    *stall += 10000;  // 0.2 of the window waiting
+    EXPECT_TRUE(pace.pause(t0 + 70ms, true));
+    EXPECT_EQ(pace.window_end(), t0 + 80ms);
+    EXPECT_FALSE(pace.pause(t0 + 90ms, false));  // quiet: full batches
+    EXPECT_TRUE(pace.pause(t0 + 200ms, true));  // a new burst: paused, a short window again
+    EXPECT_EQ(pace.window_end(), t0 + 210ms);
 }
 
 TEST(CpuPressure, ParsesTheSomeLinesTotal) {
