@@ -260,6 +260,46 @@ std::function<void(EngineConfig&)> paced_by(const std::string& psi,
     };
 }
 
+// One VM of `size` restored in prefetch mode by an engine with `pace`; it
+// touches one page, and the restore waits (up to kWait) for it to become
+// resident while its faults still "flow". What came of it, and what the
+// engine logged meanwhile.
+struct PacedRestore {
+    bool resident = false;
+    EngineStats stats;
+    std::string log;
+    uint64_t mismatches = 0;
+};
+PacedRestore restore_paced(const TempDir& dir, uint64_t size, uint64_t seed, uint64_t touch_page,
+                           std::function<void(EngineConfig&)> pace) {
+    const std::string mem = make_image(dir, "mem", size, 0.0, seed);
+    auto image = sim::ExpectedImage::open(mem);
+    PacedRestore r;
+    if (!image.ok()) {
+        r.log = "cannot open " + mem;
+        return r;
+    }
+    ::testing::internal::CaptureStderr();
+    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr, pace);
+    sim::Guest guest = make_guest(e.socket, {size});
+    const bool connected = guest.connect_and_send().ok();
+    if (connected) {
+        guest.touch_pages({touch_page}, 1);
+        r.resident = e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait);
+    }
+    r.log = ::testing::internal::GetCapturedStderr();
+    if (!connected) r.log += "the guest could not connect\n";
+    r.stats = e.engine->stats();
+    r.mismatches = guest.verify(*image).mismatches;
+    return r;
+}
+
+// Whether `line` is in `log` exactly once.
+bool said_once(const std::string& log, const std::string& line) {
+    const size_t at = log.find(line);
+    return at != std::string::npos && log.find(line, at + 1) == std::string::npos;
+}
+
 }  // namespace
 
 // PrefetchDuringFaults::automatic follows the CPU pressure file: here one
@@ -298,47 +338,25 @@ TEST_F(EngineTest, PrefetchAutoStaysPausedWhileNoWindowIsCalmEnough) {
 // minutes), and the VM becomes resident without a stop. Under `pause` it
 // would not (the test above).
 TEST_F(EngineTest, PrefetchAutoStepsOnceAWindowIsCalm) {
-    const std::string mem = make_image(dir, "mem", 32 * MiB, 0.0, 16);
-    auto image = sim::ExpectedImage::open(mem);
-    ASSERT_TRUE(image.ok());
-    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
-                                   paced_by(still_pressure_file(dir)));
-    sim::Guest guest = make_guest(e.socket, {32 * MiB});
-    ASSERT_TRUE(guest.connect_and_send().ok());
     constexpr uint64_t kPages = 32 * MiB / 4096;
-    guest.touch_pages({kPages / 2}, 1);
-    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
-    const EngineStats s = e.engine->stats();
-    EXPECT_EQ(s.pages_copied, kPages);
-    EXPECT_EQ(s.pages_prefetched, kPages - 1);
-    EXPECT_EQ(s.prefetch_pace_switches, 1u);  // paused for the first window, then steps
-    EXPECT_EQ(s.reactors_prefetch_paused, 0u);
-    const sim::VerifyReport report = guest.verify(*image);
-    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    const PacedRestore r = restore_paced(dir, 32 * MiB, 16, kPages / 2, paced_by(still_pressure_file(dir)));
+    ASSERT_TRUE(r.resident) << r.log;
+    EXPECT_EQ(r.stats.pages_copied, kPages);
+    EXPECT_EQ(r.stats.pages_prefetched, kPages - 1);
+    EXPECT_EQ(r.stats.prefetch_pace_switches, 1u);  // paused for the first window, then steps
+    EXPECT_EQ(r.stats.reactors_prefetch_paused, 0u);
+    EXPECT_EQ(r.mismatches, 0u);
 }
 
 // Without a pressure file (a kernel without PSI) the reactor says so once
 // and takes steps.
 TEST_F(EngineTest, PrefetchAutoWithoutPressureTakesSteps) {
-    const std::string mem = make_image(dir, "mem", 8 * MiB, 0.0, 17);
-    auto image = sim::ExpectedImage::open(mem);
-    ASSERT_TRUE(image.ok());
-    ::testing::internal::CaptureStderr();
-    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
-                                   paced_by(dir.file("no-psi")));
-    sim::Guest guest = make_guest(e.socket, {8 * MiB});
-    ASSERT_TRUE(guest.connect_and_send().ok());
-    guest.touch_pages({0}, 1);
-    const bool resident = e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait);
-    const std::string log = ::testing::internal::GetCapturedStderr();
-    ASSERT_TRUE(resident) << log;
-    const std::string line = "reactor 0: prefetch pace by CPU pressure unavailable (" + dir.file("no-psi") +
-                             ": open: No such file or directory): steps while faults flow\n";
-    const size_t at = log.find(line);
-    EXPECT_NE(at, std::string::npos) << log;
-    EXPECT_EQ(log.find(line, at + 1), std::string::npos) << log;
-    const sim::VerifyReport report = guest.verify(*image);
-    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    const PacedRestore r = restore_paced(dir, 8 * MiB, 17, 0, paced_by(dir.file("no-psi")));
+    ASSERT_TRUE(r.resident) << r.log;
+    EXPECT_TRUE(said_once(r.log, "reactor 0: prefetch pace by CPU pressure unavailable (" + dir.file("no-psi") +
+                                     ": open: No such file or directory): steps while faults flow\n"))
+        << r.log;
+    EXPECT_EQ(r.mismatches, 0u);
 }
 
 // The VMs' own threads come first: here the host's pressure would keep the
@@ -346,52 +364,32 @@ TEST_F(EngineTest, PrefetchAutoWithoutPressureTakesSteps) {
 // threads never wait, so steps begin and the VM becomes resident while
 // faults still "flow".
 TEST_F(EngineTest, PrefetchAutoPacesByTheVmThreadsRunDelayFirst) {
-    const std::string mem = make_image(dir, "mem", 16 * MiB, 0.0, 18);
-    auto image = sim::ExpectedImage::open(mem);
-    ASSERT_TRUE(image.ok());
-    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
-                                   paced_by(still_pressure_file(dir), 0, still_proc_root(dir)));
-    sim::Guest guest = make_guest(e.socket, {16 * MiB});
-    ASSERT_TRUE(guest.connect_and_send().ok());
     constexpr uint64_t kPages = 16 * MiB / 4096;
-    guest.touch_pages({kPages / 2}, 1);
-    ASSERT_TRUE(e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait));
-    const EngineStats s = e.engine->stats();
-    EXPECT_EQ(s.pages_prefetched, kPages - 1);
-    EXPECT_EQ(s.prefetch_pace_switches, 1u);
-    EXPECT_EQ(s.reactors_prefetch_paused, 0u);
-    const sim::VerifyReport report = guest.verify(*image);
-    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    const PacedRestore r =
+        restore_paced(dir, 16 * MiB, 18, kPages / 2, paced_by(still_pressure_file(dir), 0, still_proc_root(dir)));
+    ASSERT_TRUE(r.resident) << r.log;
+    EXPECT_EQ(r.stats.pages_prefetched, kPages - 1);
+    EXPECT_EQ(r.stats.prefetch_pace_switches, 1u);
+    EXPECT_EQ(r.stats.reactors_prefetch_paused, 0u);
+    EXPECT_EQ(r.mismatches, 0u);
 }
 
 // Where the VM process cannot be read (another user's, hidden by the
 // service's ProtectProc=invisible), the reactor says so once and follows
 // the host's pressure: here still, so steps begin after the first window.
 TEST_F(EngineTest, PrefetchAutoFallsBackToTheHostsPressure) {
-    const std::string mem = make_image(dir, "mem", 16 * MiB, 0.0, 19);
-    auto image = sim::ExpectedImage::open(mem);
-    ASSERT_TRUE(image.ok());
     const std::string empty_proc = dir.file("empty-proc");
     std::filesystem::create_directories(empty_proc);
-    ::testing::internal::CaptureStderr();
-    RunningEngine e = start_engine(dir, mem, ServeMode::prefetch, 1, std::chrono::seconds(30), nullptr,
-                                   paced_by(still_pressure_file(dir), EngineConfig{}.cpu_pressure_resume_below,
-                                            empty_proc));
-    sim::Guest guest = make_guest(e.socket, {16 * MiB});
-    ASSERT_TRUE(guest.connect_and_send().ok());
-    guest.touch_pages({0}, 1);
-    const bool resident = e.engine->wait_until([](const EngineStats& s) { return s.vms_resident == 1; }, kWait);
-    const std::string log = ::testing::internal::GetCapturedStderr();
-    ASSERT_TRUE(resident) << log;
-    const std::string line = "reactor 0: its VMs' run delay unreadable (" + empty_proc + "/" +
-                             std::to_string(getpid()) +
-                             "/task: open: No such file or directory): prefetch paced by host CPU pressure\n";
-    const size_t at = log.find(line);
-    EXPECT_NE(at, std::string::npos) << log;
-    EXPECT_EQ(log.find(line, at + 1), std::string::npos) << log;
-    EXPECT_EQ(e.engine->stats().prefetch_pace_switches, 1u);
-    const sim::VerifyReport report = guest.verify(*image);
-    EXPECT_EQ(report.mismatches, 0u) << report.describe();
+    const PacedRestore r = restore_paced(
+        dir, 16 * MiB, 19, 0,
+        paced_by(still_pressure_file(dir), EngineConfig{}.cpu_pressure_resume_below, empty_proc));
+    ASSERT_TRUE(r.resident) << r.log;
+    EXPECT_TRUE(said_once(r.log, "reactor 0: its VMs' run delay unreadable (" + empty_proc + "/" +
+                                     std::to_string(getpid()) +
+                                     "/task: open: No such file or directory): prefetch paced by host CPU pressure\n"))
+        << r.log;
+    EXPECT_EQ(r.stats.prefetch_pace_switches, 1u);
+    EXPECT_EQ(r.mismatches, 0u);
 }
 
 TEST_F(EngineTest, RingReadPathAloneIsByteExact) {
