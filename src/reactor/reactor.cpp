@@ -452,7 +452,8 @@ void Reactor::Impl::setup_pace() {
                         config.index, why.c_str());
         }
     }
-    if (run_delay || cpu_pressure) prefetch_pace = std::make_unique<PrefetchPace>(config.pace, [this] { return pace_stall(); });
+    if (run_delay || cpu_pressure)
+        prefetch_pace = std::make_unique<PrefetchPace>(config.pace, [this] { return pace_stall(); });
 }
 
 // The run delay of the threads of up to ThreadRunDelay::kMaxProcesses of this
