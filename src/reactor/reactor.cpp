@@ -473,9 +473,8 @@ std::optional<PrefetchPace::Stall> Reactor::Impl::pace_stall() {
             if (auto total = run_delay->total_us(std::span<const pid_t>(pids.data(), n), why))
                 return PrefetchPace::Stall{*total, PrefetchPace::Signal::vm_run_delay};
             // Said once, and not for a VM process that just ended (its reactor has yet to see it).
-            const bool alive = std::any_of(pids.begin(), pids.begin() + n,
-                                           [](pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; });
-            if (!run_delay_warned && alive) {
+            const auto alive = [](pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; };
+            if (!run_delay_warned && std::any_of(pids.begin(), pids.begin() + n, alive)) {
                 run_delay_warned = true;
                 RP_WARN("reactor %u: its VMs' run delay unreadable (%s): %s", config.index, why.c_str(),
                         cpu_pressure ? "prefetch paced by host CPU pressure" : "steps while faults flow");
