@@ -168,6 +168,10 @@ struct EngineStats {
     // switched between steps and pause.
     uint64_t reactors_prefetch_paused = 0;
     uint64_t prefetch_pace_switches = 0;
+    // Reactors whose pace read, in its last window, its VMs' threads' run
+    // delay, or the host's CPU pressure (their VMs could not be read).
+    uint64_t reactors_paced_by_vm_run_delay = 0;
+    uint64_t reactors_paced_by_host_pressure = 0;
 };
 
 // A finished VM's record, kept for reports and tests.

@@ -49,7 +49,9 @@ json stats_json(const EngineStats& s) {
                 {"handshakes_pending", s.handshakes_pending}, {"vm_state_bytes", s.vm_state_bytes},
                 {"accept_pauses", s.accept_pauses},   {"read_buffer_bytes", s.read_buffer_bytes},
                 {"reactors_prefetch_paused", s.reactors_prefetch_paused},
-                {"prefetch_pace_switches", s.prefetch_pace_switches}};
+                {"prefetch_pace_switches", s.prefetch_pace_switches},
+                {"reactors_paced_by_vm_run_delay", s.reactors_paced_by_vm_run_delay},
+                {"reactors_paced_by_host_pressure", s.reactors_paced_by_host_pressure}};
 }
 
 std::string error_line(const std::string& why) { return json{{"ok", false}, {"error", why}}.dump(); }

@@ -119,6 +119,12 @@ public:
         f.counter("ringpager_prefetch_pace_switches_total",
                   "times a reactor's prefetch pace switched between steps and pause (--prefetch-during-faults auto)", {},
                   double(e.prefetch_pace_switches));
+        const char* signal_help = "reactors whose prefetch pace read this signal in its last window "
+                                  "(--prefetch-during-faults auto)";
+        f.gauge("ringpager_prefetch_pace_signal_reactors", signal_help, {{"signal", "vm_run_delay"}},
+                double(e.reactors_paced_by_vm_run_delay));
+        f.gauge("ringpager_prefetch_pace_signal_reactors", signal_help, {{"signal", "host_pressure"}},
+                double(e.reactors_paced_by_host_pressure));
         return f.take();
     }
 

@@ -51,6 +51,9 @@ EngineStats StatsTable::snapshot(const Budgets& budgets) const {
         s.busy_poll_misses += c.busy_poll_misses.load();
         s.reactors_prefetch_paused += c.prefetch_paused.load();
         s.prefetch_pace_switches += c.prefetch_pace_switches.load();
+        const uint64_t signal = c.prefetch_pace_signal.load();
+        if (signal == 1) s.reactors_paced_by_vm_run_delay++;
+        if (signal == 2) s.reactors_paced_by_host_pressure++;
     }
     for (size_t i = 0; i < size_t{reactor_count_} * listener_count_; i++) {
         const VmCounters& c = vms_[i];

@@ -27,6 +27,8 @@ struct ReactorCounters {
     // PrefetchDuringFaults::automatic: 1 while the pace holds prefetch back
     // (faults flowing, CPUs contended), and how often it changed its mind.
     std::atomic<uint64_t> prefetch_paused{0}, prefetch_pace_switches{0};
+    // Which signal its last window read: 0 none, 1 its VMs' run delay, 2 the host's CPU pressure.
+    std::atomic<uint64_t> prefetch_pace_signal{0};
     void add(std::atomic<uint64_t>& c, uint64_t n) { bump(c, n); }
 };
 

@@ -47,8 +47,14 @@ std::optional<uint64_t> CpuPressure::parse_some_total(std::string_view text) {
 PrefetchPace::PrefetchPace(Config config, std::function<std::optional<Stall>()> stall)
     : config_(config), stall_(std::move(stall)) {}
 
+std::optional<PrefetchPace::Stall> PrefetchPace::read() {
+    std::optional<Stall> total = stall_();
+    signal_ = total ? std::optional<Signal>(total->signal) : std::nullopt;
+    return total;
+}
+
 void PrefetchPace::start_window(Clock::time_point now) {
-    const std::optional<Stall> total = stall_();
+    const std::optional<Stall> total = read();
     if (!total) {
         paused_ = false;  // no signal: steps
         in_window_ = false;
@@ -70,7 +76,7 @@ bool PrefetchPace::pause(Clock::time_point now, bool faults_recent) {
         return in_window_ && paused_;
     }
     if (now < window_end()) return paused_;
-    const std::optional<Stall> total = stall_();
+    const std::optional<Stall> total = read();
     if (!total) {
         paused_ = false;
         in_window_ = false;

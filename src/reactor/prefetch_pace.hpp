@@ -81,9 +81,11 @@ public:
     Clock::time_point window_end() const { return window_start_ + window_; }
     uint64_t switches() const { return switches_; }
     double last_share() const { return last_share_; }
-    Signal last_signal() const { return window_stall_start_.signal; }
+    // The signal the last reading came from (none: no reading yet, or it failed).
+    std::optional<Signal> signal() const { return signal_; }
 
 private:
+    std::optional<Stall> read();
     void start_window(Clock::time_point now);
     Clock::duration short_window() const {
         return config_.first_window.count() > 0 ? config_.first_window : config_.window;
@@ -96,6 +98,7 @@ private:
     Clock::time_point window_start_{};
     Clock::duration window_{};
     Stall window_stall_start_{};
+    std::optional<Signal> signal_;
     uint64_t switches_ = 0;
     double last_share_ = 0;
 };

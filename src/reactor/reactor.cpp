@@ -410,14 +410,17 @@ void Reactor::Impl::process_turn() {
         if (prefetch_pace->switches() != switches)
             RP_DEBUG("reactor %u: prefetch %s while faults flow (%s %.3f over the last window)", config.index,
                      pace.pause_during_faults ? "paused" : "in steps",
-                     prefetch_pace->last_signal() == PrefetchPace::Signal::vm_run_delay ? "VMs' run delay"
-                                                                                        : "host CPU pressure",
+                     prefetch_pace->signal() == PrefetchPace::Signal::vm_run_delay ? "VMs' run delay"
+                                                                                   : "host CPU pressure",
                      prefetch_pace->last_share());
     }
     if (draining) pace.pause_during_faults = false;  // a graceful stop finishes restores
     if (prefetch_pace) {
         counters.prefetch_paused.store(pace.pause_during_faults ? 1 : 0, std::memory_order_relaxed);
         counters.prefetch_pace_switches.store(prefetch_pace->switches(), std::memory_order_relaxed);
+        const auto signal = prefetch_pace->signal();
+        counters.prefetch_pace_signal.store(!signal ? 0 : *signal == PrefetchPace::Signal::vm_run_delay ? 1 : 2,
+                                            std::memory_order_relaxed);
     }
     if (prefetcher.step(jobs, *this, faults_recent, pace) && !prefetch_timer_armed) {
         // Held back: wake when faults may have gone quiet, or the pace's

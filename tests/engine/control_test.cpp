@@ -88,6 +88,9 @@ TEST_F(ControlTest, ListVmStatsPrefetchAndReleaseActOnTheServedVm) {
     ASSERT_TRUE(stats["ok"].get<bool>());
     EXPECT_EQ(stats["stats"]["faults"].get<uint64_t>(), e.engine->stats().faults);
     EXPECT_EQ(stats["stats"]["vms_active"].get<uint64_t>(), 1u);
+    EXPECT_EQ(stats["stats"]["reactors_prefetch_paused"].get<uint64_t>(), 0u);  // lazy: no pace
+    EXPECT_EQ(stats["stats"]["reactors_paced_by_vm_run_delay"].get<uint64_t>(), 0u);
+    EXPECT_EQ(stats["stats"]["reactors_paced_by_host_pressure"].get<uint64_t>(), 0u);
 
     json prefetch = request(R"({"cmd":"prefetch","id":)" + std::to_string(id) + "}");
     ASSERT_TRUE(prefetch["ok"].get<bool>()) << prefetch.dump();

@@ -356,6 +356,7 @@ TEST_F(EngineTest, PrefetchAutoWithoutPressureTakesSteps) {
     EXPECT_TRUE(said_once(r.log, "reactor 0: prefetch pace by CPU pressure unavailable (" + dir.file("no-psi") +
                                      ": open: No such file or directory): steps while faults flow\n"))
         << r.log;
+    EXPECT_EQ(r.stats.reactors_paced_by_vm_run_delay + r.stats.reactors_paced_by_host_pressure, 0u);
     EXPECT_EQ(r.mismatches, 0u);
 }
 
@@ -371,6 +372,8 @@ TEST_F(EngineTest, PrefetchAutoPacesByTheVmThreadsRunDelayFirst) {
     EXPECT_EQ(r.stats.pages_prefetched, kPages - 1);
     EXPECT_EQ(r.stats.prefetch_pace_switches, 1u);
     EXPECT_EQ(r.stats.reactors_prefetch_paused, 0u);
+    EXPECT_EQ(r.stats.reactors_paced_by_vm_run_delay, 1u);
+    EXPECT_EQ(r.stats.reactors_paced_by_host_pressure, 0u);
     EXPECT_EQ(r.mismatches, 0u);
 }
 
@@ -389,6 +392,8 @@ TEST_F(EngineTest, PrefetchAutoFallsBackToTheHostsPressure) {
                                      "/task: open: No such file or directory): prefetch paced by host CPU pressure\n"))
         << r.log;
     EXPECT_EQ(r.stats.prefetch_pace_switches, 1u);
+    EXPECT_EQ(r.stats.reactors_paced_by_host_pressure, 1u);
+    EXPECT_EQ(r.stats.reactors_paced_by_vm_run_delay, 0u);
     EXPECT_EQ(r.mismatches, 0u);
 }
 

@@ -83,6 +83,11 @@ TEST(MetricsTest, ARestoresFiguresAreServedAsPrometheusText) {
     EXPECT_GT(m.at("ringpager_fault_service_seconds_sum{" + l + "}"), 0.0);
     EXPECT_EQ(m.at("ringpager_vms_refused_total{reason=\"handshake\"}"), 0.0);
     EXPECT_GT(m.at("ringpager_memory_limit_bytes"), 0.0);
+    // Lazy: no reactor paced prefetch.
+    EXPECT_EQ(m.at("ringpager_prefetch_paused_reactors"), 0.0);
+    EXPECT_EQ(m.at("ringpager_prefetch_pace_switches_total"), 0.0);
+    EXPECT_EQ(m.at("ringpager_prefetch_pace_signal_reactors{signal=\"vm_run_delay\"}"), 0.0);
+    EXPECT_EQ(m.at("ringpager_prefetch_pace_signal_reactors{signal=\"host_pressure\"}"), 0.0);
 }
 
 TEST(MetricsTest, AnAddressInUseIsAOneLineStartupError) {
