@@ -461,7 +461,8 @@ void Reactor::Impl::setup_pace() {
 
 // The run delay of the threads of up to ThreadRunDelay::kMaxProcesses of this
 // reactor's VM processes still restoring; where none can be read, the host's
-// CPU pressure.
+// CPU pressure. With no VM still restoring, nothing: there is no prefetch to
+// pace.
 std::optional<PrefetchPace::Stall> Reactor::Impl::pace_stall() {
     if (run_delay) {
         std::array<pid_t, ThreadRunDelay::kMaxProcesses> pids{};
@@ -471,17 +472,16 @@ std::optional<PrefetchPace::Stall> Reactor::Impl::pace_stall() {
             if (!vm || vm->closing || !vm->pager || vm->resident()) continue;
             if (std::find(pids.begin(), pids.begin() + n, vm->setup.pid) == pids.begin() + n) pids[n++] = vm->setup.pid;
         }
+        if (n == 0) return std::nullopt;
         std::string why;
-        if (n > 0) {
-            if (auto total = run_delay->total_us(std::span<const pid_t>(pids.data(), n), why))
-                return PrefetchPace::Stall{*total, PrefetchPace::Signal::vm_run_delay};
-            // Said once, and not for a VM process that just ended (its reactor has yet to see it).
-            const auto alive = [](pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; };
-            if (!run_delay_warned && std::any_of(pids.begin(), pids.begin() + n, alive)) {
-                run_delay_warned = true;
-                RP_WARN("reactor %u: its VMs' run delay unreadable (%s): %s", config.index, why.c_str(),
-                        cpu_pressure ? "prefetch paced by host CPU pressure" : "steps while faults flow");
-            }
+        if (auto total = run_delay->total_us(std::span<const pid_t>(pids.data(), n), why))
+            return PrefetchPace::Stall{*total, PrefetchPace::Signal::vm_run_delay};
+        // Said once, and not for a VM process that just ended (its reactor has yet to see it).
+        const auto alive = [](pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; };
+        if (!run_delay_warned && std::any_of(pids.begin(), pids.begin() + n, alive)) {
+            run_delay_warned = true;
+            RP_WARN("reactor %u: its VMs' run delay unreadable (%s): %s", config.index, why.c_str(),
+                    cpu_pressure ? "prefetch paced by host CPU pressure" : "steps while faults flow");
         }
     }
     if (cpu_pressure) {
