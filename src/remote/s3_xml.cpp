@@ -123,12 +123,4 @@ std::string escape(std::string_view text) {
     return out;
 }
 
-std::optional<uint64_t> parse_u64(std::string_view digits) {
-    if (digits.empty() || digits.size() > 20) return std::nullopt;
-    uint64_t value = 0;
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, 10);
-    if (ec != std::errc{} || end != digits.data() + digits.size()) return std::nullopt;
-    return value;
-}
-
 }  // namespace ringpager::remote::xml

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/decimal.hpp"
+
 namespace ringpager::remote::xml {
 
 // The raw text between <tag> (or <tag attr...>) and the next </tag>, for the
@@ -30,7 +32,6 @@ std::optional<std::string> unescape(std::string_view raw);
 // Escapes & < > " ' for element text.
 std::string escape(std::string_view text);
 
-// A decimal u64 with no sign, space or leading '+'; nullopt otherwise or on overflow.
-std::optional<uint64_t> parse_u64(std::string_view digits);
+using ::ringpager::parse_u64;  // common/decimal.hpp
 
 }  // namespace ringpager::remote::xml
