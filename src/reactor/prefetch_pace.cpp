@@ -3,8 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <string_view>
+
+#include "common/decimal.hpp"
 
 namespace ringpager {
 
@@ -37,11 +38,7 @@ std::optional<uint64_t> CpuPressure::parse_some_total(std::string_view text) {
     if (line.substr(0, 5) != "some ") return std::nullopt;
     const size_t at = line.find(" total=");
     if (at == std::string_view::npos) return std::nullopt;
-    const std::string_view digits = line.substr(at + 7);
-    uint64_t total = 0;
-    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), total);
-    if (ec != std::errc() || end == digits.data() || end != digits.data() + digits.size()) return std::nullopt;
-    return total;
+    return parse_u64(line.substr(at + 7));
 }
 
 PrefetchPace::PrefetchPace(Config config, std::function<std::optional<Stall>()> stall)

@@ -5,32 +5,20 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <cstring>
 
+#include "common/decimal.hpp"
 #include "ringpager/file_desc.hpp"
 
 namespace ringpager {
 namespace {
 
-// A decimal number that is all of `text`.
-std::optional<uint64_t> whole_number(std::string_view text) {
-    uint64_t value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || text.empty() || end != text.data() + text.size()) return std::nullopt;
-    return value;
-}
-
 std::optional<pid_t> tid_of(std::string_view name) {
     if (name.empty() || name.size() > 10 || name[0] == '0') return std::nullopt;
-    const std::optional<uint64_t> n = whole_number(name);
+    const std::optional<uint64_t> n = parse_u64(name);
     if (!n || *n > 0x7fffffff) return std::nullopt;
     return static_cast<pid_t>(*n);
-}
-
-bool before(pid_t pid_a, pid_t tid_a, pid_t pid_b, pid_t tid_b) {
-    return pid_a != pid_b ? pid_a < pid_b : tid_a < tid_b;
 }
 
 }  // namespace
@@ -46,8 +34,8 @@ std::optional<uint64_t> ThreadRunDelay::parse_schedstat(std::string_view text) {
     if (first == std::string_view::npos) return std::nullopt;
     const size_t second = text.find(' ', first + 1);
     if (second == std::string_view::npos) return std::nullopt;
-    if (!whole_number(text.substr(0, first)) || !whole_number(text.substr(second + 1))) return std::nullopt;
-    return whole_number(text.substr(first + 1, second - first - 1));
+    if (!parse_u64(text.substr(0, first)) || !parse_u64(text.substr(second + 1))) return std::nullopt;
+    return parse_u64(text.substr(first + 1, second - first - 1));
 }
 
 bool ThreadRunDelay::read_process(pid_t pid, std::string& error) {
@@ -101,12 +89,9 @@ std::optional<uint64_t> ThreadRunDelay::total_us(std::span<const pid_t> pids, st
         if (read_process(pid, error)) readable++;
     }
     if (readable == 0) return std::nullopt;
-    std::sort(next_.begin(), next_.end(),
-              [](const Seen& a, const Seen& b) { return before(a.pid, a.tid, b.pid, b.tid); });
+    std::sort(next_.begin(), next_.end(), Seen::by_thread);
     for (const Seen& now : next_) {
-        const auto it = std::lower_bound(seen_.begin(), seen_.end(), now, [](const Seen& a, const Seen& b) {
-            return before(a.pid, a.tid, b.pid, b.tid);
-        });
+        const auto it = std::lower_bound(seen_.begin(), seen_.end(), now, Seen::by_thread);
         if (it != seen_.end() && it->pid == now.pid && it->tid == now.tid && now.run_delay_ns >= it->run_delay_ns)
             total_ns_ += now.run_delay_ns - it->run_delay_ns;
     }

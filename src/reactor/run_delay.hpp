@@ -49,6 +49,7 @@ private:
         pid_t pid = 0;
         pid_t tid = 0;
         uint64_t run_delay_ns = 0;
+        static bool by_thread(const Seen& a, const Seen& b) { return a.pid != b.pid ? a.pid < b.pid : a.tid < b.tid; }
     };
     // Adds the threads of `pid` to next_, up to kMaxThreads there in all;
     // false when its task directory cannot be read.
