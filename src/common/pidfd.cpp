@@ -43,4 +43,9 @@ std::string kill_through_pidfd(const FileDesc& pidfd) {
     return {};
 }
 
+bool alive_through_pidfd(const FileDesc& pidfd) {
+    if (!pidfd.valid()) return true;
+    return syscall(SYS_pidfd_send_signal, pidfd.get(), 0, nullptr, 0) == 0 || errno == EPERM;
+}
+
 }  // namespace ringpager

@@ -24,4 +24,8 @@ FileDesc open_peer_pidfd(int conn, pid_t pid);
 // process already exited: "No such process").
 std::string kill_through_pidfd(const FileDesc& pidfd);
 
+// Whether the process behind `pidfd` is still alive (signal 0 through it);
+// true when there is no pidfd, as nothing says otherwise.
+bool alive_through_pidfd(const FileDesc& pidfd);
+
 }  // namespace ringpager

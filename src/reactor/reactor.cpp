@@ -7,12 +7,12 @@
 
 #include <algorithm>
 #include <array>
-#include <csignal>
 #include <cstring>
 #include <future>
 #include <string>
 
 #include "common/log.hpp"
+#include "common/pidfd.hpp"
 #include "reactor/reactor_impl.hpp"
 #include "reactor/test_hooks.hpp"
 
@@ -466,19 +466,23 @@ void Reactor::Impl::setup_pace() {
 std::optional<PrefetchPace::Stall> Reactor::Impl::pace_stall() {
     if (run_delay) {
         std::array<pid_t, ThreadRunDelay::kMaxProcesses> pids{};
+        std::array<const FileDesc*, ThreadRunDelay::kMaxProcesses> pidfds{};
         size_t n = 0;
         for (const std::unique_ptr<Vm>& vm : vms) {
             if (n == pids.size()) break;
             if (!vm || vm->closing || !vm->pager || vm->resident()) continue;
-            if (std::find(pids.begin(), pids.begin() + n, vm->setup.pid) == pids.begin() + n) pids[n++] = vm->setup.pid;
+            if (std::find(pids.begin(), pids.begin() + n, vm->setup.pid) != pids.begin() + n) continue;
+            pidfds[n] = &vm->setup.pidfd;
+            pids[n++] = vm->setup.pid;
         }
         if (n == 0) return std::nullopt;
         std::string why;
         if (auto total = run_delay->total_us(std::span<const pid_t>(pids.data(), n), why))
             return PrefetchPace::Stall{*total, PrefetchPace::Signal::vm_run_delay};
-        // Said once, and not for a VM process that just ended (its reactor has yet to see it).
-        const auto alive = [](pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; };
-        if (!run_delay_warned && std::any_of(pids.begin(), pids.begin() + n, alive)) {
+        // Said once, and not for a VM process that just ended (its reactor has
+        // yet to see it). Asked through the pidfds: a raw pid may be another's.
+        const auto alive = [](const FileDesc* pidfd) { return alive_through_pidfd(*pidfd); };
+        if (!run_delay_warned && std::any_of(pidfds.begin(), pidfds.begin() + n, alive)) {
             run_delay_warned = true;
             RP_WARN("reactor %u: its VMs' run delay unreadable (%s): %s", config.index, why.c_str(),
                     cpu_pressure ? "prefetch paced by host CPU pressure" : "steps while faults flow");
